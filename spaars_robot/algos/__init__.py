@@ -1,0 +1,1 @@
+"""Algorithms. Each file is one method, readable top to bottom; shared networks live in `nn/`."""

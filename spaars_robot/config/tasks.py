@@ -1,0 +1,74 @@
+"""Task specs: which simulator, which env, D4RL reference scores and dataset quality targets.
+
+Tasks are YAML files under `sim/tasks/`; `load_task("hopper")` or `load_task("path/to.yaml")`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from spaars_robot.config.loading import load_yaml_model, repo_root
+from spaars_robot.errors import ConfigError
+
+
+class QualityTarget(BaseModel):
+    """How good a behaviour policy must be for a dataset of this quality (D4RL-normalised scores)."""
+
+    model_config = ConfigDict(extra="forbid")
+    target_normalized: float | None = Field(
+        description="Deterministic-evaluation score at which behaviour-policy training stops; "
+        "None means no training (uniform random actions)."
+    )
+    band: tuple[float, float] = Field(description="Range the collected dataset's mean score must lie in.")
+
+    @model_validator(mode="after")
+    def _band_ordered(self) -> "QualityTarget":
+        if self.band[0] >= self.band[1]:
+            raise ValueError(f"band must be [low, high] with low < high, got {list(self.band)}")
+        return self
+
+
+class TaskSpec(BaseModel):
+    """One control task, identified by `name`; the single source of its reference scores."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    backend: Literal["gymnasium", "dm_control"]
+    env_id: str = Field(description="gymnasium id (Hopper-v5) or dm-control 'domain-task' (walker-walk)")
+    ref_min_score: float = Field(description="D4RL random-policy reference return")
+    ref_max_score: float = Field(description="D4RL expert reference return")
+    max_episode_steps: int = Field(gt=0, le=100_000)
+    obs_dim: int = Field(gt=0)
+    action_dim: int = Field(gt=0)
+    control_rate_hz: float = Field(gt=0, description="Policy steps per simulated second")
+    quality: dict[Literal["random", "medium", "expert"], QualityTarget]
+
+    @model_validator(mode="after")
+    def _scores_ordered(self) -> "TaskSpec":
+        if self.ref_max_score <= self.ref_min_score:
+            raise ValueError("ref_max_score must be greater than ref_min_score")
+        return self
+
+    def normalized_score(self, episode_return: float) -> float:
+        """D4RL normalisation: 0 = random policy, 100 = expert (Fu et al. 2020, `get_normalized_score` x 100)."""
+        return 100.0 * (episode_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
+
+
+def tasks_dir() -> Path:
+    return repo_root() / "sim" / "tasks"
+
+
+def available_tasks() -> list[str]:
+    return sorted(p.stem for p in tasks_dir().glob("*.yaml"))
+
+
+def load_task(name_or_path: str | Path) -> TaskSpec:
+    """Resolve a task by short name (`hopper`) or by a YAML path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = tasks_dir() / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown task {name_or_path!r}; known tasks: {', '.join(available_tasks())}")
+    return load_yaml_model(path, TaskSpec)

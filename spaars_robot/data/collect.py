@@ -1,0 +1,307 @@
+"""Make offline datasets the way D4RL did: train a SAC behaviour policy to a quality level, then roll
+it out stochastically.
+
+One SAC run per (task, seed) serves every quality: `medium` is the first evaluation that reaches the
+task's target score, `expert` the best evaluation in the budget, `medium-replay` the replay buffer up
+to the medium point, `medium-expert` the concatenation of the medium and expert datasets.
+
+Everything is resumable and deterministic: training checkpoints are written at episode boundaries
+(each episode resets from a seed derived from its index), rollouts are written in shards of whole
+episodes, and the dataset directory appears only when complete. Behaviour-policy checkpoints are kept,
+so a dataset can be regenerated bit-identically from (policy checkpoint, seed).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from spaars_robot.algos.sac import SAC, SACConfig
+from spaars_robot.config.tasks import TaskSpec
+from spaars_robot.data.episodes import Episode, dataset_dir, iter_episodes, write_dataset
+from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
+from spaars_robot.envs import make_env
+from spaars_robot.errors import SpaarsError
+from spaars_robot.train.replay import ReplayBuffer
+
+Quality = Literal["random", "medium", "expert", "medium-replay", "medium-expert"]
+NAMESPACE = "spaars"
+EPISODE_SEED_STRIDE = 1_000_003
+EVAL_SEED_BASE = 900_000_000
+
+
+class CollectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(1_000_000, gt=0, description="transitions in the rolled-out dataset")
+    seed: int = Field(0, ge=0)
+    train_budget: int = Field(1_000_000, gt=0, description="max SAC env steps for the behaviour policy")
+    random_steps: int = Field(5_000, ge=0, description="uniform-action warm-up before SAC updates")
+    eval_every: int = Field(10_000, gt=0, description="env steps between deterministic evaluations")
+    eval_episodes: int = Field(5, gt=0)
+    checkpoint_every: int = Field(10_000, gt=0, description="env steps between resumable checkpoints")
+    shard_steps: int = Field(50_000, gt=0, description="rollout transitions per resumable shard")
+    sac: SACConfig = SACConfig()
+
+
+def dataset_id(task: TaskSpec, quality: str) -> str:
+    return f"{NAMESPACE}/{task.name}-{quality}-v0"
+
+
+def behaviour_dir(root: Path, task: TaskSpec, seed: int) -> Path:
+    return Path(root) / NAMESPACE / "_behaviour" / f"{task.name}-seed{seed}"
+
+
+def evaluate_policy(act, task: TaskSpec, episodes: int, seed_base: int = EVAL_SEED_BASE) -> list[float]:
+    """Deterministic episodes on fixed seeds (never the training seeds); returns episode returns."""
+    env = make_env(task)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed_base + i)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+class BehaviourRun:
+    """A resumable SAC run whose evaluations define the medium and expert behaviour policies."""
+
+    def __init__(self, root: Path, task: TaskSpec, config: CollectConfig, progress: Progress | None) -> None:
+        self.task, self.config, self.progress = task, config, progress
+        self.dir = behaviour_dir(root, task, config.seed)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.dir / "state.pt"
+        self.sac = SAC(task.obs_dim, task.action_dim, config.sac, seed=config.seed)
+        self.replay = ReplayBuffer(config.train_budget, task.obs_dim, task.action_dim)
+        self.truncated = torch.zeros(config.train_budget, dtype=torch.bool)
+        self.step = 0
+        self.episode = 0
+        self.evals: list[dict] = []
+        self.medium_step: int | None = None
+        if self.state_path.exists():
+            self._load()
+
+    # -- persistence -------------------------------------------------------------------------------
+    def _save(self) -> None:
+        atomic_torch_save(self.state_path, {
+            "sac": self.sac.state_dict(), "replay": self.replay.state_dict(),
+            "truncated": self.truncated[: self.replay.size].clone(), "step": self.step, "episode": self.episode,
+            "medium_step": -1 if self.medium_step is None else self.medium_step,
+        })
+        atomic_write_json(self.dir / "evals.json", self.evals)
+
+    def _load(self) -> None:
+        state = safe_torch_load(self.state_path)
+        self.sac.load_state_dict(state["sac"])
+        self.replay.load_state_dict(state["replay"])
+        self.truncated[: self.replay.size] = state["truncated"]
+        self.step, self.episode = int(state["step"]), int(state["episode"])
+        self.medium_step = None if int(state["medium_step"]) < 0 else int(state["medium_step"])
+        evals_path = self.dir / "evals.json"
+        self.evals = [e for e in json.loads(evals_path.read_text()) if e["step"] <= self.step] if evals_path.exists() else []
+
+    def policy_path(self, step: int) -> Path:
+        return self.dir / f"policy_step{step:07d}.pt"
+
+    # -- training ----------------------------------------------------------------------------------
+    def _evaluate(self) -> dict:
+        returns = evaluate_policy(lambda o: self.sac.act(o, deterministic=True), self.task, self.config.eval_episodes)
+        record = {"step": self.step, "return_mean": float(np.mean(returns)),
+                  "normalized": float(np.mean([self.task.normalized_score(r) for r in returns]))}
+        self.evals.append(record)
+        atomic_torch_save(self.policy_path(self.step), self.sac.actor.state_dict())
+        return record
+
+    def train_until(self, quality: Literal["medium", "expert"]) -> None:
+        """Train until the medium target is reached (quality=medium) or the budget is spent (expert)."""
+        cfg, task = self.config, self.task
+        target = task.quality["medium"].target_normalized if "medium" in task.quality else None
+        if quality == "medium" and self.medium_step is not None:
+            return
+        if quality == "expert" and self.step >= cfg.train_budget:
+            return
+        env = make_env(task)
+        bar = self.progress.add_task(f"SAC behaviour {task.name} (to {quality})", total=cfg.train_budget,
+                                     completed=self.step) if self.progress else None
+        next_checkpoint = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+        stop = False
+        t0, steps0 = time.perf_counter(), self.step
+        obs, _ = env.reset(seed=cfg.seed * EPISODE_SEED_STRIDE + self.episode)
+        while True:
+            if self.step < cfg.random_steps:
+                action = (torch.rand(task.action_dim, generator=self.sac.generator) * 2 - 1).numpy()
+            else:
+                action = self.sac.act(obs, deterministic=False)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            self.truncated[self.replay.size] = bool(truncated)
+            self.replay.add(obs, action, float(reward), next_obs, terminated)
+            obs = next_obs
+            self.step += 1
+            if self.step > cfg.random_steps:
+                self.sac.update(self.replay.sample(cfg.sac.batch_size, self.sac.generator))
+            if self.step % cfg.eval_every == 0:
+                record = self._evaluate()
+                if target is not None and self.medium_step is None and record["normalized"] >= target:
+                    self.medium_step = self.step
+                stop = (quality == "medium" and self.medium_step is not None) or self.step >= cfg.train_budget
+                if bar is not None:
+                    self.progress.update(bar, completed=self.step, description=(
+                        f"SAC behaviour {task.name} (to {quality}) eval={record['normalized']:.1f} "
+                        f"{(self.step - steps0) / (time.perf_counter() - t0):.0f} steps/s"))
+            if terminated or truncated or self.step >= cfg.train_budget:
+                if not (terminated or truncated):
+                    self.truncated[self.replay.size - 1] = True
+                self.episode += 1
+                if self.step >= next_checkpoint or stop or self.step >= cfg.train_budget:
+                    self._save()
+                    next_checkpoint = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+                if stop or self.step >= cfg.train_budget:
+                    break
+                obs, _ = env.reset(seed=cfg.seed * EPISODE_SEED_STRIDE + self.episode)
+        env.close()
+
+    def chosen_step(self, quality: Literal["medium", "expert"]) -> int:
+        if not self.evals:
+            raise SpaarsError(f"behaviour run {self.dir} has no evaluations yet")
+        if quality == "medium" and self.medium_step is not None:
+            return self.medium_step
+        # expert, or medium that never reached its target: the best evaluation so far
+        return max(self.evals, key=lambda e: e["normalized"])["step"]
+
+    def replay_episodes(self, up_to: int) -> list[Episode]:
+        """The replay buffer's first `up_to` transitions as episodes (D4RL medium-replay)."""
+        n = min(up_to, self.replay.size)
+        obs, act = self.replay.obs[:n].numpy(), self.replay.action[:n].numpy()
+        rew, nxt = self.replay.reward[:n].numpy(), self.replay.next_obs[:n].numpy()
+        term, trunc = self.replay.done[:n].numpy() > 0.5, self.truncated[:n].numpy().copy()
+        trunc[n - 1] |= not term[n - 1]
+        ends = np.flatnonzero(term | trunc)
+        episodes, start = [], 0
+        for end in ends:
+            sl = slice(start, end + 1)
+            episodes.append(Episode(np.concatenate([obs[sl], nxt[end:end + 1]]), act[sl], rew[sl], term[sl], trunc[sl]))
+            start = end + 1
+        return episodes
+
+
+def rollout(task: TaskSpec, policy: torch.nn.Module | None, steps: int, seed: int, shard_dir: Path,
+            shard_steps: int, progress: Progress | None) -> list[Episode]:
+    """Roll out `steps` transitions with stochastic actions (uniform if `policy` is None).
+
+    Shards of whole episodes are written atomically, so a killed rollout resumes at its last shard;
+    each episode's reset seed and action noise depend only on (seed, episode index), which is what
+    makes regeneration and resumption bit-identical.
+    """
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    shards = sorted(shard_dir.glob("shard_*.npz"))
+    episodes: list[Episode] = []
+    for shard in shards:
+        with np.load(shard) as z:
+            for i in range(len(z["lengths"])):
+                episodes.append(Episode(z[f"obs_{i}"], z[f"act_{i}"], z[f"rew_{i}"], z[f"term_{i}"],
+                                        z[f"trunc_{i}"], int(z["seeds"][i])))
+    done_steps = sum(len(e) for e in episodes)
+    env = make_env(task)
+    bar = progress.add_task(f"rollout {task.name}", total=steps, completed=done_steps) if progress else None
+    pending: list[Episode] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        payload = {"lengths": np.array([len(e) for e in pending]), "seeds": np.array([e.seed for e in pending])}
+        for i, e in enumerate(pending):
+            payload |= {f"obs_{i}": e.observations, f"act_{i}": e.actions, f"rew_{i}": e.rewards,
+                        f"term_{i}": e.terminations, f"trunc_{i}": e.truncations}
+        index = len(list(shard_dir.glob("shard_*.npz")))
+        tmp = shard_dir / f"shard_{index:05d}.tmp.npz"
+        np.savez(tmp, **payload)
+        tmp.replace(shard_dir / f"shard_{index:05d}.npz")
+        pending.clear()
+
+    pending_steps = 0
+    while done_steps < steps:
+        ep_index = len(episodes)
+        ep_seed = seed * EPISODE_SEED_STRIDE + ep_index
+        generator = torch.Generator().manual_seed(ep_seed)
+        obs, _ = env.reset(seed=ep_seed)
+        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+        while True:
+            with torch.no_grad():
+                obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+                if policy is None:
+                    action = (torch.rand(1, task.action_dim, generator=generator) * 2 - 1)[0].numpy()
+                else:
+                    action = policy.sample(obs_t, generator)[0][0].numpy()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(obs); actions.append(action); rewards.append(reward)  # noqa: E702
+            cut = done_steps + len(rewards) >= steps
+            terms.append(terminated); truncs.append(truncated or (cut and not terminated))  # noqa: E702
+            if terminated or truncated or cut:
+                break
+        ep = Episode(np.asarray(observations, np.float32), np.asarray(actions, np.float32),
+                     np.asarray(rewards, np.float32), np.asarray(terms), np.asarray(truncs), ep_seed)
+        episodes.append(ep)
+        pending.append(ep)
+        done_steps += len(ep)
+        pending_steps += len(ep)
+        if bar is not None:
+            progress.update(bar, completed=done_steps)
+        if pending_steps >= shard_steps:
+            flush()
+            pending_steps = 0
+    flush()
+    env.close()
+    return episodes
+
+
+def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig, threads: int = 2) -> Path:
+    """Produce `<root>/spaars/<task>-<quality>-v0` (resuming any interrupted work) and return its path."""
+    torch.set_num_threads(threads)
+    root = Path(root)
+    out = dataset_dir(root, dataset_id(task, quality))
+    if (out / "data" / "metadata.json").exists():
+        return out
+    if quality in ("medium", "expert", "random") and quality not in task.quality:
+        raise SpaarsError(f"task {task.name} defines no '{quality}' quality target in its YAML")
+    t_start = time.perf_counter()
+    work = root / NAMESPACE / "_work" / f"{task.name}-{quality}-seed{config.seed}"
+    extra: dict = {"spaars_quality": quality, "spaars_seed": config.seed, "spaars_task": task.name}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as progress:
+        if quality == "medium-expert":
+            parts = [collect(task, q, root, config, threads) for q in ("medium", "expert")]
+            episodes = [ep for p in parts for ep in iter_episodes(p)]
+            extra["spaars_sources"] = [str(p) for p in parts]
+        elif quality == "random":
+            episodes = rollout(task, None, config.steps, config.seed, work, config.shard_steps, progress)
+        else:
+            run = BehaviourRun(root, task, config, progress)
+            base = "medium" if quality == "medium-replay" else quality
+            run.train_until(base)  # type: ignore[arg-type]
+            step = run.chosen_step(base)  # type: ignore[arg-type]
+            record = next(e for e in run.evals if e["step"] == step)
+            extra |= {"spaars_behaviour_step": step, "spaars_behaviour_eval_normalized": record["normalized"],
+                      "spaars_behaviour_checkpoint": str(run.policy_path(step))}
+            if quality == "medium-replay":
+                episodes = run.replay_episodes(step)
+            else:
+                run.sac.actor.load_state_dict(safe_torch_load(run.policy_path(step)))
+                episodes = rollout(task, run.sac.actor, config.steps, config.seed + 1, work,
+                                   config.shard_steps, progress)
+    extra["spaars_collection_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_dataset(out, episodes, dataset_id=dataset_id(task, quality), obs_dim=task.obs_dim,
+                  action_dim=task.action_dim, env_id=task.env_id if task.backend == "gymnasium" else None,
+                  ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score, extra_metadata=extra)
+    shutil.rmtree(work, ignore_errors=True)
+    return out

@@ -1,0 +1,49 @@
+"""`data info`: what a dataset holds and how good its behaviour was, in D4RL-normalised terms."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from spaars_robot.data.episodes import iter_episodes, read_metadata
+
+
+class DatasetSummary(BaseModel):
+    dataset_id: str
+    path: str
+    episodes: int
+    steps: int
+    terminations: int
+    truncations: int
+    return_mean: float
+    return_std: float
+    return_min: float
+    return_max: float
+    normalized_score_mean: float | None
+    normalized_score_std: float | None
+    ref_min_score: float | None
+    ref_max_score: float | None
+    checksum_ok: bool
+
+
+def summarize(path: Path | str) -> DatasetSummary:
+    metadata = read_metadata(path)
+    returns, steps, terms, truncs, count = [], 0, 0, 0, 0
+    for ep in iter_episodes(path):  # verifies the checksum and every episode
+        returns.append(ep.episode_return)
+        steps += len(ep)
+        terms += int(ep.terminations.any())
+        truncs += int(ep.truncations[-1]) if len(ep) else 0
+        count += 1
+    r = np.asarray(returns)
+    lo, hi = metadata.get("ref_min_score"), metadata.get("ref_max_score")
+    norm = 100.0 * (r - lo) / (hi - lo) if lo is not None and hi is not None else None
+    return DatasetSummary(
+        dataset_id=str(metadata.get("dataset_id", Path(path).name)), path=str(path), episodes=count, steps=steps,
+        terminations=terms, truncations=truncs, return_mean=float(r.mean()), return_std=float(r.std()),
+        return_min=float(r.min()), return_max=float(r.max()),
+        normalized_score_mean=None if norm is None else float(norm.mean()),
+        normalized_score_std=None if norm is None else float(norm.std()),
+        ref_min_score=lo, ref_max_score=hi, checksum_ok=True,
+    )

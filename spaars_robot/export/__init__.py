@@ -1,0 +1,1 @@
+"""Export: the trained networks become one self-describing ONNX policy bundle."""

@@ -1,0 +1,56 @@
+"""The deployable policy as one torch module: exactly what the onboard runtime evaluates.
+
+forward(obs [B, obs_dim], raw observation) ->
+    raw_action     [B, act_dim]  deterministic raw policy  mu_raw(s)
+    latent_action  [B, act_dim]  decoded latent policy      D(s, z_max * tanh(mu_z(s)))
+    gate_advantage [B]           lower confidence bound of Q(s, a_raw) - Q(s, a_lat) over the ensemble
+    support_score  [B]           CVAE support score of the raw action (higher = further from the data)
+
+Observation normalisation is inside, so the exported graph takes what the robot measures. The gate
+threshold/hysteresis and the support threshold are stateful decisions made by the runtime per client;
+the graph only provides the numbers they compare.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spaars_robot.nn.critics import QEnsemble
+from spaars_robot.nn.cvae import CVAE
+from spaars_robot.nn.normalizer import ObsNormalizer
+from spaars_robot.nn.policies import TanhGaussianPolicy
+
+OUTPUT_NAMES = ("raw_action", "latent_action", "gate_advantage", "support_score")
+
+
+class PolicyStack(nn.Module):
+    def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy, latent_policy: TanhGaussianPolicy,
+                 cvae: CVAE, critic: QEnsemble, gate_kappa: float) -> None:
+        super().__init__()
+        self.normalizer, self.raw_policy, self.latent_policy = normalizer, raw_policy, latent_policy
+        self.cvae, self.critic = cvae, critic
+        self.gate_kappa = gate_kappa
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = self.normalizer(obs)
+        raw_action = self.raw_policy.mean_action(s)
+        latent_action = self.cvae.decode(s, self.latent_policy.mean_action(s))
+        advantage = self.critic(s, raw_action) - self.critic(s, latent_action)  # [E, B]
+        gate_advantage = advantage.mean(0) - self.gate_kappa * advantage.std(0, unbiased=False)
+        support_score = self.cvae.support_score(s, raw_action)
+        return raw_action, latent_action, gate_advantage, support_score
+
+
+def random_stack(obs_dim: int, action_dim: int, seed: int = 0, hidden: tuple[int, ...] = (64, 64),
+                 latent_dim: int | None = None, ensemble_size: int = 2) -> PolicyStack:
+    """An untrained stack with the real architecture; for tests of export and serving."""
+    torch.manual_seed(seed)
+    k = latent_dim or 2 * action_dim
+    return PolicyStack(
+        ObsNormalizer(torch.randn(obs_dim) * 0.1, torch.rand(obs_dim) + 0.5),
+        TanhGaussianPolicy(obs_dim, action_dim, hidden),
+        TanhGaussianPolicy(obs_dim, k, hidden, bound=2.0),
+        CVAE(obs_dim, action_dim, k, hidden),
+        QEnsemble(obs_dim, action_dim, hidden, ensemble_size, layer_norm=True),
+        gate_kappa=1.0,
+    ).eval()

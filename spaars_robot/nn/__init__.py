@@ -1,0 +1,1 @@
+"""Network building blocks shared by every algorithm (one place per concept)."""

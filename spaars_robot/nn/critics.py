@@ -1,0 +1,32 @@
+"""Q-ensembles over raw actions and state-value networks (IQL's V)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spaars_robot.nn.mlp import EnsembleMLP, mlp
+
+
+class QEnsemble(nn.Module):
+    """Q_1..Q_E(s, a) in one batched network; returns [E, B]. Shared by SAC, IQL and the SPAARS gate."""
+
+    def __init__(
+        self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], ensemble_size: int, layer_norm: bool
+    ) -> None:
+        super().__init__()
+        self.ensemble_size = ensemble_size
+        self.net = EnsembleMLP(ensemble_size, obs_dim + action_dim, hidden, 1, layer_norm)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
+
+
+class ValueNet(nn.Module):
+    """V(s), trained by expectile regression in IQL."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...], layer_norm: bool = False) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 1, layer_norm)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)

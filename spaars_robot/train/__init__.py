@@ -1,0 +1,1 @@
+"""Training: replay, the runner that owns the loop, protocols, evaluation and checkpoints."""

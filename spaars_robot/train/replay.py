@@ -1,0 +1,69 @@
+"""Preallocated replay storage: one tensor per field, sampling by index with a seeded generator.
+
+Used for the online buffer and (read-only) for the offline dataset, so a 50/50 mixed batch is two
+index gathers and a cat, with no per-step Python copies.
+"""
+from __future__ import annotations
+
+import torch
+
+FIELDS = ("obs", "action", "reward", "next_obs", "done")
+
+
+class ReplayBuffer:
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+        self.capacity = capacity
+        self.obs = torch.zeros(capacity, obs_dim)
+        self.action = torch.zeros(capacity, action_dim)
+        self.reward = torch.zeros(capacity)
+        self.next_obs = torch.zeros(capacity, obs_dim)
+        self.done = torch.zeros(capacity)
+        self.size = 0
+        self.cursor = 0
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "ReplayBuffer":
+        n = tensors["obs"].shape[0]
+        buf = cls(n, tensors["obs"].shape[1], tensors["action"].shape[1])
+        for name in FIELDS:
+            getattr(buf, name).copy_(tensors[name])
+        buf.size = buf.cursor = n
+        return buf
+
+    def add(self, obs, action, reward: float, next_obs, done: bool) -> None:
+        i = self.cursor
+        self.obs[i] = torch.as_tensor(obs)
+        self.action[i] = torch.as_tensor(action)
+        self.reward[i] = reward
+        self.next_obs[i] = torch.as_tensor(next_obs)
+        self.done[i] = float(done)
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator)
+        return {name: getattr(self, name)[idx] for name in FIELDS}
+
+    def state_dict(self) -> dict:
+        n = self.size
+        return {"size": n, "cursor": self.cursor, **{name: getattr(self, name)[:n].clone() for name in FIELDS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["size"]
+        for name in FIELDS:
+            getattr(self, name)[:n] = state[name]
+        self.size, self.cursor = n, state["cursor"]
+
+
+def mixed_batch(
+    offline: ReplayBuffer, online: ReplayBuffer, batch_size: int, offline_ratio: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """RLPD/SUPE symmetric sampling: `offline_ratio` of the batch from the dataset, the rest online."""
+    n_off = int(round(batch_size * offline_ratio)) if online.size > 0 else batch_size
+    n_on = batch_size - n_off
+    if n_on == 0:
+        return offline.sample(batch_size, generator)
+    if n_off == 0:
+        return online.sample(batch_size, generator)
+    a, b = offline.sample(n_off, generator), online.sample(n_on, generator)
+    return {name: torch.cat([a[name], b[name]]) for name in FIELDS}
