@@ -13,6 +13,7 @@ the graph only provides the numbers they compare.
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from spaars_robot.nn.critics import QEnsemble
@@ -54,3 +55,32 @@ def random_stack(obs_dim: int, action_dim: int, seed: int = 0, hidden: tuple[int
         QEnsemble(obs_dim, action_dim, hidden, ensemble_size, layer_norm=True),
         gate_kappa=1.0,
     ).eval()
+
+
+class SupportCalibration(BaseModel):
+    """How the support threshold was chosen: a quantile of the CVAE support score of dataset actions."""
+
+    score: str = "cvae_negative_elbo"
+    quantile: float
+    dataset: str
+    dataset_sha256: str
+    samples: int
+
+
+class RunExportInfo(BaseModel):
+    """Everything export needs to know about a training run besides its networks (see `load_run_for_export`)."""
+
+    task: str
+    obs_dim: int
+    action_dim: int
+    control_rate_hz: float
+    gate_threshold: float  # tau, in Q units: raw action allowed when gate_advantage > tau
+    gate_hysteresis: float  # once raw, stay raw while gate_advantage > tau - hysteresis
+    support_threshold: float  # support_score above this = raw action out of data support
+    support_calibration: SupportCalibration
+    run_dir: str
+    algo: str
+    seed: int
+    train_command: str
+    config: dict
+    calibration_obs: list[list[float]] = []  # recorded dataset observations for parity checks
