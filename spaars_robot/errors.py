@@ -16,3 +16,19 @@ class DatasetError(SpaarsError):
 
 class ConfigError(SpaarsError):
     """A configuration file does not validate."""
+
+
+class SafetySpecMismatch(SpaarsError):
+    """A safety spec does not fit the policy's action or observation space: refuse to start."""
+
+
+class UnsafeActionError(SpaarsError):
+    """The safety layer rejected an action (e.g. NaN/inf under the `reject` policy)."""
+
+
+class SecurityError(SpaarsError):
+    """A key file is missing or malformed, or an authentication setup is invalid."""
+
+
+class BundleSignatureError(SecurityError):
+    """A bundle manifest's signature is missing or does not verify against the trusted key."""
