@@ -1,0 +1,122 @@
+"""`manifest.json`: the bundle describes itself, so the runtime never guesses shapes, rates or thresholds.
+
+The manifest is the single source the server reads its schema, rates and decision thresholds from, and
+it lists the SHA-256 of every other file in the bundle so a tampered or half-copied bundle is refused
+(`export/bundle.py`). The same key facts are also written into the ONNX `metadata_props` (mjlab style),
+so a graph file taken out of its bundle still says what it is.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from spaars_robot.export.stack import OUTPUT_NAMES, SupportCalibration
+
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class TensorSchema(BaseModel):
+    """One named float vector crossing the bundle boundary (an observation or an action)."""
+
+    model_config = ConfigDict(extra="forbid")
+    names: list[str]
+    dim: int = Field(gt=0)
+    dtype: Literal["float32"] = "float32"
+    low: list[float | None] = Field(description="Per-element lower bound; None = unbounded")
+    high: list[float | None] = Field(description="Per-element upper bound; None = unbounded")
+
+    @model_validator(mode="after")
+    def _lengths_match(self) -> TensorSchema:
+        for field in ("names", "low", "high"):
+            if len(getattr(self, field)) != self.dim:
+                raise ValueError(f"{field} has {len(getattr(self, field))} entries, dim is {self.dim}")
+        return self
+
+
+class GateSpec(BaseModel):
+    """Advantage gate: raw action when gate_advantage > threshold; once raw, stay while > threshold - hysteresis."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float
+    hysteresis: float = Field(ge=0)
+
+
+class SupportSpec(BaseModel):
+    """Support monitor: a raw action whose support_score exceeds threshold is replaced by the latent action.
+
+    Leaving the fallback needs the score back under threshold - hysteresis, so a score hovering at the
+    threshold does not make the robot chatter between two policies.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float
+    hysteresis: float = Field(ge=0)
+    calibration: SupportCalibration
+
+
+class GraphSpec(BaseModel):
+    """The ONNX graph: one fused graph, input `obs` [B, obs_dim] float32, four outputs."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    opset: int = Field(ge=17)
+    input_name: str = "obs"
+    output_names: list[str] = list(OUTPUT_NAMES)
+
+
+class TrainingProvenance(BaseModel):
+    """Where the networks came from: enough to retrain the same bundle."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_dir: str
+    algo: str
+    seed: int
+    train_command: str
+    config: dict
+
+
+class ParityReport(BaseModel):
+    """Max |onnxruntime - torch| per output, measured at export on recorded and random observations."""
+
+    model_config = ConfigDict(extra="forbid")
+    atol: float
+    recorded_obs: int
+    random_obs: int
+    max_abs_error: dict[str, float]
+
+
+class BundleManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format_version: int = BUNDLE_FORMAT_VERSION
+    task: str
+    control_rate_hz: float = Field(gt=0)
+    observation: TensorSchema
+    action: TensorSchema
+    gate: GateSpec
+    support: SupportSpec
+    graph: GraphSpec
+    training: TrainingProvenance
+    parity: ParityReport
+    files: dict[str, str] = Field(description="Relative path -> SHA-256 of every file except manifest.json")
+
+    def metadata_props(self) -> dict[str, str]:
+        """The key facts as ONNX metadata (strings only); written into the graph and checked at load."""
+        return {
+            "spaars.bundle_format_version": str(self.format_version),
+            "spaars.task": self.task,
+            "spaars.control_rate_hz": repr(self.control_rate_hz),
+            "spaars.obs_dim": str(self.observation.dim),
+            "spaars.action_dim": str(self.action.dim),
+            "spaars.observation_names": ",".join(self.observation.names),
+            "spaars.action_names": ",".join(self.action.names),
+            "spaars.output_names": ",".join(self.graph.output_names),
+            "spaars.gate_threshold": repr(self.gate.threshold),
+            "spaars.gate_hysteresis": repr(self.gate.hysteresis),
+            "spaars.support_threshold": repr(self.support.threshold),
+            "spaars.support_hysteresis": repr(self.support.hysteresis),
+            "spaars.support_calibration": self.support.calibration.model_dump_json(),
+            "spaars.run_dir": self.training.run_dir,
+            "spaars.train_command": self.training.train_command,
+        }

@@ -1,0 +1,164 @@
+"""PolicyStack -> ONNX policy bundle (`policy.onnx` + `manifest.json`), refusing any bundle that fails parity.
+
+One fused graph with all four outputs is exported: the gate and the support monitor need the raw and the
+latent actions anyway, so a single onnxruntime call shares that work and pays the per-call overhead once
+(measured against separate graphs in BENCHMARKS.md, "Serving latency"). Observation normalisation is part
+of the graph (rsl_rl exporter), the legacy TorchScript exporter is used because it is deterministic and
+~100x faster than dynamo for these small MLPs (feasibility.md section 4), and parity is checked against
+torch at atol 1e-5 (mjlab PR #805) before anything is written where a server could load it.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from spaars_robot.data.files import atomic_write_bytes, sha256_file
+from spaars_robot.errors import SpaarsError
+from spaars_robot.export.manifest import (
+    MANIFEST_NAME,
+    BundleManifest,
+    GateSpec,
+    GraphSpec,
+    ParityReport,
+    SupportSpec,
+    TensorSchema,
+    TrainingProvenance,
+)
+from spaars_robot.export.stack import OUTPUT_NAMES, PolicyStack, RunExportInfo
+
+GRAPH_FILE = "policy.onnx"
+OPSET = 17
+PARITY_ATOL = 1e-5
+
+
+class ExportError(SpaarsError):
+    """The bundle could not be written (bad target, inconsistent run info)."""
+
+
+class ParityError(ExportError):
+    """onnxruntime disagrees with torch beyond the tolerance; the bundle is not written."""
+
+
+def export_onnx_graph(stack: PolicyStack, obs_dim: int, path: Path) -> None:
+    """Write the fused four-output graph with a dynamic batch axis, input `obs` [B, obs_dim] float32."""
+    example = torch.zeros(1, obs_dim, dtype=torch.float32)
+    dynamic = {"obs": {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation notice; we choose it on purpose
+        torch.onnx.export(stack, (example,), str(path), input_names=["obs"], output_names=list(OUTPUT_NAMES),
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def make_session(path: Path | str) -> ort.InferenceSession:
+    """A single-threaded CPU session: the default thread pool starves control loops (holosoma #211)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def parity_errors(torch_outputs: dict[str, np.ndarray], ort_outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Max absolute difference per output; NaN anywhere counts as infinite error."""
+    errors = {}
+    for name in OUTPUT_NAMES:
+        expected, got = np.asarray(torch_outputs[name]), np.asarray(ort_outputs[name])
+        if expected.shape != got.shape:
+            raise ParityError(f"output {name}: onnxruntime shape {got.shape} != torch shape {expected.shape}")
+        diff = np.abs(expected.astype(np.float64) - got.astype(np.float64))
+        errors[name] = math.inf if not np.all(np.isfinite(diff)) else float(diff.max(initial=0.0))
+    return errors
+
+
+def check_parity(errors: dict[str, float], atol: float = PARITY_ATOL) -> None:
+    """Raise ParityError naming every output whose max error exceeds atol."""
+    bad = {name: err for name, err in errors.items() if not err <= atol}
+    if bad:
+        detail = ", ".join(f"{name} {err:.3g}" for name, err in bad.items())
+        raise ParityError(f"onnxruntime vs torch max abs error above {atol:g}: {detail}; bundle not written")
+
+
+def parity_observations(stack: PolicyStack, info: RunExportInfo, n_random: int, seed: int = 0) -> np.ndarray:
+    """Recorded dataset observations plus random ones spread over ~3 normaliser std around the mean."""
+    recorded = np.asarray(info.calibration_obs, dtype=np.float32).reshape(-1, info.obs_dim)
+    rng = np.random.default_rng(seed)
+    mean = stack.normalizer.mean.numpy()
+    std = stack.normalizer.std.numpy()
+    random = (mean + 3.0 * std * rng.standard_normal((n_random, info.obs_dim))).astype(np.float32)
+    return np.concatenate([recorded, random], axis=0)
+
+
+def measure_parity(stack: PolicyStack, session: ort.InferenceSession, obs: np.ndarray) -> dict[str, float]:
+    with torch.no_grad():
+        torch_out = dict(zip(OUTPUT_NAMES, (t.numpy() for t in stack(torch.from_numpy(obs)))))
+    ort_out = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"obs": obs})))
+    return parity_errors(torch_out, ort_out)
+
+
+def build_manifest(info: RunExportInfo, parity: ParityReport, support_hysteresis: float | None = None,
+                   obs_names: list[str] | None = None, action_names: list[str] | None = None) -> BundleManifest:
+    """Manifest without file hashes; actions are tanh-bounded in [-1, 1] by construction of the policies."""
+    if support_hysteresis is None:
+        support_hysteresis = 0.1 * abs(info.support_threshold)
+    return BundleManifest(
+        task=info.task,
+        control_rate_hz=info.control_rate_hz,
+        observation=TensorSchema(names=obs_names or [f"obs_{i}" for i in range(info.obs_dim)], dim=info.obs_dim,
+                                 low=[None] * info.obs_dim, high=[None] * info.obs_dim),
+        action=TensorSchema(names=action_names or [f"action_{i}" for i in range(info.action_dim)],
+                            dim=info.action_dim, low=[-1.0] * info.action_dim, high=[1.0] * info.action_dim),
+        gate=GateSpec(threshold=info.gate_threshold, hysteresis=info.gate_hysteresis),
+        support=SupportSpec(threshold=info.support_threshold, hysteresis=support_hysteresis,
+                            calibration=info.support_calibration),
+        graph=GraphSpec(file=GRAPH_FILE, opset=OPSET),
+        training=TrainingProvenance(run_dir=info.run_dir, algo=info.algo, seed=info.seed,
+                                    train_command=info.train_command, config=info.config),
+        parity=parity,
+        files={},
+    )
+
+
+def export_bundle(stack: PolicyStack, info: RunExportInfo, out_dir: Path | str, *, overwrite: bool = False,
+                  atol: float = PARITY_ATOL, n_random_obs: int = 256, support_hysteresis: float | None = None,
+                  obs_names: list[str] | None = None, action_names: list[str] | None = None) -> BundleManifest:
+    """Export `stack` as a bundle at `out_dir`; written to a temp dir and renamed only after parity passes."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stack = copy.deepcopy(stack).float().cpu().eval()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
+    try:
+        graph = tmp / GRAPH_FILE
+        export_onnx_graph(stack, info.obs_dim, graph)
+        obs = parity_observations(stack, info, n_random_obs)
+        errors = measure_parity(stack, make_session(graph), obs)
+        check_parity(errors, atol)
+        parity = ParityReport(atol=atol, recorded_obs=len(info.calibration_obs), random_obs=n_random_obs,
+                              max_abs_error=errors)
+        manifest = build_manifest(info, parity, support_hysteresis, obs_names, action_names)
+        model = onnx.load(str(graph))
+        onnx.helper.set_model_props(model, manifest.metadata_props())
+        onnx.checker.check_model(model, full_check=True)
+        atomic_write_bytes(graph, model.SerializeToString())
+        manifest.files = {GRAPH_FILE: sha256_file(graph)}
+        atomic_write_bytes(tmp / MANIFEST_NAME, (manifest.model_dump_json(indent=2) + "\n").encode())
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest

@@ -1,0 +1,158 @@
+"""`Client`: the controller's side of the protocol, built so that it can never wedge the control loop.
+
+A DEALER socket (not REQ: a REQ socket whose peer died blocks forever, libzmq #1227) with LINGER=0 and
+a deadline on every request. A request that misses its deadline throws the socket away (Lazy Pirate):
+the late reply dies with it and the next request starts clean. Rebuilds are rate-limited by a bounded
+exponential backoff (10 ms -> 1 s by default); while backing off, `act` fails at once instead of
+waiting, so the caller can hold a safe action within its own period. After a rebuild, or when a
+restarted server no longer knows us, the handshake is repeated inside the same deadline.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NoReturn, Self
+
+import numpy as np
+import zmq
+
+from spaars_robot.errors import SpaarsError
+from spaars_robot.runtime import protocol as p
+
+
+class ServerUnavailable(SpaarsError):
+    """No reply can be had right now (backing off after a failure); hold a safe action and retry later."""
+
+
+class DeadlineMissed(ServerUnavailable):
+    """The server did not answer within the request's deadline; the socket has been rebuilt."""
+
+
+class Client:
+    """Talk to an ActionServer at `endpoint` with `schema` (must match the bundle's, checked at handshake)."""
+
+    def __init__(self, endpoint: str, schema: p.Schema, *, timeout_s: float = 0.05, bundle_sha256: str | None = None,
+                 name: str = "spaars-client", backoff_min_s: float = 0.01, backoff_max_s: float = 1.0,
+                 context: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.schema = schema
+        self.timeout_s = timeout_s
+        self.bundle_sha256 = bundle_sha256
+        self.name = name
+        self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
+        self.welcome: p.Welcome | None = None
+        self.timeouts = 0
+        self.sockets_built = 0  # 1 + number of rebuilds
+        self._ctx = context or zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+        self._poller = zmq.Poller()
+        self._seq = 0
+        self._backoff_s = 0.0
+        self._next_attempt = 0.0
+        self._obs = np.zeros(schema.obs_dim, dtype=np.float32)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._drop_socket()
+
+    def connect(self, timeout_s: float = 1.0) -> p.Welcome:
+        """Handshake now (instead of lazily on the first `act`); raises HandshakeRefused on a mismatch."""
+        self._ensure_welcome(time.monotonic() + timeout_s)
+        assert self.welcome is not None
+        return self.welcome
+
+    def act(self, obs: np.ndarray, timeout_s: float | None = None) -> p.ActionReply:
+        """Send one observation, return the server's reply, or raise ServerUnavailable/DeadlineMissed in time."""
+        obs = np.asarray(obs)
+        if obs.shape != (self.schema.obs_dim,):
+            raise SpaarsError(f"observation shape {obs.shape}, schema says ({self.schema.obs_dim},)")
+        self._obs[:] = obs
+        reply = self._exchange(lambda seq: p.Act(seq, self._obs), timeout_s)
+        if not isinstance(reply, p.ActionReply) or reply.action.shape != (self.schema.action_dim,):
+            raise p.ServerError(p.MALFORMED, f"expected an action of shape ({self.schema.action_dim},), got {reply}")
+        return reply
+
+    def reset(self, timeout_s: float | None = None) -> None:
+        """Tell the server a new episode starts (its gate/support latches go back to the initial state)."""
+        self._exchange(p.Reset, timeout_s)
+
+    def _exchange(self, make: Callable[[int], p.Message], timeout_s: float | None) -> p.Message:
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        for _ in range(2):  # a second try only after the server forgot us (restart): re-handshake, resend
+            self._ensure_welcome(deadline)
+            self._seq += 1
+            reply = self._roundtrip(make(self._seq), deadline, self._seq)
+            if isinstance(reply, p.ErrorReply) and reply.code == p.UNKNOWN_CLIENT:
+                self.welcome = None
+                continue
+            if isinstance(reply, p.ErrorReply):
+                raise p.ServerError(reply.code, f"server error {reply.code}: {reply.message}")
+            return reply
+        raise p.ServerError(p.UNKNOWN_CLIENT, "server forgot this client twice in one request")
+
+    def _ensure_welcome(self, deadline: float) -> None:
+        if self.welcome is not None and self._socket is not None:
+            return
+        hello = p.Hello(schema=self.schema, client=self.name, bundle_sha256=self.bundle_sha256)
+        reply = self._roundtrip(hello, deadline, None)
+        if isinstance(reply, p.ErrorReply):
+            if reply.code in p.REFUSALS:
+                raise p.HandshakeRefused(reply.code, f"server refused handshake ({reply.code}): {reply.message}")
+            raise p.ServerError(reply.code, f"handshake failed ({reply.code}): {reply.message}")
+        if not isinstance(reply, p.Welcome):
+            raise p.ServerError(p.MALFORMED, f"expected welcome, got {type(reply).__name__}")
+        if reply.version[0] != p.PROTOCOL_MAJOR:
+            raise p.HandshakeRefused(p.VERSION_MISMATCH, f"server speaks protocol {reply.version}")
+        self.welcome = reply
+
+    def _roundtrip(self, msg: p.Message, deadline: float, seq: int | None) -> p.Message:
+        socket = self._get_socket()
+        try:
+            socket.send(p.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            self._fail("send queue full")
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self._poller.poll(max(1, int(remaining * 1000 + 0.999))):
+                continue
+            reply = p.decode(socket.recv())
+            reply_seq = getattr(reply, "seq", None)
+            if seq is not None and reply_seq is not None and reply_seq != seq:
+                continue  # a stale reply to an earlier request on this socket
+            self._backoff_s = 0.0
+            return reply
+        self._fail(f"no reply from {self.endpoint} within the deadline")
+
+    def _get_socket(self) -> zmq.Socket:
+        if self._socket is not None:
+            return self._socket
+        if time.monotonic() < self._next_attempt:
+            raise ServerUnavailable(f"{self.endpoint}: backing off for {self._next_attempt - time.monotonic():.3f} s")
+        socket = self._ctx.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.RECONNECT_IVL, 10)
+        socket.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.backoff_max_s * 1000))
+        socket.connect(self.endpoint)
+        self._poller.register(socket, zmq.POLLIN)
+        self._socket = socket
+        self.sockets_built += 1
+        return socket
+
+    def _fail(self, why: str) -> NoReturn:
+        """Drop the socket (and any late reply with it), schedule the next attempt, raise DeadlineMissed."""
+        self.timeouts += 1
+        self._drop_socket()
+        self._backoff_s = min(max(2 * self._backoff_s, self.backoff_min_s), self.backoff_max_s)
+        self._next_attempt = time.monotonic() + self._backoff_s
+        raise DeadlineMissed(why)
+
+    def _drop_socket(self) -> None:
+        if self._socket is not None:
+            self._poller.unregister(self._socket)
+            self._socket.close(linger=0)
+            self._socket = None
+        self.welcome = None

@@ -1,0 +1,67 @@
+"""Which action to send: the advantage gate and the support monitor, each a two-threshold latch.
+
+SPAARS picks the raw action where the critic ensemble's lower confidence bound says it beats the latent
+one (gate_advantage > tau). The support monitor then vetoes a raw action whose CVAE support score says it
+is off the data (SPOT-style density check), answering with the in-support latent action instead
+(PLAS-style fallback). Both latches use hysteresis so a value hovering at a threshold cannot make the
+robot alternate policies every tick. The state is per client: each controller has its own history.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from spaars_robot.runtime.protocol import Source
+
+
+@dataclass
+class Latch:
+    """On when value > threshold; once on, stays on while value > threshold - hysteresis."""
+
+    threshold: float
+    hysteresis: float
+    on: bool = False
+
+    def update(self, value: float) -> bool:
+        self.on = value > (self.threshold - self.hysteresis if self.on else self.threshold)
+        return self.on
+
+
+@dataclass
+class Decision:
+    source: Source
+    gate_advantage: float
+    support_score: float
+    gate_raw: bool  # the gate alone would send the raw action
+    out_of_support: bool  # the support monitor's latch is on
+
+
+class DecisionState:
+    """Per-client gate + support monitor state; `decide` is called once per observation."""
+
+    def __init__(self, gate_threshold: float, gate_hysteresis: float, support_threshold: float,
+                 support_hysteresis: float) -> None:
+        self.gate = Latch(gate_threshold, gate_hysteresis)
+        self.support = Latch(support_threshold, support_hysteresis)
+        self.fallbacks = 0
+
+    def reset(self) -> None:
+        """A new episode: start from the latent (in-support) policy with the monitor clear."""
+        self.gate.on = False
+        self.support.on = False
+
+    def decide(self, gate_advantage: float, support_score: float) -> Decision:
+        """Gate first; a raw choice is vetoed while the raw action's support score is out of range.
+
+        Non-finite numbers are treated as the worst case: NaN advantage -> latent, NaN score -> out of support.
+        """
+        gate_raw = self.gate.update(gate_advantage if math.isfinite(gate_advantage) else -math.inf)
+        out_of_support = self.support.update(support_score if not math.isnan(support_score) else math.inf)
+        if not gate_raw:
+            source: Source = "latent"
+        elif out_of_support:
+            source = "fallback"
+            self.fallbacks += 1
+        else:
+            source = "raw"
+        return Decision(source, gate_advantage, support_score, gate_raw, out_of_support)

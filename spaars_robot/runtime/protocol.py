@@ -1,0 +1,289 @@
+"""The wire protocol, the one module both the server and every client encode and decode with.
+
+Every ZeroMQ message is ONE frame holding ONE msgpack map (the ROUTER adds the peer identity frame
+itself; clients never see it). No pickle anywhere: arrays travel as `{"dtype": "<f4", "shape": [n],
+"data": <little-endian bytes>}` and only that dtype is accepted. Every map carries `v` (protocol major
+version) and `type`. The full description, with examples, is in docs/protocol.md; change both together.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgpack
+import numpy as np
+
+from spaars_robot.errors import SpaarsError
+
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 0
+MAX_FRAME_BYTES = 64 * 1024  # a Hopper request is ~100 bytes; anything this big is not ours
+WIRE_DTYPE = "<f4"
+
+Source = Literal["raw", "latent", "fallback", "hold"]
+SOURCES: tuple[Source, ...] = ("raw", "latent", "fallback", "hold")
+
+# Error codes a server may answer with (docs/protocol.md, "Errors").
+MALFORMED = "malformed"
+VERSION_MISMATCH = "version_mismatch"
+SCHEMA_MISMATCH = "schema_mismatch"
+BUNDLE_MISMATCH = "bundle_mismatch"
+RATE_MISMATCH = "rate_mismatch"
+UNKNOWN_CLIENT = "unknown_client"
+BAD_OBSERVATION = "bad_observation"
+INTERNAL = "internal"
+REFUSALS = frozenset({VERSION_MISMATCH, SCHEMA_MISMATCH, BUNDLE_MISMATCH, RATE_MISMATCH})
+
+
+class ProtocolError(SpaarsError):
+    """A frame that is not a valid message of this protocol; `code` is the wire error code to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class HandshakeRefused(ProtocolError):
+    """The server refused our hello (version, schema, bundle or rate mismatch); retrying will not help."""
+
+
+class ServerError(ProtocolError):
+    """The server answered a request with an error message."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What both ends must agree on before the first observation: names, dims, dtype, rate."""
+
+    task: str
+    obs_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+    control_rate_hz: float
+    dtype: str = "float32"
+
+    @property
+    def obs_dim(self) -> int:
+        return len(self.obs_names)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"task": self.task, "obs_names": list(self.obs_names), "action_names": list(self.action_names),
+                "obs_dim": self.obs_dim, "action_dim": self.action_dim, "dtype": self.dtype,
+                "control_rate_hz": self.control_rate_hz}
+
+    @classmethod
+    def from_wire(cls, m: Any) -> Schema:
+        m = _map(m, "schema")
+        return cls(task=_get(m, "task", str), obs_names=tuple(_str_list(m, "obs_names")),
+                   action_names=tuple(_str_list(m, "action_names")),
+                   control_rate_hz=float(_get(m, "control_rate_hz", (int, float))), dtype=_get(m, "dtype", str))
+
+    def mismatch(self, other: Schema) -> tuple[str, str] | None:
+        """(error code, reason) if `other` (the client's view) is incompatible with this (the server's)."""
+        if other.dtype != self.dtype:
+            return SCHEMA_MISMATCH, f"dtype {other.dtype} != {self.dtype}"
+        if other.task != self.task:
+            return SCHEMA_MISMATCH, f"task {other.task!r} != {self.task!r}"
+        if (other.obs_dim, other.action_dim) != (self.obs_dim, self.action_dim):
+            return SCHEMA_MISMATCH, (f"obs/action dims {other.obs_dim}/{other.action_dim} != "
+                                     f"{self.obs_dim}/{self.action_dim}")
+        if other.obs_names != self.obs_names or other.action_names != self.action_names:
+            return SCHEMA_MISMATCH, "observation or action names differ"
+        if abs(other.control_rate_hz - self.control_rate_hz) > 1e-9 * self.control_rate_hz:
+            return RATE_MISMATCH, f"control rate {other.control_rate_hz} Hz != {self.control_rate_hz} Hz"
+        return None
+
+
+@dataclass(frozen=True)
+class Hello:
+    """client -> server, first message of a session."""
+
+    schema: Schema
+    client: str = "spaars-client"
+    bundle_sha256: str | None = None  # pin a bundle; None accepts whatever the server serves
+    version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR)
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """server -> client, accepts a Hello; everything the client needs to interpret replies."""
+
+    schema: Schema
+    bundle_sha256: str
+    session: int
+    gate_threshold: float
+    gate_hysteresis: float
+    support_threshold: float
+    support_hysteresis: float
+    version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR)
+
+
+@dataclass(frozen=True)
+class Act:
+    """client -> server: one observation, tagged with a client sequence number echoed in the reply."""
+
+    seq: int
+    obs: np.ndarray
+
+
+@dataclass(frozen=True)
+class ActionReply:
+    """server -> client: the action to apply and why it was chosen."""
+
+    seq: int
+    action: np.ndarray
+    source: Source
+    gate_advantage: float
+    support_score: float
+    fallbacks: int  # ticks this session answered with the fallback so far
+    infer_us: float  # onnxruntime call
+    server_us: float  # frame received -> reply encoded
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reset:
+    """client -> server: a new episode starts; gate and support hysteresis state go back to initial."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class ResetOk:
+    seq: int
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    code: str
+    message: str
+    seq: int | None = None
+
+
+Message = Hello | Welcome | Act | ActionReply | Reset | ResetOk | ErrorReply
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(array, dtype=WIRE_DTYPE)
+    return {"dtype": WIRE_DTYPE, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def decode_array(m: Any, what: str) -> np.ndarray:
+    m = _map(m, what)
+    if m.get("dtype") != WIRE_DTYPE:
+        raise ProtocolError(MALFORMED, f"{what}: dtype must be {WIRE_DTYPE!r}, got {m.get('dtype')!r}")
+    shape = m.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) or len(shape) > 4:
+        raise ProtocolError(MALFORMED, f"{what}: shape must be a list of non-negative ints")
+    data = m.get("data")
+    if not isinstance(data, bytes) or len(data) != 4 * int(np.prod(shape, dtype=np.int64)):
+        raise ProtocolError(MALFORMED, f"{what}: data must be {4 * int(np.prod(shape))} bytes for shape {shape}")
+    return np.frombuffer(data, dtype=WIRE_DTYPE).reshape(shape)
+
+
+def encode(msg: Message) -> bytes:
+    """Message -> one msgpack frame."""
+    v = PROTOCOL_MAJOR
+    if isinstance(msg, Act):
+        body = {"v": v, "type": "act", "seq": msg.seq, "obs": encode_array(msg.obs)}
+    elif isinstance(msg, ActionReply):
+        body = {"v": v, "type": "action", "seq": msg.seq, "action": encode_array(msg.action), "source": msg.source,
+                "gate_advantage": msg.gate_advantage, "support_score": msg.support_score,
+                "fallbacks": msg.fallbacks, "timing": {"infer_us": msg.infer_us, "server_us": msg.server_us},
+                **({"extra": msg.extra} if msg.extra else {})}
+    elif isinstance(msg, Hello):
+        body = {"v": msg.version[0], "type": "hello", "version": list(msg.version), "client": msg.client,
+                "schema": msg.schema.to_wire(), "bundle_sha256": msg.bundle_sha256}
+    elif isinstance(msg, Welcome):
+        body = {"v": msg.version[0], "type": "welcome", "version": list(msg.version), "schema": msg.schema.to_wire(),
+                "bundle_sha256": msg.bundle_sha256, "session": msg.session,
+                "gate": {"threshold": msg.gate_threshold, "hysteresis": msg.gate_hysteresis},
+                "support": {"threshold": msg.support_threshold, "hysteresis": msg.support_hysteresis}}
+    elif isinstance(msg, Reset):
+        body = {"v": v, "type": "reset", "seq": msg.seq}
+    elif isinstance(msg, ResetOk):
+        body = {"v": v, "type": "reset_ok", "seq": msg.seq}
+    elif isinstance(msg, ErrorReply):
+        body = {"v": v, "type": "error", "code": msg.code, "message": msg.message, "seq": msg.seq}
+    else:
+        raise TypeError(f"not a protocol message: {type(msg).__name__}")
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(frame: bytes) -> Message:
+    """One frame -> Message; raises ProtocolError (code MALFORMED or VERSION_MISMATCH) on anything else."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(MALFORMED, f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        m = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise ProtocolError(MALFORMED, f"not a msgpack frame: {exc}") from None
+    m = _map(m, "message")
+    kind = m.get("type")
+    if m.get("v") != PROTOCOL_MAJOR:
+        raise ProtocolError(VERSION_MISMATCH, f"protocol major version {m.get('v')!r}; this end speaks "
+                                              f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
+    if kind == "act":
+        return Act(seq=_get(m, "seq", int), obs=decode_array(m.get("obs"), "obs"))
+    if kind == "action":
+        timing = _map(m.get("timing"), "timing")
+        source = _get(m, "source", str)
+        if source not in SOURCES:
+            raise ProtocolError(MALFORMED, f"unknown action source {source!r}")
+        return ActionReply(seq=_get(m, "seq", int), action=decode_array(m.get("action"), "action"), source=source,
+                           gate_advantage=float(_get(m, "gate_advantage", (int, float))),
+                           support_score=float(_get(m, "support_score", (int, float))),
+                           fallbacks=_get(m, "fallbacks", int), infer_us=float(timing.get("infer_us", 0.0)),
+                           server_us=float(timing.get("server_us", 0.0)), extra=m.get("extra") or {})
+    if kind == "hello":
+        version = _version(m)
+        sha = m.get("bundle_sha256")
+        if sha is not None and not isinstance(sha, str):
+            raise ProtocolError(MALFORMED, "bundle_sha256 must be a string or nil")
+        return Hello(schema=Schema.from_wire(m.get("schema")), client=str(m.get("client", "")), bundle_sha256=sha,
+                     version=version)
+    if kind == "welcome":
+        gate, support = _map(m.get("gate"), "gate"), _map(m.get("support"), "support")
+        return Welcome(schema=Schema.from_wire(m.get("schema")), bundle_sha256=_get(m, "bundle_sha256", str),
+                       session=_get(m, "session", int), gate_threshold=float(gate["threshold"]),
+                       gate_hysteresis=float(gate["hysteresis"]), support_threshold=float(support["threshold"]),
+                       support_hysteresis=float(support["hysteresis"]), version=_version(m))
+    if kind == "reset":
+        return Reset(seq=_get(m, "seq", int))
+    if kind == "reset_ok":
+        return ResetOk(seq=_get(m, "seq", int))
+    if kind == "error":
+        seq = m.get("seq")
+        return ErrorReply(code=_get(m, "code", str), message=_get(m, "message", str),
+                          seq=seq if isinstance(seq, int) else None)
+    raise ProtocolError(MALFORMED, f"unknown message type {kind!r}")
+
+
+def _map(m: Any, what: str) -> dict:
+    if not isinstance(m, dict):
+        raise ProtocolError(MALFORMED, f"{what} must be a map, got {type(m).__name__}")
+    return m
+
+
+def _get(m: dict, key: str, kind: type | tuple[type, ...]) -> Any:
+    value = m.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ProtocolError(MALFORMED, f"field {key!r} missing or of the wrong type")
+    return value
+
+
+def _str_list(m: dict, key: str) -> list[str]:
+    value = m.get(key)
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ProtocolError(MALFORMED, f"field {key!r} must be a list of strings")
+    return value
+
+
+def _version(m: dict) -> tuple[int, int]:
+    version = m.get("version")
+    if not (isinstance(version, list) and len(version) == 2 and all(isinstance(x, int) for x in version)):
+        raise ProtocolError(MALFORMED, "version must be [major, minor]")
+    return version[0], version[1]
