@@ -11,12 +11,15 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from pydantic import BaseModel
 
 from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.envs.make import make_env
+from spaars_robot.export.manifest import BundleManifest
 from spaars_robot.runtime import protocol as p
 from spaars_robot.runtime.client import Client, ServerUnavailable
+from spaars_robot.runtime.decision import DecisionState
 
 SPIN_S = 0.0003  # sleep() overshoots by ~0.1 ms; spin the last part of each wait
 
@@ -77,7 +80,7 @@ class _Pacer:
         return due + self.period
 
 
-def run_sim(client: Client, task: TaskSpec, episodes: int = 1, seed: int = 0, *, realtime: bool = True,
+def run_sim(client: Client | InProcessPolicy, task: TaskSpec, episodes: int = 1, seed: int = 0, *, realtime: bool = True,
             max_steps: int | None = None, timeout_s: float | None = None) -> SimSummary:
     """Play `episodes` episodes of `task` through `client`; seeds are seed, seed+1, ...
 
@@ -133,3 +136,33 @@ def run_sim(client: Client, task: TaskSpec, episodes: int = 1, seed: int = 0, *,
                       deadline_misses=sum(r.deadline_misses for r in results), steps=all_steps, source_share=share,
                       fallbacks=sum(r.sources["fallback"] for r in results), rtt_p50_us=float(np.percentile(rtt, 50)),
                       rtt_p99_us=float(np.percentile(rtt, 99)))
+
+
+class InProcessPolicy:
+    """The torch PolicyStack with the server's decision rule, behind the Client interface `run_sim` uses.
+
+    Running `run_sim` with this and with a Client on the exported bundle (same seeds) is the sim-to-sim
+    check: the two must agree within noise, or the export/serving path changed the policy.
+    """
+
+    def __init__(self, stack: torch.nn.Module, manifest: BundleManifest) -> None:
+        self.stack = stack.eval()
+        m = manifest
+        self.state = DecisionState(m.gate.threshold, m.gate.hysteresis, m.support.threshold, m.support.hysteresis)
+        self._seq = 0
+
+    def connect(self) -> None:
+        """Nothing to connect to; present so `run_sim` treats both controllers alike."""
+
+    def reset(self, timeout_s: float | None = None) -> None:
+        self.state.reset()
+
+    def act(self, obs: np.ndarray, timeout_s: float | None = None) -> p.ActionReply:
+        with torch.no_grad():
+            raw, latent, advantage, score = (t[0] for t in self.stack(torch.as_tensor(obs)[None]))
+        decision = self.state.decide(float(advantage), float(score))
+        action = raw if decision.source == "raw" else latent
+        self._seq += 1
+        return p.ActionReply(seq=self._seq, action=action.numpy(), source=decision.source,
+                             gate_advantage=decision.gate_advantage, support_score=decision.support_score,
+                             fallbacks=self.state.fallbacks, infer_us=0.0, server_us=0.0)
