@@ -1,0 +1,177 @@
+"""The safety spec of one robot: `safety/<robot>.yaml`, validated here before anything moves.
+
+Limits follow the deployment anchors (`../shared/research/anchors_deploy.md`, section C):
+- hard bounds are the actuator range *minus a margin* (Polymetis `franka_hardware.yaml`), so a
+  command never sits exactly on the vendor limit;
+- a soft zone inside the hard bound pushes actions back towards the centre like Polymetis's
+  virtual-spring safety controller, so the hard clamp is rarely the thing that acts;
+- per-step rate limits (and acceleration / jerk for position or velocity commands) as in libfranka's
+  `rate_limiting.h`;
+- a watchdog with the anchor timings: hold after a missed deadline, damp after 3 missed periods,
+  safe stop after 100 ms without a fresh reply (MoveIt Servo's halt timeout).
+
+All rate-type limits are in action units *per control step* (per step^2, per step^3), so a spec does
+not silently change meaning when the control rate changes without a review of the limits.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from spaars_robot.config.loading import load_yaml_model, repo_root
+from spaars_robot.errors import ConfigError, SafetySpecMismatch
+
+PerDim = float | list[float]
+
+
+def _vector(value: PerDim | None, dim: int, what: str) -> np.ndarray | None:
+    """Broadcast a scalar or check a per-dimension list; `what` names the field in the error."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if len(value) != dim:
+            raise ValueError(f"{what} has {len(value)} entries but action/observation dim is {dim}")
+        return np.asarray(value, dtype=np.float64)
+    return np.full(dim, float(value), dtype=np.float64)
+
+
+class ActionLimits(BaseModel):
+    """Where and how fast the commanded action may go."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["torque", "position", "velocity"] = Field(
+        description="What the action commands. Acceleration/jerk limits only make sense for position or "
+        "velocity commands (a torque step is already an acceleration step)."
+    )
+    dim: int = Field(gt=0, description="Number of action dimensions; must equal the bundle's action dim.")
+    names: list[str] | None = Field(default=None, description="Optional joint/actuator names, one per dim.")
+    low: PerDim = Field(description="Actuator lower range (action units), scalar or one per dim.")
+    high: PerDim = Field(description="Actuator upper range (action units), scalar or one per dim.")
+    margin: PerDim = Field(default=0.0, description="Hard bound = [low + margin, high - margin]; >= 0.")
+    soft_zone: PerDim = Field(
+        default=0.0, description="Width inside the hard bound where the push-back acts (action units); 0 = off."
+    )
+    soft_stiffness: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Share of the penetration into the soft zone that is pushed back (0 = none, 1 = stop "
+        "at the soft-zone edge).",
+    )
+    rate_limit: PerDim | None = Field(default=None, description="Max |a_t - a_{t-1}| per step; None = off.")
+    accel_limit: PerDim | None = Field(default=None, description="Max |second difference| per step^2.")
+    jerk_limit: PerDim | None = Field(default=None, description="Max |third difference| per step^3.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ActionLimits:
+        low, high = _vector(self.low, self.dim, "low"), _vector(self.high, self.dim, "high")
+        margin = _vector(self.margin, self.dim, "margin")
+        soft = _vector(self.soft_zone, self.dim, "soft_zone")
+        if self.names is not None and len(self.names) != self.dim:
+            raise ValueError(f"names has {len(self.names)} entries but dim is {self.dim}")
+        if (margin < 0).any() or (soft < 0).any():
+            raise ValueError("margin and soft_zone must be >= 0")
+        hard_low, hard_high = low + margin, high - margin
+        if (hard_low >= hard_high).any():
+            raise ValueError("low + margin must be below high - margin for every dim")
+        if (2 * soft > hard_high - hard_low).any():
+            raise ValueError("soft_zone must be at most half of the hard range (high - low - 2*margin)")
+        for name in ("rate_limit", "accel_limit", "jerk_limit"):
+            vec = _vector(getattr(self, name), self.dim, name)
+            if vec is not None and (vec <= 0).any():
+                raise ValueError(f"{name} must be > 0 (use null to switch it off)")
+        if self.kind == "torque" and (self.accel_limit is not None or self.jerk_limit is not None):
+            raise ValueError("accel_limit/jerk_limit apply to position or velocity actions, not torque")
+        if self.jerk_limit is not None and self.accel_limit is None:
+            raise ValueError("jerk_limit needs accel_limit (libfranka limits jerk -> accel -> rate in that order)")
+        if self.accel_limit is not None and self.rate_limit is None:
+            raise ValueError("accel_limit needs rate_limit")
+        return self
+
+    def hard_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        margin = _vector(self.margin, self.dim, "margin")
+        return _vector(self.low, self.dim, "low") + margin, _vector(self.high, self.dim, "high") - margin
+
+    def vector(self, name: str) -> np.ndarray | None:
+        """A per-dim float64 array for one of the per-dim fields (None when switched off)."""
+        return _vector(getattr(self, name), self.dim, name)
+
+
+class ObservationBounds(BaseModel):
+    """Beyond these the observation is out of distribution: the sensor, not the policy, is suspect."""
+
+    model_config = ConfigDict(extra="forbid")
+    dim: int = Field(gt=0)
+    low: PerDim
+    high: PerDim
+    on_out_of_bounds: Literal["flag", "hold", "zero"] = Field(
+        default="flag",
+        description="flag: count and report only; hold: answer the last safe action; zero: answer zeros.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ObservationBounds:
+        if (_vector(self.low, self.dim, "low") >= _vector(self.high, self.dim, "high")).any():
+            raise ValueError("observation low must be below high for every dim")
+        return self
+
+
+class WatchdogSpec(BaseModel):
+    """Client-side timings (unitree_rl_lab timeout -> Passive; MoveIt Servo 100 ms halt)."""
+
+    model_config = ConfigDict(extra="forbid")
+    deadline_s: float | None = Field(
+        default=None, gt=0, description="A reply older than this is never applied; None = one control period."
+    )
+    hold_source: Literal["last_safe", "latent"] = Field(
+        default="last_safe", description="What HOLD applies: the last safe action or the latent fallback action."
+    )
+    damp_after_missed: int = Field(default=3, ge=1, description="Consecutive missed periods before DAMP.")
+    damp_mode: Literal["damp", "zero"] = Field(default="damp", description="DAMP decays the held action or zeros it.")
+    damp_factor: float = Field(default=0.5, ge=0.0, lt=1.0, description="Per-period decay of the action in DAMP.")
+    safe_stop_after_s: float = Field(default=0.1, gt=0, description="No fresh reply for this long -> SAFE_STOP.")
+
+
+class SafetySpec(BaseModel):
+    """Everything the runtime enforces for one robot; the bundle manifest records which spec it passed."""
+
+    model_config = ConfigDict(extra="forbid")
+    robot: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    action: ActionLimits
+    nonfinite: Literal["hold_last", "zero", "reject"] = Field(
+        default="hold_last",
+        description="A NaN/inf action: hold the last safe action, answer zeros, or reject the request.",
+    )
+    observation: ObservationBounds | None = None
+    watchdog: WatchdogSpec = WatchdogSpec()
+
+    def check_action_space(self, action_dim: int, source: str = "bundle") -> None:
+        """Refuse to start when the spec and the policy disagree on the action space."""
+        if action_dim != self.action.dim:
+            raise SafetySpecMismatch(
+                f"safety spec {self.robot!r} is for action dim {self.action.dim}, but the {source} "
+                f"has action dim {action_dim}; use the spec written for this robot"
+            )
+
+    def check_observation_space(self, obs_dim: int, source: str = "bundle") -> None:
+        if self.observation is not None and obs_dim != self.observation.dim:
+            raise SafetySpecMismatch(
+                f"safety spec {self.robot!r} bounds {self.observation.dim} observation dims, but the "
+                f"{source} has observation dim {obs_dim}"
+            )
+
+
+def safety_dir() -> Path:
+    return repo_root() / "safety"
+
+
+def load_safety_spec(name_or_path: str | Path) -> SafetySpec:
+    """`load_safety_spec("hopper")` reads `safety/hopper.yaml`; a path with .yaml is read as given."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = safety_dir() / f"{name_or_path}.yaml"
+        if not path.exists():
+            known = ", ".join(sorted(p.stem for p in safety_dir().glob("*.yaml")))
+            raise ConfigError(f"no safety spec {name_or_path!r}; known specs: {known}")
+    return load_yaml_model(path, SafetySpec)

@@ -1,0 +1,143 @@
+"""The per-request telemetry record and its msgpack wire form.
+
+One record per served request, a flat-ish msgpack map with plain types only (no ext types, no
+pickle), so PlotJuggler's ZMQ subscriber can plot every field with its msgpack parser and any
+language can read it. Latencies are microseconds per stage; `time` is Unix seconds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+from spaars_robot.errors import SpaarsError
+
+SOURCES = ("raw", "latent", "fallback", "hold")
+MAX_RECORD_BYTES = 64 * 1024  # a record is ~300 bytes; anything this big is not ours
+MAX_VECTOR = 1024
+
+
+class TelemetryDecodeError(SpaarsError):
+    """A telemetry message is not a valid record."""
+
+
+@dataclass(slots=True)
+class TelemetryRecord:
+    """What happened on one request, from the server's point of view (plus the client's watchdog
+    state when the client reports it)."""
+
+    time: float
+    sequence: int
+    source: str  # raw | latent | fallback | hold
+    gate_advantage: float
+    support_score: float
+    support_threshold: float
+    action: list[float]
+    action_low: list[float]  # hard bounds the action was limited to, for "action vs limits"
+    action_high: list[float]
+    limits: list[str] = field(default_factory=list)  # limit kinds that acted (safety.limits.LIMIT_KINDS)
+    latency_us: dict[str, float] = field(default_factory=dict)  # stage -> microseconds; "total" overall
+    watchdog: str = "running"
+    client: str = ""
+    observation_ood: bool = False
+
+    def to_msgpack(self) -> bytes:
+        return msgpack.packb(asdict(self), use_bin_type=True)
+
+    @classmethod
+    def from_msgpack(cls, payload: bytes) -> TelemetryRecord:
+        """Decode and check one record; any defect is a TelemetryDecodeError, never another exception."""
+        if len(payload) > MAX_RECORD_BYTES:
+            raise TelemetryDecodeError(f"telemetry message of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
+        try:
+            raw = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0)
+        except Exception as exc:  # msgpack raises several unrelated types for malformed input
+            raise TelemetryDecodeError(f"telemetry message is not msgpack ({type(exc).__name__})") from exc
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> TelemetryRecord:
+        if not isinstance(raw, dict):
+            raise TelemetryDecodeError("telemetry message is not a map")
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TelemetryDecodeError(f"unknown telemetry fields: {sorted(map(str, unknown))}")
+        try:
+            record = cls(
+                time=_number(raw["time"], "time"),
+                sequence=_integer(raw["sequence"], "sequence"),
+                source=_source(raw["source"]),
+                gate_advantage=_number(raw["gate_advantage"], "gate_advantage"),
+                support_score=_number(raw["support_score"], "support_score"),
+                support_threshold=_number(raw["support_threshold"], "support_threshold"),
+                action=_vector(raw["action"], "action"),
+                action_low=_vector(raw["action_low"], "action_low"),
+                action_high=_vector(raw["action_high"], "action_high"),
+                limits=_strings(raw.get("limits", []), "limits"),
+                latency_us={k: _number(v, f"latency_us.{k}") for k, v in _map(raw.get("latency_us", {})).items()},
+                watchdog=_string(raw.get("watchdog", "running"), "watchdog"),
+                client=_string(raw.get("client", ""), "client"),
+                observation_ood=_boolean(raw.get("observation_ood", False)),
+            )
+        except KeyError as exc:
+            raise TelemetryDecodeError(f"telemetry record lacks field {exc.args[0]!r}") from exc
+        if not len(record.action) == len(record.action_low) == len(record.action_high):
+            raise TelemetryDecodeError("action, action_low and action_high differ in length")
+        return record
+
+
+def _number(value: Any, name: str) -> float:
+    # NaN/inf are legitimate telemetry (a NaN policy output is exactly what we want to see).
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TelemetryDecodeError(f"telemetry field {name} must be a number")
+    return float(value)
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TelemetryDecodeError(f"telemetry field {name} must be an integer")
+    return value
+
+
+def _string(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) > 256:
+        raise TelemetryDecodeError(f"telemetry field {name} must be a short string")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TelemetryDecodeError("telemetry field observation_ood must be a boolean")
+    return value
+
+
+def _source(value: Any) -> str:
+    if value not in SOURCES:
+        raise TelemetryDecodeError(f"telemetry source must be one of {', '.join(SOURCES)}")
+    return value
+
+
+def _vector(value: Any, name: str) -> list[float]:
+    if not isinstance(value, list) or len(value) > MAX_VECTOR:
+        raise TelemetryDecodeError(f"telemetry field {name} must be a list of at most {MAX_VECTOR} numbers")
+    return [_number(v, name) for v in value]
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > 64:
+        raise TelemetryDecodeError(f"telemetry field {name} must be a short list of strings")
+    return [_string(v, name) for v in value]
+
+
+def _map(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or len(value) > 64 or not all(isinstance(k, str) for k in value):
+        raise TelemetryDecodeError("telemetry field latency_us must be a map of stage name to microseconds")
+    return value
+
+
+def is_finite_record(record: TelemetryRecord) -> bool:
+    """True when every number in the record is finite (dashboards use it to flag broken outputs)."""
+    numbers = [record.gate_advantage, record.support_score, *record.action]
+    return all(math.isfinite(v) for v in numbers)
