@@ -97,7 +97,7 @@ class BehaviourRun:
         atomic_torch_save(self.state_path, {
             "sac": self.sac.state_dict(), "replay": self.replay.state_dict(),
             "truncated": self.truncated[: self.replay.size].clone(), "step": self.step, "episode": self.episode,
-            "medium_step": -1 if self.medium_step is None else self.medium_step,
+            "medium_step": -1 if self.medium_step is None else self.medium_step, "evals": self.evals,
         })
         atomic_write_json(self.dir / "evals.json", self.evals)
 
@@ -108,8 +108,12 @@ class BehaviourRun:
         self.truncated[: self.replay.size] = state["truncated"]
         self.step, self.episode = int(state["step"]), int(state["episode"])
         self.medium_step = None if int(state["medium_step"]) < 0 else int(state["medium_step"])
+        # evals live in state.pt (one atomic write with the step they belong to); evals.json is for humans
+        # and the fallback for checkpoints written before evals were stored in state.pt
         evals_path = self.dir / "evals.json"
-        self.evals = [e for e in json.loads(evals_path.read_text()) if e["step"] <= self.step] if evals_path.exists() else []
+        evals = state["evals"] if "evals" in state else (
+            json.loads(evals_path.read_text()) if evals_path.exists() else [])
+        self.evals = [e for e in evals if e["step"] <= self.step]
 
     def policy_path(self, step: int) -> Path:
         return self.dir / f"policy_step{step:07d}.pt"
@@ -195,6 +199,11 @@ class BehaviourRun:
         return episodes
 
 
+def _complete_shards(shard_dir: Path) -> list[Path]:
+    """Finished shards only: a `shard_*.tmp.npz` left by a kill mid-write also matches `shard_*.npz`."""
+    return sorted(p for p in shard_dir.glob("shard_*.npz") if not p.name.endswith(".tmp.npz"))
+
+
 def rollout(task: TaskSpec, policy: torch.nn.Module | None, steps: int, seed: int, shard_dir: Path,
             shard_steps: int, progress: Progress | None) -> list[Episode]:
     """Roll out `steps` transitions with stochastic actions (uniform if `policy` is None).
@@ -204,7 +213,7 @@ def rollout(task: TaskSpec, policy: torch.nn.Module | None, steps: int, seed: in
     makes regeneration and resumption bit-identical.
     """
     shard_dir.mkdir(parents=True, exist_ok=True)
-    shards = sorted(shard_dir.glob("shard_*.npz"))
+    shards = _complete_shards(shard_dir)
     episodes: list[Episode] = []
     for shard in shards:
         with np.load(shard) as z:
@@ -223,7 +232,7 @@ def rollout(task: TaskSpec, policy: torch.nn.Module | None, steps: int, seed: in
         for i, e in enumerate(pending):
             payload |= {f"obs_{i}": e.observations, f"act_{i}": e.actions, f"rew_{i}": e.rewards,
                         f"term_{i}": e.terminations, f"trunc_{i}": e.truncations}
-        index = len(list(shard_dir.glob("shard_*.npz")))
+        index = len(_complete_shards(shard_dir))
         tmp = shard_dir / f"shard_{index:05d}.tmp.npz"
         np.savez(tmp, **payload)
         tmp.replace(shard_dir / f"shard_{index:05d}.npz")
