@@ -24,9 +24,9 @@ def stack() -> PolicyStack:
 @pytest.fixture(scope="session")
 def make_bundle(tmp_path_factory, stack) -> Callable[..., Bundle]:
     """Export `stack` (or another) with info overrides into a fresh directory and load it."""
-    def make(stack_: PolicyStack | None = None, **overrides) -> Bundle:
+    def make(stack_: PolicyStack | None = None, support_hysteresis: float | None = None, **overrides) -> Bundle:
         out = tmp_path_factory.mktemp("bundle") / "hopper-test"
-        export_bundle(stack_ or stack, hopper_info(**overrides), out)
+        export_bundle(stack_ or stack, hopper_info(**overrides), out, support_hysteresis=support_hysteresis)
         return load_bundle(out)
     return make
 

@@ -1,0 +1,166 @@
+"""The action server over real ZeroMQ sockets with real onnxruntime: handshake, errors, decisions, hooks."""
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from runtime_helpers import serving, torch_outputs
+
+from spaars_robot.runtime import protocol as p
+from spaars_robot.runtime.client import Client
+from spaars_robot.runtime.decision import DecisionState
+from spaars_robot.runtime.server import ActionServer, EndpointError
+from spaars_robot.runtime.sim_client import task_schema
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def raw_exchange(endpoint: str, frame: bytes, timeout_ms: int = 2000) -> p.Message:
+    """Send one hand-made frame on a fresh DEALER and decode the reply (bypasses Client's checks)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send(frame)
+        assert sock.poll(timeout_ms), "server did not answer"
+        return p.decode(sock.recv())
+    finally:
+        sock.close()
+
+
+def test_handshake_accepts_matching_client(live_server, hopper, bundle):
+    with Client(live_server.bound[0], task_schema(hopper), bundle_sha256=bundle.sha256) as client:
+        welcome = client.connect()
+    assert welcome.bundle_sha256 == bundle.sha256
+    assert welcome.schema == live_server.schema and welcome.version[0] == p.PROTOCOL_MAJOR
+    assert welcome.support_threshold == bundle.manifest.support.threshold
+
+
+def test_handshake_refuses_wrong_version_schema_bundle_and_rate(live_server, hopper):
+    endpoint = live_server.bound[0]
+    schema = task_schema(hopper)
+    hello = p.Hello(schema=schema, version=(p.PROTOCOL_MAJOR + 1, 0))
+    reply = raw_exchange(endpoint, p.encode(hello))
+    assert isinstance(reply, p.ErrorReply) and reply.code == p.VERSION_MISMATCH
+    cases = [
+        (p.Schema("hopper", schema.obs_names[:-1], schema.action_names, 125.0), None, "schema_mismatch"),
+        (p.Schema("walker2d", schema.obs_names, schema.action_names, 125.0), None, "schema_mismatch"),
+        (p.Schema("hopper", schema.obs_names, schema.action_names, 50.0), None, "rate_mismatch"),
+        (schema, "f" * 64, "bundle_mismatch"),
+    ]
+    for bad_schema, sha, code in cases:
+        with Client(endpoint, bad_schema, bundle_sha256=sha) as client:
+            with pytest.raises(p.HandshakeRefused, match=code):
+                client.connect()
+
+
+def test_malformed_frames_get_error_replies_and_server_keeps_serving(live_server, hopper):
+    endpoint = live_server.bound[0]
+    obs = np.zeros(11, np.float32)
+    bad_frames = {
+        b"\xc1 not msgpack": p.MALFORMED,
+        msgpack.packb([1, 2, 3]): p.MALFORMED,
+        msgpack.packb({"v": 1, "type": "teleport"}): p.MALFORMED,
+        p.encode(p.Act(1, obs)): p.UNKNOWN_CLIENT,  # no handshake on this connection
+        b"\x00" * (p.MAX_FRAME_BYTES + 1): p.MALFORMED,
+    }
+    for frame, code in bad_frames.items():
+        reply = raw_exchange(endpoint, frame)
+        assert isinstance(reply, p.ErrorReply) and reply.code == code, (frame[:20], reply)
+    with Client(endpoint, task_schema(hopper)) as client:
+        client.connect()  # then hand-made frames on the same, handshaken connection
+        wrong_dtype = msgpack.packb({"v": 1, "type": "act", "seq": 5,
+                                     "obs": {"dtype": "<f8", "shape": [11], "data": bytes(88)}})
+        wrong_shape = p.encode(p.Act(6, np.zeros(7, np.float32)))
+        for frame, code, word in ((wrong_dtype, p.MALFORMED, "dtype"), (wrong_shape, p.BAD_OBSERVATION, "shape")):
+            client._socket.send(frame)
+            assert client._socket.poll(2000)
+            reply = p.decode(client._socket.recv())
+            assert reply.code == code and word in reply.message
+        assert client.act(obs, timeout_s=1.0).source in p.SOURCES
+    assert live_server.errors >= len(bad_frames) + 2
+
+
+def test_reply_matches_torch_and_carries_decision_fields(live_server, hopper, stack):
+    rng = np.random.default_rng(0)
+    with Client(live_server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        for seq in range(1, 21):
+            obs = (0.3 * rng.standard_normal(11)).astype(np.float32)
+            reply = client.act(obs)
+            raw, latent, advantage, score = (o[0] for o in torch_outputs(stack, obs[None]))
+            expected = raw if reply.source == "raw" else latent
+            assert np.abs(reply.action - expected).max() <= 1e-5
+            assert abs(reply.gate_advantage - advantage) <= 1e-5 and abs(reply.support_score - score) <= 1e-5
+            assert reply.seq == client._seq and reply.server_us >= reply.infer_us > 0
+
+
+def test_nonfinite_observation_holds_the_last_action(live_server, hopper):
+    with Client(live_server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        first = client.act(np.full(11, 0.1, np.float32))
+        held = client.act(np.full(11, np.nan, np.float32))
+    assert held.source == "hold" and np.array_equal(held.action, first.action)
+
+
+def test_fallback_fires_when_raw_action_is_out_of_support(make_bundle, hopper, stack):
+    """Gate always prefers raw; support threshold below every score: every answer is the latent fallback."""
+    bundle = make_bundle(gate_threshold=-1e9, support_threshold=-1.0)
+    obs = np.random.default_rng(1).normal(0, 0.3, (10, 11)).astype(np.float32)
+    _, latent, _, _ = torch_outputs(stack, obs)
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server:
+        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+            replies = [client.act(o) for o in obs]
+        assert server.stats()["fallbacks"] == 10
+    assert [r.source for r in replies] == ["fallback"] * 10
+    assert np.abs(np.stack([r.action for r in replies]) - latent).max() <= 1e-5
+    assert replies[-1].fallbacks == 10
+
+
+def test_support_hysteresis_holds_fallback_until_score_drops_below_band(make_bundle, hopper, stack):
+    """High score enters fallback; a middle score keeps it (inside the band); a low score leaves it."""
+    obs = np.random.default_rng(2).normal(0, 1.0, (400, 11)).astype(np.float32)
+    scores = torch_outputs(stack, obs)[3]
+    q = np.quantile(scores, [0.1, 0.3, 0.5, 0.7, 0.9])
+    high, mid, low = obs[scores > q[4]][0], obs[(scores > q[1]) & (scores < q[3])][0], obs[scores < q[0]][0]
+    # threshold at the 70 % quantile of the scores, band reaching down to the 30 % quantile
+    bundle = make_bundle(gate_threshold=-1e9, support_threshold=float(q[3]), support_hysteresis=float(q[3] - q[1]))
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server:
+        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+            assert client.act(mid).source == "raw"  # below threshold from a clear state
+            sources = [client.act(o).source for o in (high, mid, mid, low, mid)]
+            client.reset()
+            after_reset = client.act(mid).source
+    assert sources == ["fallback", "fallback", "fallback", "raw", "raw"]
+    assert after_reset == "raw"
+
+
+def test_gate_latch_hysteresis_unit():
+    state = DecisionState(gate_threshold=1.0, gate_hysteresis=0.5, support_threshold=np.inf, support_hysteresis=0)
+    picks = [state.decide(adv, 0.0).source for adv in (0.9, 1.1, 0.7, 0.4, 0.9, float("nan"))]
+    assert picks == ["latent", "raw", "raw", "latent", "latent", "latent"]
+
+
+def test_finalize_and_telemetry_hooks_see_every_action(bundle, hopper):
+    records = []
+
+    class HalvingServer(ActionServer):
+        def _finalize(self, obs, action, decision):
+            return 0.5 * action
+
+    with serving(HalvingServer(bundle, ["tcp://127.0.0.1:*"], telemetry=records.append)) as server:
+        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+            replies = [client.act(np.full(11, 0.05 * i, np.float32)) for i in range(5)]
+    assert len(records) == 5
+    for reply, record in zip(replies, records):
+        assert np.array_equal(reply.action, record.action) and record.seq == reply.seq
+        assert record.decision.source == reply.source
+
+
+def test_ipc_endpoint_and_non_loopback_refused(bundle, hopper, tmp_path):
+    with pytest.raises(EndpointError, match="refusing to bind"):
+        ActionServer(bundle, ["tcp://0.0.0.0:5555"])
+    with pytest.raises(EndpointError, match="refusing to bind"):
+        ActionServer(bundle, ["tcp://*:5555"])
+    with serving(ActionServer(bundle, [f"ipc://{tmp_path}/s.sock"])) as server:
+        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+            assert client.act(np.zeros(11, np.float32)).action.shape == (3,)
