@@ -94,3 +94,43 @@ class SAC:
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.generator.set_state(state["generator"])
+
+
+class SACAgent:
+    """`--algo sac`: online from scratch, the reference with no offline data; runner-facing adapter."""
+
+    phase = "sac"
+
+    def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, seed: int, random_steps: int) -> None:
+        self.sac = SAC(obs_dim, action_dim, config, seed)
+        self.generator = self.sac.generator
+        self.random_steps = random_steps
+        self.steps = 0
+
+    def begin_episode(self) -> None:
+        pass
+
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        self.steps += 1
+        if self.steps <= self.random_steps:
+            return (torch.rand(self.sac.actor.out_dim, generator=self.generator) * 2 - 1).numpy(), "raw"
+        return self.sac.act(obs, deterministic=False), "raw"
+
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        return self.sac.act(obs, deterministic=True), "raw"
+
+    def support_score(self, obs: np.ndarray, action: np.ndarray) -> float:
+        return float("nan")  # no dataset, no support model
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.sac.update(batch)
+
+    def after_eval(self, step: int, record: dict, recent_obs: torch.Tensor) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"sac": self.sac.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sac.load_state_dict(state["sac"])
+        self.steps = int(state["steps"])

@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from spaars_robot.algos.gate import gate_lcb
 from spaars_robot.nn.critics import QEnsemble
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
@@ -36,8 +37,7 @@ class PolicyStack(nn.Module):
         s = self.normalizer(obs)
         raw_action = self.raw_policy.mean_action(s)
         latent_action = self.cvae.decode(s, self.latent_policy.mean_action(s))
-        advantage = self.critic(s, raw_action) - self.critic(s, latent_action)  # [E, B]
-        gate_advantage = advantage.mean(0) - self.gate_kappa * advantage.std(0, unbiased=False)
+        gate_advantage = gate_lcb(self.critic, s, raw_action, latent_action, self.gate_kappa)
         support_score = self.cvae.support_score(s, raw_action)
         return raw_action, latent_action, gate_advantage, support_score
 

@@ -58,12 +58,15 @@ class ReplayBuffer:
 def mixed_batch(
     offline: ReplayBuffer, online: ReplayBuffer, batch_size: int, offline_ratio: float, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """RLPD/SUPE symmetric sampling: `offline_ratio` of the batch from the dataset, the rest online."""
+    """RLPD/SUPE symmetric sampling: `offline_ratio` of the batch from the dataset, the rest online.
+
+    Rows [0, online_from) are offline and [online_from, B) online (RND trains on the online rows).
+    """
     n_off = int(round(batch_size * offline_ratio)) if online.size > 0 else batch_size
     n_on = batch_size - n_off
     if n_on == 0:
-        return offline.sample(batch_size, generator)
+        return {**offline.sample(batch_size, generator), "online_from": batch_size}
     if n_off == 0:
-        return online.sample(batch_size, generator)
+        return {**online.sample(batch_size, generator), "online_from": 0}
     a, b = offline.sample(n_off, generator), online.sample(n_on, generator)
-    return {name: torch.cat([a[name], b[name]]) for name in FIELDS}
+    return {**{name: torch.cat([a[name], b[name]]) for name in FIELDS}, "online_from": n_off}

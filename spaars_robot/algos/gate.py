@@ -1,0 +1,44 @@
+"""The SPAARS advantage gate (methods.md 6.6).
+
+At state s the raw action is executed only when the shared critic ensemble says, with confidence,
+that it beats the decoded latent action: LCB = mean_i A_i - kappa * std_i A_i > tau with
+A_i = Q_i(s, a_raw) - Q_i(s, a_lat). Hysteresis keeps it raw while LCB > tau - h, so control does not
+chatter between the two policies. tau and h are relative to the running mean |Q| (scale-free).
+"""
+from __future__ import annotations
+
+import torch
+
+from spaars_robot.nn.critics import QEnsemble
+
+
+def gate_lcb(critic: QEnsemble, obs: torch.Tensor, raw_action: torch.Tensor, latent_action: torch.Tensor,
+             kappa: float) -> torch.Tensor:
+    """Lower confidence bound of the exploitation advantage over the ensemble, per state ([B])."""
+    advantage = critic(obs, raw_action) - critic(obs, latent_action)  # [E, B]
+    return advantage.mean(0) - kappa * advantage.std(0, unbiased=False)
+
+
+class AdvantageGate:
+    """Stateful per-trajectory decision with hysteresis; `reset()` at every episode start."""
+
+    def __init__(self, kappa: float, tau_rel: float, hysteresis_rel: float) -> None:
+        self.kappa, self.tau_rel, self.hysteresis_rel = kappa, tau_rel, hysteresis_rel
+        self.is_open = False
+
+    def reset(self) -> None:
+        self.is_open = False
+
+    def thresholds(self, q_scale: float) -> tuple[float, float]:
+        """(open threshold tau, close threshold tau - h) in Q units."""
+        tau = self.tau_rel * q_scale
+        return tau, tau - self.hysteresis_rel * q_scale
+
+    def decide(self, lcb: float, q_scale: float) -> bool:
+        tau, close = self.thresholds(q_scale)
+        self.is_open = lcb > (close if self.is_open else tau)
+        return self.is_open
+
+    def batch_open(self, lcb: torch.Tensor, q_scale: torch.Tensor) -> torch.Tensor:
+        """Stateless version for critic targets on a batch (no hysteresis: no trajectory context)."""
+        return lcb > self.tau_rel * q_scale

@@ -1,0 +1,110 @@
+"""Implicit Q-Learning (Kostrikov, Nair, Levine 2022): the losses, and IQL online fine-tuning.
+
+Offline pretraining of every algorithm uses `iql_losses` for the shared critic ensemble, so IQL,
+SPAARS, latent-only and raw fine-tuning all start from the same critic (a fair comparison).
+`IQLAgent` continues the same updates online on 50/50 offline/online batches and acts with its
+advantage-weighted (AWR) raw policy.
+"""
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+
+from spaars_robot.algos.base import fused_adam, polyak_update
+from spaars_robot.nn.critics import QEnsemble, ValueNet
+from spaars_robot.nn.policies import TanhGaussianPolicy
+
+if TYPE_CHECKING:
+    from spaars_robot.train.config import TrainConfig
+    from spaars_robot.train.pretrain import OfflineNets
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Asymmetric L2 (IQL eq. 5): weight |tau - 1(diff < 0)| * diff^2, diff = Q - V."""
+    weight = torch.where(diff > 0, expectile, 1.0 - expectile)
+    return (weight * diff.pow(2)).mean()
+
+
+def iql_losses(
+    batch: dict[str, torch.Tensor], critic: QEnsemble, critic_target: QEnsemble, value: ValueNet,
+    actor: TanhGaussianPolicy, gamma: float, expectile: float, beta: float, max_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Value (expectile of target Q), critic (TD onto V(s')), actor (AWR) losses; IQL eqs. 5, 6, 7."""
+    obs, action = batch["obs"], batch["action"]
+    with torch.no_grad():
+        target_q = critic_target(obs, action).min(0).values
+        next_v = value(batch["next_obs"])
+        y = batch["reward"] + gamma * (1.0 - batch["done"]) * next_v
+    v = value(obs)
+    value_loss = expectile_loss(target_q - v, expectile)
+    q = critic(obs, action)
+    critic_loss = (q - y).pow(2).mean(1).sum()
+    with torch.no_grad():
+        weight = torch.exp(beta * (target_q - v)).clamp(max=max_weight)
+    actor_loss = -(weight * actor.log_prob(obs, action)).mean()
+    metrics = {"iql/value_loss": value_loss.detach(), "iql/critic_loss": critic_loss.detach(),
+               "iql/actor_loss": actor_loss.detach(), "iql/q": q.mean().detach()}
+    return value_loss, critic_loss, actor_loss, metrics
+
+
+class IQLAgent:
+    """IQL fine-tuning (IQL `train_finetune.py`): same losses online; acts with the stochastic AWR policy."""
+
+    def __init__(self, nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> None:
+        self.pre, self.online_cfg = config.pretrain, config.online
+        self.nets = nets
+        self.critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
+        self.generator = generator
+        lr = self.online_cfg.lr
+        self.opt = fused_adam(list(nets.critic.parameters()) + list(nets.value.parameters())
+                              + list(nets.raw_policy.parameters()), lr)
+        self.phase = "iql"
+
+    def policy_input(self, obs: np.ndarray) -> torch.Tensor:
+        return self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        s = self.policy_input(obs)
+        return self.nets.raw_policy.sample(s, self.generator)[0][0].numpy(), "raw"
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        return self.nets.raw_policy.mean_action(self.policy_input(obs))[0].numpy(), "raw"
+
+    def begin_episode(self) -> None:
+        pass
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pre = self.pre
+        value_loss, critic_loss, actor_loss, metrics = iql_losses(
+            batch, self.nets.critic, self.critic_target, self.nets.value, self.nets.raw_policy,
+            pre.gamma, pre.expectile, pre.awr_beta, pre.awr_max_weight)
+        self.opt.zero_grad(set_to_none=True)
+        (value_loss + critic_loss + actor_loss).backward()
+        self.opt.step()
+        polyak_update(self.critic_target, self.nets.critic, pre.tau)
+        return metrics
+
+    @torch.no_grad()
+    def support_score(self, obs: np.ndarray, action: np.ndarray) -> float:
+        a = torch.as_tensor(action, dtype=torch.float32).unsqueeze(0)
+        return float(self.nets.cvae.support_score(self.policy_input(obs), a)[0])
+
+    def after_eval(self, step: int, record: dict, recent_obs: torch.Tensor) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"nets": self.nets.state_dict(), "critic_target": self.critic_target.state_dict(),
+                "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.nets.load_state_dict(state["nets"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.opt.load_state_dict(state["opt"])
+
+

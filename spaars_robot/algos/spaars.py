@@ -1,0 +1,225 @@
+"""SPAARS: latent-space exploration, then gated hand-over to a raw-action policy (methods.md section 6).
+
+Phases
+  latent  the latent policy z ~ pi_z(s) explores inside the CVAE's action manifold; a = D(s, z) with the
+          decoder frozen. The shared critic over raw actions learns from 50/50 offline/online batches;
+          the latent policy is trained SAC-style through the decoder; the raw policy is behaviour-cloned
+          concurrently onto D(s, mean z(s)) (Theory 3: this is what makes the hand-over smooth); an RND
+          model tracks how novel visited states still are.
+  gated   at each state the advantage gate (algos/gate.py) executes the raw action only where the critic
+          ensemble's lower confidence bound says it beats the decoded latent action; the raw policy
+          improves against the critic in TD3+BC form, anchored to the latent behaviour; the latent
+          policy keeps training as the fallback.
+The switch happens when TransitionMonitor (algos/transition.py) sees a plateau and a calibrated raw policy.
+
+Baselines through this same class (same networks, data, updates and evaluation):
+  latent  never switches (PLAS-style online fine-tuning in the latent space),
+  raw     starts in the gated phase with the gate forced open (raw fine-tuning from the start),
+and the ablations `concurrent_bc=False` and `hard_switch=True` (force the gate open after the switch).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+
+from spaars_robot.algos.base import fused_adam, polyak_update
+from spaars_robot.algos.gate import AdvantageGate, gate_lcb
+from spaars_robot.algos.transition import TransitionMonitor
+from spaars_robot.nn.rnd import RND
+from spaars_robot.train.config import TrainConfig
+from spaars_robot.train.pretrain import OfflineNets
+
+
+class SPAARSAgent:
+    def __init__(self, nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> None:
+        self.nets, self.config, self.cfg = nets, config, config.online
+        self.generator = generator
+        self.variant = config.algo  # spaars | latent | raw
+        self.critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
+        gate_cfg = self.cfg.gate
+        self.gate = AdvantageGate(gate_cfg.kappa, gate_cfg.tau_rel, gate_cfg.hysteresis_rel)
+        self.eval_gate = AdvantageGate(gate_cfg.kappa, gate_cfg.tau_rel, gate_cfg.hysteresis_rel)
+        self.transition = TransitionMonitor(self.cfg.transition)
+        self.phase = "gated" if self.variant == "raw" else "latent"
+        self.force_raw = self.variant == "raw"
+        k = nets.latent_dim
+        self.log_alpha = torch.tensor(math.log(self.cfg.init_temperature), requires_grad=True)
+        self.target_entropy = -k / 2.0
+        self.rnd = RND(nets.normalizer.mean.numel(), config.pretrain.hidden, self.cfg.rnd_feature_dim)
+        lr = self.cfg.lr
+        self.critic_opt = fused_adam(nets.critic.parameters(), lr)
+        self.latent_params = list(nets.latent_policy.parameters())
+        self.raw_params = list(nets.raw_policy.parameters())
+        self.latent_opt = fused_adam(self.latent_params, lr)
+        self.raw_opt = fused_adam(self.raw_params, lr)
+        self.alpha_opt = fused_adam([self.log_alpha], lr)
+        self.rnd_opt = fused_adam(self.rnd.predictor.parameters(), lr)
+        self.q_scale = nets.q_scale.clone()
+        self.switch_log: list[dict] = []
+
+    # -- acting ------------------------------------------------------------------------------------
+    def _s(self, obs: np.ndarray) -> torch.Tensor:
+        return self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+
+    def begin_episode(self) -> None:
+        self.gate.reset()
+        self.eval_gate.reset()
+
+    @torch.no_grad()
+    def _gated_choice(self, s: torch.Tensor, gate: AdvantageGate) -> tuple[bool, torch.Tensor, torch.Tensor]:
+        raw = self.nets.raw_policy.mean_action(s)
+        lat = self.nets.decoded_latent_mean(s)
+        if self.force_raw:
+            return True, raw, lat
+        lcb = float(gate_lcb(self.nets.critic, s, raw, lat, self.cfg.gate.kappa)[0])
+        return gate.decide(lcb, float(self.q_scale)), raw, lat
+
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        """Behaviour action for training: stochastic latent, or gated raw with Gaussian noise."""
+        s = self._s(obs)
+        if self.phase == "gated":
+            use_raw, raw, _ = self._gated_choice(s, self.gate)
+            if use_raw:
+                noise = torch.randn(raw.shape, generator=self.generator) * self.cfg.raw_explore_noise
+                return (raw + noise).clamp(-1.0, 1.0)[0].numpy(), "raw"
+        z = self.nets.latent_policy.sample(s, self.generator)[0]
+        return self.nets.cvae.decode(s, z)[0].numpy(), "latent"
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        """Deterministic deployed policy: gated choice between mu_raw(s) and D(s, mean z(s))."""
+        s = self._s(obs)
+        if self.phase == "gated":
+            use_raw, raw, lat = self._gated_choice(s, self.eval_gate)
+            return (raw if use_raw else lat)[0].numpy(), "raw" if use_raw else "latent"
+        return self.nets.decoded_latent_mean(s)[0].numpy(), "latent"
+
+    @torch.no_grad()
+    def support_score(self, obs: np.ndarray, action: np.ndarray) -> float:
+        s = self._s(obs)
+        return float(self.nets.cvae.support_score(s, torch.as_tensor(action, dtype=torch.float32).unsqueeze(0))[0])
+
+    # -- learning ----------------------------------------------------------------------------------
+    def _next_action(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """Critic target action: what the behaviour would do at s' (decoded latent sample, or gated raw)."""
+        z = self.nets.latent_policy.sample(next_obs, self.generator)[0]
+        latent = self.nets.cvae.decode(next_obs, z)
+        if self.phase == "latent":
+            return latent
+        raw = self.nets.raw_policy.mean_action(next_obs)
+        if self.force_raw:
+            return raw
+        lcb = gate_lcb(self.nets.critic, next_obs, raw, self.nets.decoded_latent_mean(next_obs), self.cfg.gate.kappa)
+        return torch.where(self.gate.batch_open(lcb, self.q_scale).unsqueeze(-1), raw, latent)
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        nets, cfg, pre = self.nets, self.cfg, self.config.pretrain
+        obs = batch["obs"]
+        # 1. shared critic over raw actions (no entropy backup; SUPE/RLPD)
+        with torch.no_grad():
+            target_q = self.critic_target(batch["next_obs"], self._next_action(batch["next_obs"])).min(0).values
+            y = batch["reward"] + pre.gamma * (1.0 - batch["done"]) * target_q
+        q = nets.critic(obs, batch["action"])
+        critic_loss = (q - y).pow(2).mean(1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        polyak_update(self.critic_target, nets.critic, pre.tau)
+        with torch.no_grad():
+            self.q_scale.lerp_(q.abs().mean(), 0.005)
+
+        # 2. latent actor, SAC through the frozen decoder, and its temperature
+        alpha = self.log_alpha.exp().detach()
+        z, logp, z_mean = nets.latent_policy.sample(obs, self.generator)
+        latent_q = nets.critic(obs, nets.cvae.decode(obs, z)).mean(0)
+        latent_loss = (alpha * logp - latent_q).mean()
+        self.latent_opt.zero_grad(set_to_none=True)
+        latent_loss.backward(inputs=self.latent_params)
+        self.latent_opt.step()
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+
+        # 3. raw policy: concurrent BC (latent phase) or TD3+BC anchored to the latent behaviour (gated)
+        metrics = {"online/critic_loss": critic_loss.detach(), "online/q": q.mean().detach(),
+                   "online/latent_loss": latent_loss.detach(), "online/alpha": alpha}
+        with torch.no_grad():
+            anchor = nets.cvae.decode(obs, z_mean.detach())
+        raw = nets.raw_policy.mean_action(obs)
+        bc = (raw - anchor).pow(2).sum(-1).mean()
+        if self.phase == "gated":
+            q_raw = nets.critic(obs, raw).mean(0)
+            lam = cfg.alpha_bc / q_raw.abs().mean().detach().clamp_min(1e-6)
+            raw_loss = -lam * q_raw.mean() + bc
+        elif cfg.concurrent_bc:
+            raw_loss = bc
+        else:
+            raw_loss = None
+        if raw_loss is not None:
+            self.raw_opt.zero_grad(set_to_none=True)
+            raw_loss.backward(inputs=self.raw_params)
+            self.raw_opt.step()
+        metrics["online/raw_bc_error"] = bc.detach()
+
+        # 4. RND predictor on the online part of the batch
+        online_obs = obs[batch["online_from"]:] if "online_from" in batch else obs
+        if online_obs.shape[0] > 0:
+            rnd_loss = self.rnd.novelty(online_obs).mean()
+            self.rnd_opt.zero_grad(set_to_none=True)
+            rnd_loss.backward()
+            self.rnd_opt.step()
+            metrics["online/rnd"] = rnd_loss.detach()
+        return metrics
+
+    # -- phase transition --------------------------------------------------------------------------
+    @torch.no_grad()
+    def after_eval(self, step: int, record: dict, recent_obs: torch.Tensor) -> dict:
+        """Compute the transition signals on recently visited states and switch phase if they say so."""
+        nets = self.nets
+        raw = nets.raw_policy.mean_action(recent_obs)
+        lat = nets.decoded_latent_mean(recent_obs)
+        bc_error = float((raw - lat).pow(2).sum(-1).mean())
+        novelty = float(self.rnd.novelty(recent_obs).mean())
+        lcb = gate_lcb(nets.critic, recent_obs, raw, lat, self.cfg.gate.kappa)
+        gate_rate = float(self.gate.batch_open(lcb, self.q_scale).float().mean())
+        signals = {"novelty": novelty, "bc_error": bc_error, "gate_rate_recent": gate_rate,
+                   "q_scale": float(self.q_scale)}
+        if self.phase == "latent" and self.variant == "spaars":
+            switch, reason = self.transition.update(step, record["return_mean"], novelty, bc_error, gate_rate)
+            signals["transition_check"] = reason
+            if switch:
+                self.phase = "gated"
+                self.force_raw = self.cfg.hard_switch
+                self.switch_log.append({"step": step, "reason": reason, **signals})
+                signals["switched"] = reason
+        return signals
+
+    # -- checkpoint --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "nets": self.nets.state_dict(), "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(), "rnd": self.rnd.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(), "latent_opt": self.latent_opt.state_dict(),
+            "raw_opt": self.raw_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict(),
+            "rnd_opt": self.rnd_opt.state_dict(), "q_scale": self.q_scale.clone(),
+            "phase": self.phase, "force_raw": self.force_raw, "gate_open": self.gate.is_open,
+            "transition": self.transition.state_dict(), "switch_log": list(self.switch_log),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.nets.load_state_dict(state["nets"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+            self.q_scale.copy_(state["q_scale"])
+        self.rnd.load_state_dict(state["rnd"])
+        for name in ("critic_opt", "latent_opt", "raw_opt", "alpha_opt", "rnd_opt"):
+            getattr(self, name).load_state_dict(state[name])
+        self.phase, self.force_raw, self.gate.is_open = state["phase"], state["force_raw"], state["gate_open"]
+        self.transition.load_state_dict(state["transition"])
+        self.switch_log = list(state["switch_log"])

@@ -1,0 +1,59 @@
+"""When SPAARS hands control from the latent policy to the gated raw policy (methods.md 6.4).
+
+The paper keys the switch to an "RND plateau" (Definition 1) and to the raw policy's calibration
+(Proposition 3). We switch at the first evaluation after `t_min` where the evaluation return and the
+RND novelty of visited states are both flat over the last `window` evaluations, the raw policy's
+BC error against the decoded latent actions is below `bc_error_max`, and the gate would fire on less
+than `max_gate_rate` of recent states; at `t_max` it switches regardless.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from spaars_robot.train.config import TransitionConfig
+
+
+def relative_change(values: list[float]) -> float:
+    """Least-squares change across the window relative to its mean magnitude (0 = perfectly flat)."""
+    y = np.asarray(values, dtype=np.float64)
+    x = np.arange(len(y), dtype=np.float64)
+    slope = np.polyfit(x, y, 1)[0] if len(y) > 1 else 0.0
+    return float(slope * (len(y) - 1) / max(abs(y.mean()), 1e-8))
+
+
+class TransitionMonitor:
+    def __init__(self, config: TransitionConfig) -> None:
+        self.config = config
+        self.returns: list[float] = []
+        self.novelty: list[float] = []
+
+    def update(self, step: int, eval_return: float, novelty: float, bc_error: float,
+               gate_rate: float) -> tuple[bool, str]:
+        """Record one evaluation's signals; return (switch now?, reason or why not)."""
+        cfg = self.config
+        self.returns.append(eval_return)
+        self.novelty.append(novelty)
+        if step >= cfg.t_max:
+            return True, f"hard cap t_max={cfg.t_max} reached at step {step}"
+        if step < cfg.t_min:
+            return False, f"before t_min={cfg.t_min}"
+        if len(self.returns) < cfg.window:
+            return False, f"fewer than {cfg.window} evaluations"
+        return_change = relative_change(self.returns[-cfg.window:])
+        novelty_change = abs(relative_change(self.novelty[-cfg.window:]))
+        checks = {
+            f"return improvement {return_change:+.3f} < {cfg.plateau_eps}": return_change < cfg.plateau_eps,
+            f"novelty change {novelty_change:.3f} < {cfg.plateau_eps}": novelty_change < cfg.plateau_eps,
+            f"bc error {bc_error:.4f} < {cfg.bc_error_max}": bc_error < cfg.bc_error_max,
+            f"gate rate {gate_rate:.2f} < {cfg.max_gate_rate}": gate_rate < cfg.max_gate_rate,
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            return False, "not yet: " + "; ".join(failed)
+        return True, "plateau and calibration: " + "; ".join(checks)
+
+    def state_dict(self) -> dict:
+        return {"returns": list(self.returns), "novelty": list(self.novelty)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.returns, self.novelty = list(state["returns"]), list(state["novelty"])

@@ -1,0 +1,147 @@
+"""Every hyperparameter of training, typed and documented (d3rlpy-style config, separate from the maths).
+
+Named protocols (`smoke`, `short`, `paper`) are YAML files in `sim/protocols/` that set these fields;
+`--set key.sub=value` overrides any field from the command line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spaars_robot.config.loading import load_yaml_model, repo_root
+from spaars_robot.errors import ConfigError
+
+Algo = Literal["spaars", "iql", "latent", "raw", "sac"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PretrainConfig(_Strict):
+    """Offline pretraining (CVAE, IQL critics, initial raw and latent policies); cached by content hash."""
+
+    steps: int = Field(100_000, ge=1, description="gradient steps on the dataset (all networks updated per step)")
+    batch_size: int = Field(256, ge=1)
+    hidden: tuple[int, ...] = Field((256, 256), description="MLP widths of critics, value and policies")
+    cvae_hidden: tuple[int, ...] = Field((256, 256), description="CVAE widths (PLAS uses 750x750; see BENCHMARKS)")
+    cvae_latent_dim: int | None = Field(None, ge=1, description="CVAE latent k; None = 2 x action_dim (PLAS)")
+    cvae_kl_weight: float = Field(0.5, ge=0, description="KL weight of the CVAE loss (PLAS 0.5)")
+    cvae_lr: float = Field(3e-4, gt=0)
+    lr: float = Field(3e-4, gt=0, description="Adam lr of critics, value and actors")
+    gamma: float = Field(0.99, gt=0, lt=1)
+    tau: float = Field(0.005, gt=0, le=1, description="Polyak rate of target critics")
+    ensemble_size: int = Field(2, ge=2, description="critic ensemble members (shared by every algorithm)")
+    layer_norm: bool = Field(True, description="LayerNorm in critics (RLPD/SUPE stabiliser for online updates)")
+    expectile: float = Field(0.7, gt=0.5, lt=1, description="IQL expectile tau for V")
+    awr_beta: float = Field(3.0, gt=0, description="IQL advantage temperature for the raw actor")
+    awr_max_weight: float = Field(100.0, gt=0)
+    z_max: float = Field(2.0, gt=0, description="latent action bound (PLAS max_latent_action)")
+    latent_actor_start: float = Field(0.5, ge=0, le=1, description="fraction of steps before PLAS latent actor training starts")
+    support_quantile: float = Field(0.99, gt=0, lt=1, description="quantile of dataset support scores = threshold")
+    support_samples: int = Field(50_000, ge=100, description="dataset pairs used to calibrate the support threshold")
+    reward_scale: Literal["iql", "none"] = Field("iql", description="iql: rewards x 1000/(max-min episode return)")
+
+
+class GateConfig(_Strict):
+    """Advantage gate: raw action only when LCB[Q(s,a_raw) - Q(s,a_lat)] > tau (methods.md 6.6)."""
+
+    kappa: float = Field(1.0, ge=0, description="ensemble std multiplier in the lower confidence bound")
+    tau_rel: float = Field(0.0, description="threshold as a fraction of the running mean |Q|")
+    hysteresis_rel: float = Field(0.01, ge=0, description="stay raw while LCB > tau - this x mean|Q|")
+
+
+class TransitionConfig(_Strict):
+    """Latent -> gated switch: exploration plateau and raw-policy calibration, with a hard cap (6.4)."""
+
+    t_min: int = Field(20_000, ge=0, description="earliest env step for the switch")
+    t_max: int = Field(50_000, ge=0, description="env step at which the switch happens regardless")
+    window: int = Field(5, ge=2, description="evaluations in the plateau window")
+    plateau_eps: float = Field(0.02, ge=0, description="max relative change of eval return and RND novelty")
+    bc_error_max: float = Field(0.01, gt=0, description="max raw-vs-decoded-latent BC error (MSE)")
+    max_gate_rate: float = Field(0.5, gt=0, le=1, description="switch only if the gate would fire below this rate")
+
+
+class OnlineConfig(_Strict):
+    env_steps: int = Field(100_000, ge=0)
+    utd: int = Field(1, ge=1, description="gradient updates per env step")
+    batch_size: int = Field(256, ge=1)
+    offline_ratio: float = Field(0.5, ge=0, le=1, description="share of each batch drawn from the dataset")
+    lr: float = Field(3e-4, gt=0)
+    init_temperature: float = Field(0.05, gt=0, description="latent SAC temperature (SUPE value)")
+    raw_explore_noise: float = Field(0.1, ge=0, description="Gaussian std added to raw actions online")
+    alpha_bc: float = Field(2.5, gt=0, description="TD3+BC weight of the raw actor's Q term")
+    concurrent_bc: bool = Field(True, description="clone the raw policy onto decoded latent actions during the latent phase")
+    hard_switch: bool = Field(False, description="ablation: after the transition always execute raw (no gate)")
+    rnd_feature_dim: int = Field(64, ge=1)
+    gate: GateConfig = GateConfig()
+    transition: TransitionConfig = TransitionConfig()
+
+
+class EvalConfig(_Strict):
+    every: int = Field(5_000, ge=1, description="env steps between evaluations")
+    episodes: int = Field(10, ge=1)
+    checkpoint_every: int = Field(5_000, ge=1, description="env steps between resumable checkpoints")
+    seed_base: int = Field(1_000_000, description="eval episode seeds (never used for training)")
+
+
+class TrainConfig(_Strict):
+    protocol: str = "short"
+    task: str
+    dataset: str
+    algo: Algo = "spaars"
+    seed: int = 0
+    threads: int = Field(1, ge=1, description="torch threads per run (seeds run as parallel processes)")
+    pretrain: PretrainConfig = PretrainConfig()
+    online: OnlineConfig = OnlineConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def protocols_dir() -> Path:
+    return repo_root() / "sim" / "protocols"
+
+
+def _set_path(tree: dict, dotted: str, value: object) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None) -> TrainConfig:
+    """Protocol YAML + explicit fields + `--set a.b=value` strings (YAML-parsed values) -> TrainConfig."""
+    import yaml
+    from pydantic import ValidationError
+
+    from spaars_robot.config.loading import format_validation_error
+
+    path = Path(protocol) if protocol.endswith((".yaml", ".yml")) else protocols_dir() / f"{protocol}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in protocols_dir().glob("*.yaml")))
+        raise ConfigError(f"unknown protocol {protocol!r}; known: {known}")
+    base = load_yaml_model(path, ProtocolFile).model_dump(exclude_unset=True)
+    base.pop("description", None)
+    tree: dict = {**base, "protocol": path.stem, **overrides}
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(f"{path} + command line", exc)) from exc
+
+
+class ProtocolFile(_Strict):
+    """A protocol YAML sets budgets and any hyperparameter; task/dataset/algo/seed come from the command."""
+
+    description: str = ""
+    pretrain: dict = {}
+    online: dict = {}
+    eval: dict = {}

@@ -1,0 +1,178 @@
+"""Offline pretraining shared by every algorithm that starts from data (methods.md 6.2).
+
+One loop trains, per gradient step on a dataset batch:
+  - the CVAE on unordered (s, a) pairs (PLAS objective),
+  - the shared critic ensemble, V and the raw policy with IQL (expectile V, TD Q, AWR actor),
+  - after `latent_actor_start`, the latent policy through the frozen decoder (PLAS: max Q(s, D(s, z))).
+Then the support threshold is calibrated as a quantile of dataset support scores.
+
+The result depends only on (dataset content, seed, PretrainConfig), so it is cached under a hash of
+those and reused by spaars, iql, latent and raw runs: compute is never paid twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import json
+import time
+from pathlib import Path
+
+
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from spaars_robot.algos.base import fused_adam, polyak_update
+from spaars_robot.algos.iql import iql_losses
+from spaars_robot.data.dataset import OfflineDataset
+from spaars_robot.data.files import atomic_torch_save, safe_torch_load
+from spaars_robot.nn.critics import QEnsemble, ValueNet
+from spaars_robot.nn.cvae import CVAE
+from spaars_robot.nn.normalizer import ObsNormalizer
+from spaars_robot.nn.policies import TanhGaussianPolicy
+from spaars_robot.train.config import PretrainConfig
+from spaars_robot.train.replay import ReplayBuffer
+
+PRETRAIN_VERSION = "pretrain-v1"  # bump when the pretraining maths changes, to invalidate caches
+
+
+class OfflineNets(nn.Module):
+    """Every network an algorithm may start from, plus the calibrated scalars that travel with them."""
+
+    def __init__(self, obs_dim: int, action_dim: int, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.latent_dim = cfg.cvae_latent_dim or 2 * action_dim
+        self.normalizer = ObsNormalizer.identity(obs_dim)
+        self.cvae = CVAE(obs_dim, action_dim, self.latent_dim, cfg.cvae_hidden, cfg.cvae_kl_weight)
+        self.critic = QEnsemble(obs_dim, action_dim, cfg.hidden, cfg.ensemble_size, cfg.layer_norm)
+        self.value = ValueNet(obs_dim, cfg.hidden)
+        self.raw_policy = TanhGaussianPolicy(obs_dim, action_dim, cfg.hidden)
+        self.latent_policy = TanhGaussianPolicy(obs_dim, self.latent_dim, cfg.hidden, bound=cfg.z_max)
+        self.register_buffer("support_threshold", torch.tensor(float("inf")))
+        self.register_buffer("reward_scale", torch.tensor(1.0))
+        self.register_buffer("q_scale", torch.tensor(1.0))
+
+    def decoded_latent_mean(self, s: torch.Tensor) -> torch.Tensor:
+        """a_lat(s) = D(s, mean z(s)): the latent policy's deterministic action (s already normalised)."""
+        return self.cvae.decode(s, self.latent_policy.mean_action(s))
+
+
+def dataset_fingerprint(dataset: OfflineDataset) -> str:
+    checksum = dataset.metadata.get("spaars_checksums", {}).get("main_data.hdf5")
+    if checksum:
+        return checksum
+    digest = hashlib.sha256()
+    for tensor in dataset.tensors().values():
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(dataset: OfflineDataset, seed: int, cfg: PretrainConfig) -> str:
+    payload = json.dumps({"v": PRETRAIN_VERSION, "data": dataset_fingerprint(dataset), "seed": seed,
+                          "cfg": cfg.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def iql_reward_scale(dataset: OfflineDataset) -> float:
+    """IQL locomotion scaling: 1000 / (max - min episode return) over the dataset's episodes."""
+    spread = float(dataset.episode_return.max() - dataset.episode_return.min())
+    return 1000.0 / spread if spread > 1e-6 else 1.0
+
+
+def normalized_offline_buffer(dataset: OfflineDataset, nets: OfflineNets) -> ReplayBuffer:
+    """The dataset as a replay buffer in the networks' input space (normalised obs, scaled reward)."""
+    with torch.no_grad():
+        tensors = dataset.tensors()
+        tensors = {**tensors, "obs": nets.normalizer(tensors["obs"]), "next_obs": nets.normalizer(tensors["next_obs"]),
+                   "reward": tensors["reward"] * nets.reward_scale}
+    return ReplayBuffer.from_tensors(tensors)
+
+
+def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool = False,
+             progress: Progress | None = None) -> tuple[OfflineNets, dict]:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
+    mean, std = dataset.observation_stats()
+    nets.normalizer = ObsNormalizer(mean, std)
+    if cfg.reward_scale == "iql":
+        nets.reward_scale.fill_(iql_reward_scale(dataset))
+    buffer = normalized_offline_buffer(dataset, nets)
+    critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
+    main_opt = fused_adam(list(nets.critic.parameters()) + list(nets.value.parameters())
+                          + list(nets.raw_policy.parameters()), cfg.lr)
+    cvae_opt = fused_adam(nets.cvae.parameters(), cfg.cvae_lr)
+    latent_params = list(nets.latent_policy.parameters())
+    latent_opt = fused_adam(latent_params, cfg.lr)
+    latent_start = int(cfg.latent_actor_start * cfg.steps)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    bar = progress.add_task("offline pretraining", total=cfg.steps) if progress else None
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        batch = buffer.sample(cfg.batch_size, generator)
+        with autocast:
+            cvae_loss, cvae_metrics = nets.cvae.loss(batch["obs"], batch["action"], generator)
+            value_loss, critic_loss, actor_loss, metrics = iql_losses(
+                batch, nets.critic, critic_target, nets.value, nets.raw_policy, cfg.gamma, cfg.expectile,
+                cfg.awr_beta, cfg.awr_max_weight)
+        cvae_opt.zero_grad(set_to_none=True)
+        main_opt.zero_grad(set_to_none=True)
+        (cvae_loss + value_loss + critic_loss + actor_loss).backward()
+        cvae_opt.step()
+        main_opt.step()
+        polyak_update(critic_target, nets.critic, cfg.tau)
+        if step >= latent_start:
+            with autocast:
+                latent_action = nets.cvae.decode(batch["obs"], nets.latent_policy.mean_action(batch["obs"]))
+                latent_loss = -nets.critic(batch["obs"], latent_action).mean()
+            latent_opt.zero_grad(set_to_none=True)
+            latent_loss.backward(inputs=latent_params)  # decoder and critic stay frozen (PLAS)
+            latent_opt.step()
+            metrics["plas/latent_q"] = -latent_loss.detach()
+        if (step + 1) % max(cfg.steps // 20, 1) == 0 or step + 1 == cfg.steps:
+            history.append({"step": step + 1, **{k: float(v) for k, v in {**metrics, **cvae_metrics}.items()}})
+            if bar is not None:
+                progress.update(bar, completed=step + 1)
+    elapsed = time.perf_counter() - t0
+    info = calibrate(nets, buffer, cfg, generator)
+    info |= {"updates_per_second": cfg.steps / elapsed, "seconds": elapsed, "history": history}
+    return nets, info
+
+
+@torch.no_grad()
+def calibrate(nets: OfflineNets, buffer: ReplayBuffer, cfg: PretrainConfig, generator: torch.Generator) -> dict:
+    """Support threshold = quantile of dataset support scores; q_scale = mean |Q| on dataset pairs."""
+    batch = buffer.sample(min(cfg.support_samples, buffer.size), generator)
+    scores = nets.cvae.support_score(batch["obs"], batch["action"])
+    threshold = torch.quantile(scores, cfg.support_quantile)
+    nets.support_threshold.fill_(float(threshold))
+    nets.q_scale.fill_(float(nets.critic(batch["obs"], batch["action"]).abs().mean()))
+    return {"support_threshold": float(threshold), "support_quantile": cfg.support_quantile,
+            "support_samples": int(scores.numel()), "support_score_median": float(scores.median()),
+            "q_scale": float(nets.q_scale), "reward_scale": float(nets.reward_scale)}
+
+
+def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cache_dir: Path, bf16: bool = False,
+                    progress: Progress | None = None) -> tuple[OfflineNets, dict]:
+    """Load the pretraining result for (dataset, seed, cfg) or compute and store it (file-locked)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = cache_key(dataset, seed, cfg) + ("-bf16" if bf16 else "")
+    path = cache_dir / f"{key}.pt"
+    with open(cache_dir / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run with the same key waits and then reuses
+        if path.exists():
+            state = safe_torch_load(path)
+            nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
+            nets.load_state_dict(state["nets"])
+            info = json.loads(state["info"])
+            return nets, {**info, "cache": str(path), "cache_hit": True}
+        nets, info = pretrain(dataset, cfg, seed, bf16, progress)
+        atomic_torch_save(path, {"nets": nets.state_dict(), "info": json.dumps(info)})
+    with contextlib.suppress(OSError):
+        (cache_dir / f"{key}.lock").unlink()
+    return nets, {**info, "cache": str(path), "cache_hit": False}
+
+

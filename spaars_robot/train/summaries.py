@@ -1,0 +1,41 @@
+"""Compact, committed JSON summaries of finished runs, and the statistics reported over seeds.
+
+Run directories are large and not committed; these summaries are, so the `short` grid can be
+completed over several sittings and BENCHMARKS.md regenerated from them (benchmarks/report_training.py).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from spaars_robot.data.files import atomic_write_json
+
+# two-sided 95% Student-t quantiles by degrees of freedom (scipy-free)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval over seeds (nan half-width for a single seed)."""
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < 2:
+        return float(x.mean()) if len(x) else math.nan, math.nan
+    t = _T95.get(len(x) - 1, 1.96)
+    return float(x.mean()), float(t * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def summary_name(summary: dict) -> str:
+    v = summary["variant"]
+    tags = [summary["algo"]] + (["no-concurrent-bc"] if not v["concurrent_bc"] else []) \
+        + (["hard-switch"] if v["hard_switch"] else []) + (["bf16"] if summary.get("bf16") else [])
+    return f"{summary['task']}_{'-'.join(tags)}_{summary['protocol']}_seed{summary['seed']}.json"
+
+
+def write_compact_summary(summary: dict, results_dir: Path) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    compact = {k: v for k, v in summary.items() if k != "config"}
+    compact["config_protocol"] = summary["config"]["protocol"]
+    path = results_dir / summary_name(summary)
+    atomic_write_json(path, compact)
+    return path
