@@ -50,9 +50,9 @@ def test_handshake_refuses_wrong_version_schema_bundle_and_rate(live_server, hop
         (schema, "f" * 64, "bundle_mismatch"),
     ]
     for bad_schema, sha, code in cases:
-        with Client(endpoint, bad_schema, bundle_sha256=sha) as client:
-            with pytest.raises(p.HandshakeRefused, match=code):
-                client.connect()
+        with Client(endpoint, bad_schema, bundle_sha256=sha) as client, \
+                pytest.raises(p.HandshakeRefused, match=code):
+            client.connect()
 
 
 def test_malformed_frames_get_error_replies_and_server_keeps_serving(live_server, hopper):
@@ -107,9 +107,9 @@ def test_fallback_fires_when_raw_action_is_out_of_support(make_bundle, hopper, s
     bundle = make_bundle(gate_threshold=-1e9, support_threshold=-1.0)
     obs = np.random.default_rng(1).normal(0, 0.3, (10, 11)).astype(np.float32)
     _, latent, _, _ = torch_outputs(stack, obs)
-    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server:
-        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
-            replies = [client.act(o) for o in obs]
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server, \
+            Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        replies = [client.act(o) for o in obs]
         assert server.stats()["fallbacks"] == 10
     assert [r.source for r in replies] == ["fallback"] * 10
     assert np.abs(np.stack([r.action for r in replies]) - latent).max() <= 1e-5
@@ -124,12 +124,12 @@ def test_support_hysteresis_holds_fallback_until_score_drops_below_band(make_bun
     high, mid, low = obs[scores > q[4]][0], obs[(scores > q[1]) & (scores < q[3])][0], obs[scores < q[0]][0]
     # threshold at the 70 % quantile of the scores, band reaching down to the 30 % quantile
     bundle = make_bundle(gate_threshold=-1e9, support_threshold=float(q[3]), support_hysteresis=float(q[3] - q[1]))
-    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server:
-        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
-            assert client.act(mid).source == "raw"  # below threshold from a clear state
-            sources = [client.act(o).source for o in (high, mid, mid, low, mid)]
-            client.reset()
-            after_reset = client.act(mid).source
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server, \
+            Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        assert client.act(mid).source == "raw"  # below threshold from a clear state
+        sources = [client.act(o).source for o in (high, mid, mid, low, mid)]
+        client.reset()
+        after_reset = client.act(mid).source
     assert sources == ["fallback", "fallback", "fallback", "raw", "raw"]
     assert after_reset == "raw"
 
@@ -147,9 +147,9 @@ def test_finalize_and_telemetry_hooks_see_every_action(bundle, hopper):
         def _finalize(self, obs, action, decision):
             return 0.5 * action
 
-    with serving(HalvingServer(bundle, ["tcp://127.0.0.1:*"], telemetry=records.append)) as server:
-        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
-            replies = [client.act(np.full(11, 0.05 * i, np.float32)) for i in range(5)]
+    with serving(HalvingServer(bundle, ["tcp://127.0.0.1:*"], telemetry=records.append)) as server, \
+            Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        replies = [client.act(np.full(11, 0.05 * i, np.float32)) for i in range(5)]
     assert len(records) == 5
     for reply, record in zip(replies, records):
         assert np.array_equal(reply.action, record.action) and record.seq == reply.seq
@@ -161,6 +161,6 @@ def test_ipc_endpoint_and_non_loopback_refused(bundle, hopper, tmp_path):
         ActionServer(bundle, ["tcp://0.0.0.0:5555"])
     with pytest.raises(EndpointError, match="refusing to bind"):
         ActionServer(bundle, ["tcp://*:5555"])
-    with serving(ActionServer(bundle, [f"ipc://{tmp_path}/s.sock"])) as server:
-        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
-            assert client.act(np.zeros(11, np.float32)).action.shape == (3,)
+    with serving(ActionServer(bundle, [f"ipc://{tmp_path}/s.sock"])) as server, \
+            Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        assert client.act(np.zeros(11, np.float32)).action.shape == (3,)

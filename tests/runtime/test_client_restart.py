@@ -1,0 +1,52 @@
+"""The client survives a real server process dying and coming back, without ever blocking past its deadline."""
+from __future__ import annotations
+
+import signal
+import time
+
+import numpy as np
+import pytest
+from runtime_helpers import free_port, start_server_process
+
+from spaars_robot.runtime.client import Client, DeadlineMissed, ServerUnavailable
+from spaars_robot.runtime.sim_client import task_schema
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def act_until_ok(client: Client, obs: np.ndarray, within_s: float):
+    """Retry like a control loop does (one request per 10 ms tick) until a reply arrives."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            return client.act(obs, timeout_s=0.01)
+        except ServerUnavailable:
+            time.sleep(0.01)
+    raise AssertionError(f"no reply within {within_s} s")
+
+
+def test_client_survives_server_restart(bundle, hopper):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    obs = np.zeros(11, np.float32)
+    server = start_server_process(bundle.path, endpoint)
+    try:
+        with Client(endpoint, task_schema(hopper), timeout_s=0.01) as client:
+            first = act_until_ok(client, obs, within_s=30)
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            started = time.monotonic()
+            with pytest.raises(DeadlineMissed):
+                client.act(obs)
+            assert time.monotonic() - started < 0.05  # the deadline bounds the wait: no wedged socket
+            for _ in range(20):  # while down: every call fails fast (deadline or backoff), never hangs
+                t = time.monotonic()
+                with pytest.raises(ServerUnavailable):
+                    client.act(obs)
+                assert time.monotonic() - t < 0.05
+            server = start_server_process(bundle.path, endpoint)
+            second = act_until_ok(client, obs, within_s=30)
+            assert np.array_equal(first.action, second.action)
+            assert client.welcome is not None and client.sockets_built > 1 and client.timeouts >= 1
+    finally:
+        server.kill()
+        server.wait()
