@@ -120,7 +120,7 @@ def start_allow_list_authenticator(context: zmq.Context, allow_list_dir: Path | 
         raise SecurityError(f"{allow_list_dir}: allow-list directory not found")
     if not any(allow_list_dir.glob("*.key")):
         raise SecurityError(f"{allow_list_dir}: allow-list holds no client public keys (*.key)")
-    for key_file in allow_list_dir.glob("*.key"):
+    for key_file in [*allow_list_dir.glob("*.key"), *allow_list_dir.glob("*.key_secret")]:
         if load_curve_keypair(key_file).secret is not None:
             raise SecurityError(f"{key_file}: allow-list must hold public keys only, this file has a secret key")
     authenticator = ThreadAuthenticator(context)
