@@ -1,0 +1,252 @@
+"""Round-trip latency of the action server vs a bare ZeroMQ echo and vs onnxruntime alone, in one run.
+
+    MUJOCO_GL=egl .venv/bin/python benchmarks/serve_latency.py            # full: 20k requests, 60 s sustained
+    MUJOCO_GL=egl .venv/bin/python benchmarks/serve_latency.py --requests 2000 --sustain-s 2   # quick look
+
+Measures, for tcp loopback and ipc, p50/p99/p99.9 over --requests round trips after a warm-up:
+(a) a bare echo server (ROUTER, same request/reply sizes, same msgpack codec) in its own process,
+(b) onnxruntime inference alone (the bundle's fused graph, 1 thread), plus the same four outputs from
+    four separate graphs (the fused-vs-split decision), (c) the full ActionServer in its own process.
+Then a sustained fixed-rate run against the full server (1 kHz and 100 Hz) counting deadline misses
+(a reply later than the end of its period). The bundle is a random-weight Hopper-sized stack with the real
+architecture, exported like a trained one. Results go to benchmarks/results/serve_latency.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import socket
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import zmq
+
+from spaars_robot.export.bundle import load_bundle
+from spaars_robot.export.onnx_export import OPSET, export_bundle, make_session
+from spaars_robot.export.stack import RunExportInfo, SupportCalibration, random_stack
+from spaars_robot.runtime import protocol as p
+from spaars_robot.runtime.client import Client
+
+OBS_DIM, ACT_DIM, HIDDEN = 11, 3, (256, 256)
+
+
+def percentiles(samples_us: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_us)
+    return {"n": len(a), "p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)),
+            "p99.9_us": float(np.percentile(a, 99.9)), "max_us": float(a.max())}
+
+
+def make_bundle(root: Path):
+    info = RunExportInfo(task="hopper", obs_dim=OBS_DIM, action_dim=ACT_DIM, control_rate_hz=125.0,
+                         gate_threshold=0.0, gate_hysteresis=0.05, support_threshold=1.0,
+                         support_calibration=SupportCalibration(quantile=0.99, dataset="benchmark", samples=0,
+                                                                dataset_sha256="0" * 64),
+                         run_dir="benchmark", algo="spaars", seed=0, train_command="random_stack (benchmark)",
+                         config={"hidden": list(HIDDEN)})
+    stack = random_stack(OBS_DIM, ACT_DIM, hidden=HIDDEN, ensemble_size=2)
+    export_bundle(stack, info, root / "bundle")
+    return stack, load_bundle(root / "bundle")
+
+
+def echo_server(endpoint: str, ready) -> None:
+    """Bare ROUTER that decodes the request and answers a same-size action reply with the same codec."""
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    ready.set()
+    action = np.zeros(ACT_DIM, np.float32)
+    while True:
+        ident, frame = sock.recv_multipart()
+        msg = p.decode(frame)
+        if isinstance(msg, p.Hello):
+            reply = p.Welcome(schema=msg.schema, bundle_sha256="0" * 64, session=1, gate_threshold=0,
+                              gate_hysteresis=0, support_threshold=0, support_hysteresis=0)
+        else:
+            reply = p.ActionReply(seq=msg.seq, action=action, source="raw", gate_advantage=0.0, support_score=0.0,
+                                  fallbacks=0, infer_us=0.0, server_us=0.0)
+        sock.send_multipart([ident, p.encode(reply)])
+
+
+def full_server(bundle_path: str, endpoint: str, ready) -> None:
+    from spaars_robot.runtime.server import ActionServer
+
+    with ActionServer(load_bundle(bundle_path), [endpoint]) as server:
+        ready.set()
+        server.serve()
+
+
+def round_trips(endpoint: str, schema: p.Schema, n: int, warmup: int = 1000) -> list[float]:
+    obs = np.random.default_rng(0).normal(0, 0.3, (64, OBS_DIM)).astype(np.float32)
+    with Client(endpoint, schema, timeout_s=1.0) as client:
+        client.connect(timeout_s=10)
+        samples = []
+        for i in range(warmup + n):
+            t = time.perf_counter()
+            client.act(obs[i % 64])
+            if i >= warmup:
+                samples.append((time.perf_counter() - t) * 1e6)
+    return samples
+
+
+def sustained(endpoint: str, schema: p.Schema, rate_hz: float, seconds: float) -> dict[str, float]:
+    """Fixed-rate loop (absolute deadlines); a reply after the end of its period is a deadline miss."""
+    period = 1.0 / rate_hz
+    obs = np.zeros(OBS_DIM, np.float32)
+    misses, ticks, samples = 0, int(seconds * rate_hz), []
+    with Client(endpoint, schema, timeout_s=period) as client:
+        client.connect(timeout_s=10)
+        t0 = time.perf_counter() + 0.01
+        for k in range(ticks):
+            due = t0 + k * period
+            while (remaining := due - time.perf_counter()) > 3e-4:
+                time.sleep(remaining - 3e-4)
+            while time.perf_counter() < due:
+                pass
+            t = time.perf_counter()
+            try:
+                client.act(obs, timeout_s=max(due + period - t, 0.0))
+                samples.append((time.perf_counter() - t) * 1e6)
+                if time.perf_counter() > due + period:
+                    misses += 1
+            except p.SpaarsError:
+                misses += 1
+    return {"rate_hz": rate_hz, "seconds": seconds, "ticks": ticks, "deadline_misses": misses,
+            **{f"rtt_{k}": v for k, v in percentiles(samples).items() if k != "n"}}
+
+
+def ort_alone(bundle, n: int, root: Path, stack) -> dict[str, dict]:
+    """The fused graph vs four separate graphs computing the same outputs (the export layout decision)."""
+    obs = np.random.default_rng(0).normal(0, 0.3, (64, 1, OBS_DIM)).astype(np.float32)
+    out: dict[str, dict] = {}
+    fused = make_session(bundle.graph_path)
+    out["fused_graph"] = percentiles(_time(lambda o: fused.run(None, {"obs": o}), obs, n))
+    sessions = split_sessions(stack, root)
+    def split(o):
+        raw = sessions["raw"].run(None, {"obs": o})[0]
+        latent = sessions["latent"].run(None, {"obs": o})[0]
+        sessions["gate"].run(None, {"obs": o, "raw": raw, "latent": latent})
+        sessions["support"].run(None, {"obs": o, "raw": raw})
+    out["split_graphs"] = percentiles(_time(split, obs, n))
+    return out
+
+
+def split_sessions(stack, root: Path) -> dict:
+    """Four graphs: raw policy, latent policy through the decoder, gate(obs, raw, latent), support(obs, raw)."""
+    from spaars_robot.algos.gate import gate_lcb
+
+    class Part(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stack = stack  # registered, so the weights are graph initializers, not traced constants
+
+    class Raw(Part):
+        def forward(self, obs):
+            return self.stack.raw_policy.mean_action(self.stack.normalizer(obs))
+
+    class Latent(Part):
+        def forward(self, obs):
+            s = self.stack.normalizer(obs)
+            return self.stack.cvae.decode(s, self.stack.latent_policy.mean_action(s))
+
+    class Gate(Part):
+        def forward(self, obs, raw, latent):
+            return gate_lcb(self.stack.critic, self.stack.normalizer(obs), raw, latent, self.stack.gate_kappa)
+
+    class Support(Part):
+        def forward(self, obs, raw):
+            return self.stack.cvae.support_score(self.stack.normalizer(obs), raw)
+
+    x, a = torch.zeros(1, OBS_DIM), torch.zeros(1, ACT_DIM)
+    graphs = {"raw": (Raw(), (x,), ["obs"]), "latent": (Latent(), (x,), ["obs"]),
+              "gate": (Gate(), (x, a, a), ["obs", "raw", "latent"]), "support": (Support(), (x, a), ["obs", "raw"])}
+    sessions = {}
+    for name, (module, args, inputs) in graphs.items():
+        path = root / f"split_{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), args, str(path), input_names=inputs, opset_version=OPSET, dynamo=False)
+        sessions[name] = make_session(path)
+    return sessions
+
+
+def _time(fn, obs: np.ndarray, n: int, warmup: int = 1000) -> list[float]:
+    samples = []
+    for i in range(warmup + n):
+        o = obs[i % len(obs)]
+        t = time.perf_counter()
+        fn(o)
+        if i >= warmup:
+            samples.append((time.perf_counter() - t) * 1e6)
+    return samples
+
+
+def start(target, *args) -> mp.Process:
+    ready = mp.get_context("spawn").Event()
+    proc = mp.get_context("spawn").Process(target=target, args=(*args, ready), daemon=True)
+    proc.start()
+    if not ready.wait(60):
+        raise RuntimeError(f"{target.__name__} did not start")
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20_000, help="Round trips per latency measurement.")
+    parser.add_argument("--sustain-s", type=float, default=60.0, help="Seconds of the sustained 1 kHz run.")
+    parser.add_argument("--sustain-100hz-s", type=float, default=60.0, help="Seconds of the sustained 100 Hz run.")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve_latency.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    results: dict = {"command": "benchmarks/serve_latency.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "load_before": os.getloadavg(), "python": platform.python_version(),
+                    "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version()},
+        "stack": {"obs_dim": OBS_DIM, "action_dim": ACT_DIM, "hidden": list(HIDDEN), "critic_ensemble": 2}}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        stack, bundle = make_bundle(root)
+        schema = p.Schema("hopper", tuple(bundle.manifest.observation.names), tuple(bundle.manifest.action.names),
+                          125.0)
+        results["onnxruntime_alone"] = ort_alone(bundle, args.requests, root, stack)
+        print("onnxruntime alone:", json.dumps(results["onnxruntime_alone"], indent=1))
+        endpoints = {"tcp": lambda: f"tcp://127.0.0.1:{free_port()}", "ipc": lambda: f"ipc://{root}/{time.time_ns()}"}
+        for transport, make_endpoint in endpoints.items():
+            echo_ep, full_ep = make_endpoint(), make_endpoint()
+            procs = [start(echo_server, echo_ep), start(full_server, str(bundle.path), full_ep)]
+            try:
+                echo = percentiles(round_trips(echo_ep, schema, args.requests))
+                full = percentiles(round_trips(full_ep, schema, args.requests))
+                results[transport] = {"bare_echo": echo, "full_server": full,
+                                      "ratio_p50": full["p50_us"] / echo["p50_us"],
+                                      "ratio_p99": full["p99_us"] / echo["p99_us"]}
+                print(f"{transport}: echo {echo}\n{transport}: full {full}")
+                if transport == "tcp":
+                    results["sustained"] = [sustained(full_ep, schema, 1000.0, args.sustain_s),
+                                            sustained(full_ep, schema, 100.0, args.sustain_100hz_s)]
+                    print("sustained:", results["sustained"])
+            finally:
+                for proc in procs:
+                    proc.kill()
+                    proc.join()
+    results["machine"]["load_after"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
