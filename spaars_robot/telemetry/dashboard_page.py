@@ -66,7 +66,8 @@ function drawAction(last) {
     const atBound = a !== null && (a >= last.action_high[i] - 1e-9 || a <= last.action_low[i] + 1e-9);
     g.fillStyle = a === null ? "#c5221f" : atBound ? "#c5221f" : "#1a73e8";
     const v = a === null ? 0 : a; g.fillRect(x0 + x1 * 0.2, Math.min(y(0), y(v)), x1 * 0.6, Math.abs(y(v) - y(0)) || 1);
-    g.fillStyle = "#1d2733"; g.fillText(a === null ? "NaN" : v.toFixed(2), x0, h - 4);
+    g.fillStyle = "#1d2733"; g.textAlign = "center";
+    g.fillText("a" + i + " = " + (a === null ? "NaN" : v.toFixed(2)), x0 + x1 / 2, h - 4); g.textAlign = "left";
   }
   g.strokeStyle = "#5b6775"; g.beginPath(); g.moveTo(0, y(0)); g.lineTo(w, y(0)); g.stroke();
 }

@@ -14,11 +14,19 @@ from zmq.utils.monitor import recv_monitor_message
 
 from spaars_robot.errors import BundleSignatureError, SecurityError
 from spaars_robot.security.keys import (
-    ALLOW_LIST_DIR, configure_curve_client, configure_curve_server, create_curve_keypair, load_curve_keypair,
-    start_allow_list_authenticator, write_curve_keys,
+    ALLOW_LIST_DIR,
+    configure_curve_client,
+    configure_curve_server,
+    create_curve_keypair,
+    load_curve_keypair,
+    start_allow_list_authenticator,
+    write_curve_keys,
 )
 from spaars_robot.security.signing import (
-    parse_hex, sign_manifest, verify_manifest, write_signing_key,
+    parse_hex,
+    sign_manifest,
+    verify_manifest,
+    write_signing_key,
 )
 
 
@@ -154,11 +162,11 @@ def test_hex_parser_never_crashes(text: str) -> None:
 
 def test_keys_command_writes_key_pairs_and_refuses_overwrite(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "spaars_robot.cli", "keys", "--out", str(tmp_path), "--client", "arm"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     for name in ("server.key", "server.key_secret", "arm.key", "arm.key_secret", "allowed_clients/arm.key",
                  "signing.key", "signing.pub"):
         assert (tmp_path / name).is_file(), name
     assert load_curve_keypair(tmp_path / "allowed_clients" / "arm.key").secret is None
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "already exists; pass --force" in again.stderr

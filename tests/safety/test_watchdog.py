@@ -125,7 +125,7 @@ def test_safe_stop_after_100ms_even_with_a_long_deadline() -> None:
 
 
 def test_connection_lost_stops_immediately() -> None:
-    dog, clock = make()
+    dog, _clock = make()
     dog.handshake_ok()
     dog.connection_lost("server restarted")
     assert dog.state is WatchdogState.SAFE_STOP

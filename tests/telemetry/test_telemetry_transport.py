@@ -97,3 +97,20 @@ def test_prometheus_endpoint_scraped_over_http() -> None:
 def test_metrics_refuse_non_loopback() -> None:
     with pytest.raises(SpaarsError, match="loopback"):
         SafetyMetrics().serve(port=0, host="0.0.0.0")
+
+
+def test_grafana_dashboard_uses_only_exported_metric_names() -> None:
+    import json
+    import re
+
+    from prometheus_client import generate_latest
+
+    metrics = SafetyMetrics()
+    metrics.observe(make_record(1, "fallback", limits=["rate"]))
+    metrics.deadline_miss()
+    metrics.watchdog_transition("hold")
+    exported = set(re.findall(r"^(spaars_\w+?)(?:\{| )", generate_latest(metrics.registry).decode(), re.MULTILINE))
+    dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/spaars-robot.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"spaars_\w+", target["expr"])}
+    assert used and used <= exported, used - exported
