@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +71,7 @@ def _json_safe(record: TelemetryRecord) -> dict[str, Any]:
             return {k: fix(v) for k, v in value.items()}
         return value
 
-    return {k: fix(v) for k, v in asdict(record).items()}
+    return {k: fix(v) for k, v in record.to_dict().items()}
 
 
 def _json_restore(value: Any) -> Any:

@@ -114,3 +114,17 @@ def test_grafana_dashboard_uses_only_exported_metric_names() -> None:
     used = {name for panel in dashboard["panels"] for target in panel["targets"]
             for name in re.findall(r"spaars_\w+", target["expr"])}
     assert used and used <= exported, used - exported
+
+
+def test_hook_publishes_records_and_updates_metrics(tmp_path: Path) -> None:
+    from spaars_robot.telemetry.hook import TelemetryHook
+
+    context = zmq.Context()
+    hook = TelemetryHook(TelemetryPublisher("tcp://127.0.0.1:*", context, recorder=McapRecorder(tmp_path / "h.mcap")),
+                         SafetyMetrics())
+    for i in range(3):
+        hook(make_record(i, "fallback" if i == 1 else "raw"))
+    assert hook.metrics.fallbacks._value.get() == 1.0
+    hook.close()
+    assert [r.sequence for r in read_mcap(tmp_path / "h.mcap")] == [0, 1, 2]
+    context.term()
