@@ -76,7 +76,7 @@ class IQLAgent:
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
         return self.nets.raw_policy.mean_action(self.policy_input(obs))[0].numpy(), "raw"
 
-    def begin_episode(self) -> None:
+    def begin_episode(self, evaluation: bool = False) -> None:
         pass
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

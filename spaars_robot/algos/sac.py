@@ -107,7 +107,7 @@ class SACAgent:
         self.random_steps = random_steps
         self.steps = 0
 
-    def begin_episode(self) -> None:
+    def begin_episode(self, evaluation: bool = False) -> None:
         pass
 
     def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:

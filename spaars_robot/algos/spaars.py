@@ -64,9 +64,9 @@ class SPAARSAgent:
     def _s(self, obs: np.ndarray) -> torch.Tensor:
         return self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
 
-    def begin_episode(self) -> None:
-        self.gate.reset()
-        self.eval_gate.reset()
+    def begin_episode(self, evaluation: bool = False) -> None:
+        """Gate hysteresis is per trajectory; evaluation episodes have their own gate state."""
+        (self.eval_gate if evaluation else self.gate).reset()
 
     @torch.no_grad()
     def _gated_choice(self, s: torch.Tensor, gate: AdvantageGate) -> tuple[bool, torch.Tensor, torch.Tensor]:

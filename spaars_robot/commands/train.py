@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -35,7 +36,7 @@ def _train_one(kwargs: dict) -> dict:
     log = Path(kwargs["run_dir"]) / "train.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     runner = Runner(kwargs["config"], kwargs["run_dir"], kwargs["cache_dir"], kwargs["dataset_path"],
-                    kwargs["bf16"], show_progress=kwargs["show_progress"])
+                    kwargs["bf16"], show_progress=kwargs["show_progress"], command=kwargs["command"])
     return runner.run(resume=kwargs["resume"])
 
 
@@ -72,6 +73,7 @@ def train(
         for d in dirs:
             raw = yaml.safe_load((d / "config.yaml").read_text())
             ds_path, use_bf16 = raw.pop("dataset_path"), raw.pop("bf16")
+            raw.pop("command", None)
             cfg = TrainConfig.model_validate(raw)
             jobs.append({"config": cfg, "run_dir": d, "cache_dir": cache_dir, "resume": (d / "checkpoint.pt").exists(),
                          "dataset_path": None if ds_path == "None" else Path(ds_path), "bf16": use_bf16})
@@ -93,7 +95,9 @@ def train(
             jobs.append({"config": cfg, "run_dir": run_dir or group / f"seed{seed}", "cache_dir": cache_dir,
                          "resume": False, "dataset_path": dataset_path, "bf16": bf16})
     parallel = workers or min(len(jobs), os.cpu_count() or 1)
+    command = " ".join(["spaars-robot", *sys.argv[1:]])
     for job in jobs:
+        job["command"] = command
         job["show_progress"] = len(jobs) == 1 or parallel == 1
         if len(jobs) > 1 and parallel > 1:
             job["config"] = job["config"].model_copy(update={"threads": 1})

@@ -10,6 +10,7 @@ kill -9 replays exactly what the uninterrupted run would have done.
 from __future__ import annotations
 
 import csv
+import sys
 import json
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ def evaluate(agent, task: TaskSpec, episodes: int, seed_base: int) -> dict:
     returns, raw_steps, steps = [], 0, 0
     for i in range(episodes):
         obs, _ = env.reset(seed=seed_base + i)
-        agent.begin_episode()
+        agent.begin_episode(evaluation=True)
         total, done = 0.0, False
         while not done:
             action, source = agent.act(obs)
@@ -53,7 +54,6 @@ def evaluate(agent, task: TaskSpec, episodes: int, seed_base: int) -> dict:
             done = terminated or truncated
         returns.append(total)
     env.close()
-    agent.begin_episode()
     norm = [task.normalized_score(r) for r in returns]
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
             "normalized_mean": float(np.mean(norm)), "normalized_std": float(np.std(norm)),
@@ -84,14 +84,16 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
 
 class Runner:
     def __init__(self, config: TrainConfig, run_dir: Path, cache_dir: Path, dataset_path: Path | None,
-                 bf16: bool = False, show_progress: bool = True) -> None:
+                 bf16: bool = False, show_progress: bool = True, command: str = "") -> None:
         self.config, self.run_dir, self.cache_dir = config, Path(run_dir), Path(cache_dir)
+        self.command = command or " ".join(["spaars-robot", *sys.argv[1:]])
         self.dataset_path, self.bf16, self.show_progress = dataset_path, bf16, show_progress
         self.task = load_task(config.task)
 
     def _write_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        payload = self.config.model_dump(mode="json") | {"dataset_path": str(self.dataset_path), "bf16": self.bf16}
+        payload = self.config.model_dump(mode="json") | {"dataset_path": str(self.dataset_path), "bf16": self.bf16,
+                                                         "command": self.command}
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(payload, sort_keys=False))
 
     def run(self, resume: bool = False) -> dict:

@@ -1,0 +1,63 @@
+"""Read a finished (or checkpointed) run back: its config, and the deployable PolicyStack for export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from spaars_robot.data.episodes import read_metadata
+from spaars_robot.data.dataset import OfflineDataset
+from spaars_robot.data.files import safe_torch_load
+from spaars_robot.errors import SpaarsError
+from spaars_robot.export.stack import PolicyStack, RunExportInfo, SupportCalibration
+from spaars_robot.train.config import TrainConfig
+
+CALIBRATION_OBSERVATIONS = 256
+
+
+def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise SpaarsError(f"{run_dir}: not a run directory (no config.yaml)")
+    raw = yaml.safe_load(path.read_text())
+    extra = {k: raw.pop(k, None) for k in ("dataset_path", "bf16", "command")}
+    return TrainConfig.model_validate(raw), extra
+
+
+def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo]:
+    """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records."""
+    from spaars_robot.config.tasks import load_task
+    from spaars_robot.train.pretrain import OfflineNets
+
+    run_dir = Path(run_dir)
+    config, extra = load_run_config(run_dir)
+    if config.algo == "sac":
+        raise SpaarsError(f"{run_dir}: --algo sac runs have no CVAE/latent policy; export a spaars/iql/latent/raw run")
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.exists():
+        raise SpaarsError(f"{run_dir}: no checkpoint.pt yet")
+    state = safe_torch_load(checkpoint)
+    task = load_task(config.task)
+    nets = OfflineNets(task.obs_dim, task.action_dim, config.pretrain)
+    nets.load_state_dict(state["agent"]["nets"])
+    q_scale = float(state["agent"].get("q_scale", nets.q_scale))
+    gate = config.online.gate
+    stack = PolicyStack(nets.normalizer, nets.raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa).eval()
+    dataset_path = Path(extra["dataset_path"])
+    metadata = read_metadata(dataset_path)
+    dataset = OfflineDataset.load(dataset_path)
+    step = max(1, len(dataset) // CALIBRATION_OBSERVATIONS)
+    calibration_obs = dataset.obs[::step][:CALIBRATION_OBSERVATIONS].tolist()
+    info = RunExportInfo(
+        task=task.name, obs_dim=task.obs_dim, action_dim=task.action_dim, control_rate_hz=task.control_rate_hz,
+        gate_threshold=gate.tau_rel * q_scale, gate_hysteresis=gate.hysteresis_rel * q_scale,
+        support_threshold=float(nets.support_threshold),
+        support_calibration=SupportCalibration(
+            quantile=config.pretrain.support_quantile, dataset=str(metadata.get("dataset_id", dataset_path)),
+            dataset_sha256=metadata.get("spaars_checksums", {}).get("main_data.hdf5", ""),
+            samples=min(config.pretrain.support_samples, len(dataset))),
+        run_dir=str(run_dir), algo=config.algo, seed=config.seed,
+        train_command=extra.get("command") or "", config=config.model_dump(mode="json"),
+        calibration_obs=calibration_obs,
+    )
+    return stack, info

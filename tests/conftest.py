@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny real Hopper dataset made by the real collection code, and CLI helpers."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, check: bool = True,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `spaars-robot ...` as a real subprocess (CleanRL-style smoke through the CLI)."""
+    full_env = {**os.environ, "MUJOCO_GL": "egl", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "spaars_robot.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=cwd or REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"spaars-robot {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_hopper_dataset(tmp_path_factory) -> Path:
+    """3k transitions from a briefly trained SAC behaviour policy on real MuJoCo Hopper."""
+    root = tmp_path_factory.mktemp("datasets")
+    run_cli("data", "collect", "--task", "hopper", "--quality", "medium", "--steps", "3000", "--train-budget", "2000",
+            "--eval-every", "1000", "--random-steps", "500", "--root", str(root))
+    return root / "spaars" / "hopper-medium-v0"

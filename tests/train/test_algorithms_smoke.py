@@ -1,0 +1,74 @@
+"""Every algorithm runs the `smoke` protocol end to end through the real CLI on real MuJoCo."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+ALGOS = [("spaars", []), ("iql", []), ("latent", []), ("raw", []), ("sac", []),
+         ("spaars", ["--no-concurrent-bc", "--hard-switch"])]
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    return {"SPAARS_CACHE": str(tmp_path_factory.mktemp("pretrain_cache"))}
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations"])
+def test_smoke_protocol(algo, flags, tiny_hopper_dataset, tmp_path, cache_env):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", algo, "--protocol", "smoke",
+            "--runs-root", str(runs), "--results-dir", str(results), *flags, env=cache_env)
+    (run_dir,) = [p.parent for p in runs.glob("*/seed0/metrics.csv")]
+    rows = _rows(run_dir)
+    assert [int(r["step"]) for r in rows] == [0, 200, 400, 600]
+    assert all(r["normalized_mean"] not in ("", "nan") for r in rows)
+    for name in ("config.yaml", "checkpoint.pt", "summary.json"):
+        assert (run_dir / name).exists(), name
+    assert any((run_dir / "tb").iterdir()), "TensorBoard events missing"
+    (summary_file,) = results.glob("*.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["algo"] == algo and len(summary["curve"]) == 4
+    phases = [r["phase"] for r in rows]
+    if algo == "spaars":
+        # smoke's t_max=400 forces the switch: latent first, gated after, and the switch is logged
+        assert phases[:2] == ["latent", "latent"] and phases[-1] == "gated"
+        assert summary["switch"] and "t_max" in summary["switch"][0]["reason"]
+        raw_rate = float(rows[-1]["train_raw_rate"])
+        if "--hard-switch" in flags:
+            assert raw_rate == 1.0
+        assert 0.0 <= raw_rate <= 1.0
+    elif algo == "latent":
+        assert set(phases) == {"latent"} and float(rows[-1]["train_raw_rate"]) == 0.0
+    elif algo == "raw":
+        assert set(phases) == {"gated"} and float(rows[-1]["train_raw_rate"]) == 1.0
+    if algo != "sac":
+        assert (run_dir / "pretrain.json").exists()
+
+
+def test_pretraining_is_cached_across_algorithms(tiny_hopper_dataset, tmp_path, cache_env):
+    for algo in ("iql", "latent"):
+        run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", algo, "--protocol",
+                "smoke", "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"), env=cache_env)
+    infos = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*/seed0/pretrain.json"))]
+    assert len(infos) == 2 and all(info["cache_hit"] for info in infos)  # spaars test above filled the cache
+    assert infos[0]["cache"] == infos[1]["cache"]
+
+
+def test_bad_arguments_are_one_line_errors(tiny_hopper_dataset, tmp_path):
+    proc = run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--protocol", "nope",
+                   check=False)
+    assert proc.returncode == 2 and "unknown protocol 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--protocol", "smoke",
+                   "--set", "online.gate.kappa=-1", "--runs-root", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "online.gate.kappa" in proc.stderr
+    proc = run_cli("train", "--task", "hopper", "--algo", "spaars", check=False)
+    assert proc.returncode == 2 and "--dataset is required" in proc.stderr

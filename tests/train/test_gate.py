@@ -1,0 +1,55 @@
+"""Advantage gate on hand-built critics: the LCB maths, the threshold and the hysteresis."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spaars_robot.algos.gate import AdvantageGate, gate_lcb
+
+
+class HandCritic(nn.Module):
+    """Q_i(s, a) = c_i * sum(a): member i scales the action sum by c_i (so A_i = c_i * (sum a_raw - sum a_lat))."""
+
+    def __init__(self, coefficients: list[float]) -> None:
+        super().__init__()
+        self.c = torch.tensor(coefficients).unsqueeze(1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.c * action.sum(-1).unsqueeze(0)
+
+
+def test_lcb_is_mean_minus_kappa_std_of_member_advantages():
+    critic = HandCritic([1.0, 3.0])
+    obs = torch.zeros(2, 4)
+    raw = torch.tensor([[0.5, 0.5], [0.0, 0.0]])
+    lat = torch.tensor([[0.0, 0.0], [0.5, 0.5]])
+    # state 0: A = (1, 3) -> mean 2, std 1 ; state 1: A = (-1, -3) -> mean -2, std 1
+    lcb = gate_lcb(critic, obs, raw, lat, kappa=1.0)
+    assert torch.allclose(lcb, torch.tensor([1.0, -3.0]))
+    assert torch.allclose(gate_lcb(critic, obs, raw, lat, kappa=2.5), torch.tensor([-0.5, -4.5]))
+
+
+def test_confident_disagreement_keeps_latent():
+    # members disagree on the sign: mean advantage positive but the LCB is negative -> latent
+    critic = HandCritic([4.0, -1.0])
+    lcb = gate_lcb(critic, torch.zeros(1, 2), torch.ones(1, 1), torch.zeros(1, 1), kappa=1.0)
+    gate = AdvantageGate(kappa=1.0, tau_rel=0.0, hysteresis_rel=0.0)
+    assert float(lcb) < 0 < 1.5
+    assert not gate.decide(float(lcb), q_scale=10.0)
+
+
+def test_hysteresis_prevents_chatter_and_reset_closes():
+    gate = AdvantageGate(kappa=1.0, tau_rel=0.1, hysteresis_rel=0.05)
+    q_scale = 10.0  # open above 1.0, once open stay open above 0.5
+    assert gate.thresholds(q_scale) == (1.0, 0.5)
+    decisions = [gate.decide(lcb, q_scale) for lcb in (0.9, 1.1, 0.7, 0.6, 0.4, 0.9, 1.2)]
+    assert decisions == [False, True, True, True, False, False, True]
+    gate.reset()
+    assert not gate.is_open
+    assert not gate.decide(0.7, q_scale)  # 0.7 only keeps an open gate open
+
+
+def test_batch_open_has_no_memory():
+    gate = AdvantageGate(kappa=1.0, tau_rel=0.1, hysteresis_rel=0.05)
+    opened = gate.batch_open(torch.tensor([0.9, 1.1, 0.7]), torch.tensor(10.0))
+    assert opened.tolist() == [False, True, False]
