@@ -133,7 +133,7 @@ class BehaviourRun:
         target = task.quality["medium"].target_normalized if "medium" in task.quality else None
         if quality == "medium" and self.medium_step is not None:
             return
-        if quality == "expert" and self.step >= cfg.train_budget:
+        if self.step >= cfg.train_budget:  # budget spent (also medium that never reached its target)
             return
         env = make_env(task)
         bar = self.progress.add_task(f"SAC behaviour {task.name} (to {quality})", total=cfg.train_budget,
