@@ -24,14 +24,14 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from spaars_robot.algos.sac import SAC, SACConfig  # noqa: E402
-from spaars_robot.config.tasks import load_task  # noqa: E402
-from spaars_robot.data.collect import BehaviourRun, CollectConfig, rollout  # noqa: E402
-from spaars_robot.envs import make_env  # noqa: E402
-from spaars_robot.train.replay import ReplayBuffer  # noqa: E402
+from spaars_robot.algos.sac import SAC, SACConfig
+from spaars_robot.config.tasks import load_task
+from spaars_robot.data.collect import BehaviourRun, CollectConfig, rollout
+from spaars_robot.envs import make_env
+from spaars_robot.train.replay import ReplayBuffer
 
 
 def load_average() -> list[float]:

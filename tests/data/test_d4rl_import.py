@@ -1,6 +1,7 @@
 """Import of D4RL flat HDF5 files and Minari directories the user already has, from real files."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import h5py
@@ -164,3 +165,22 @@ def test_our_own_dataset_reimports_as_minari(tmp_path, short_hopper, truth) -> N
                         action_dim=3, env_id=None, ref_min_score=None, ref_max_score=None)
     out = import_dataset(src, short_hopper, tmp_path / "b", name="copy")
     assert [len(e) for e in iter_episodes(out)] == [len(e) for e in truth]
+
+
+def test_cli_import_then_info(tmp_path, short_hopper, truth, d4rl_writer, monkeypatch, capsys) -> None:
+    from spaars_robot import cli
+
+    src = d4rl_writer(tmp_path / "hopper_medium-v2.hdf5", truth)
+    monkeypatch.setenv("SPAARS_DATASETS", str(tmp_path / "root"))
+    monkeypatch.setattr(sys, "argv", ["spaars-robot", "data", "import", str(src), "--task",
+                                      str(tmp_path / "hopper-short.yaml")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    monkeypatch.setattr(sys, "argv", ["spaars-robot", "data", "info", "hopper-medium-d4rl"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "spaars/hopper-medium-d4rl-v0" in out and f"{sum(len(e) for e in truth)}" in out
+    assert "normalized_score_mean" in out
