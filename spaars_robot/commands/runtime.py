@@ -1,6 +1,7 @@
 """`spaars-robot export | serve | sim | demo`: bundle a trained run, serve it, drive a simulated robot with it."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,8 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write, e.g. policies/hopper-mine.")],
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Export format; ONNX is the only one.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at --out.")] = False,
+    safety: Annotated[str | None, typer.Option(
+        help="Safety spec to validate against and record (robot name or YAML) [default: safety/<task>.yaml].")] = None,
 ) -> None:
     """Export a trained run as an ONNX policy bundle; refuses to write one that fails torch/ORT parity."""
     if not onnx:
@@ -43,10 +46,25 @@ def export_cmd(
     from spaars_robot.train.artifacts import load_run_for_export
 
     stack, info = load_run_for_export(run_dir)
-    manifest = export_bundle(stack, info, out, overwrite=overwrite)
+    manifest = export_bundle(stack, info, out, overwrite=overwrite, safety_spec=safety)
     worst = max(manifest.parity.max_abs_error.values())
     console.print(f"wrote {out} (task {manifest.task}, parity max abs error {worst:.2e} "
-                  f"over {manifest.parity.recorded_obs + manifest.parity.random_obs} observations)")
+                  f"over {manifest.parity.recorded_obs + manifest.parity.random_obs} observations; "
+                  f"safety spec {manifest.safety.robot} sha256 {manifest.safety.sha256[:12]})", highlight=False)
+
+
+@app.command("sign")
+def sign_cmd(
+    bundle: Annotated[str, typer.Argument(help="Bundle directory to sign.")],
+    key: Annotated[Path, typer.Option(help="ed25519 signing key from `spaars-robot keys`.")] = Path("keys/signing.key"),
+) -> None:
+    """Sign a bundle's manifest (which lists every file's SHA-256); `serve --trusted-key` checks it."""
+    from spaars_robot.export.bundle import load_bundle
+    from spaars_robot.export.manifest import MANIFEST_NAME
+    from spaars_robot.security.signing import sign_manifest
+
+    loaded = load_bundle(resolve_bundle(bundle))  # never sign a bundle whose files do not match
+    console.print(f"wrote {sign_manifest(loaded.path / MANIFEST_NAME, key)}")
 
 
 @app.command("serve")
@@ -54,21 +72,91 @@ def serve_cmd(
     bundle: Annotated[str, typer.Option(help="Policy bundle directory.")] = DEFAULT_BUNDLE,
     bind: Annotated[list[str] | None, typer.Option(
         help="Endpoint (loopback tcp or ipc://); repeatable. Default tcp://127.0.0.1:5555.")] = None,
+    safety: Annotated[str | None, typer.Option(
+        help="Safety spec (robot name or YAML) [default: the one recorded in the bundle manifest].")] = None,
+    allow_spec_change: Annotated[bool, typer.Option(
+        help="Serve with a safety spec whose SHA-256 differs from the one the bundle was exported with.")] = False,
+    telemetry: Annotated[str | None, typer.Option(
+        help="Publish per-request telemetry (msgpack) on this loopback PUB endpoint, e.g. tcp://127.0.0.1:5556.")
+    ] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")] = None,
+    record: Annotated[Path | None, typer.Option(help="Also record telemetry to this MCAP file.")] = None,
+    curve_keys: Annotated[Path | None, typer.Option(
+        help="Require CurveZMQ: directory with server.key_secret and allowed_clients/ (`spaars-robot keys`).")] = None,
+    trusted_key: Annotated[Path | None, typer.Option(
+        help="Refuse the bundle unless manifest.json.sig verifies against this ed25519 public key.")] = None,
 ) -> None:
-    """Serve a verified bundle over ZeroMQ until SIGINT/SIGTERM, then print the request counts."""
+    """Serve a verified bundle under its safety spec over ZeroMQ until SIGINT/SIGTERM, then print the counts."""
     from spaars_robot.export.bundle import load_bundle
     from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer
+    from spaars_robot.safety.binding import bind_spec
+    from spaars_robot.safety.limits import SafetyLayer
 
-    loaded = load_bundle(resolve_bundle(bundle))
+    path = resolve_bundle(bundle)
+    if trusted_key is not None:
+        from spaars_robot.export.manifest import MANIFEST_NAME
+        from spaars_robot.security.signing import verify_manifest
+
+        verify_manifest(path / MANIFEST_NAME, trusted_key)
+    loaded = load_bundle(path)
+    m = loaded.manifest
+    bound = bind_spec(m, safety, allow_spec_change)
+    layer = SafetyLayer(bound.spec, m.action.dim, m.observation.dim)
+    hook = make_telemetry_hook(telemetry, metrics_port, record, m.support.threshold)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with ActionServer(loaded, bind or [DEFAULT_ENDPOINT]) as server:
-        console.print(f"serving {loaded.path} ({loaded.manifest.task}, bundle {loaded.sha256[:12]}) "
-                      f"on {', '.join(server.bound)}", highlight=False)
-        sys.stdout.flush()
-        server.serve(stop)
-        console.print(f"stopped: {server.stats()}", highlight=False)
+    try:
+        with ActionServer(loaded, bind or [DEFAULT_ENDPOINT], telemetry=hook, safety=layer,
+                          on_watchdog=None if hook is None else hook.watchdog, curve_keys=curve_keys) as server:
+            if bound.override:
+                console.print(f"[yellow]warning:[/yellow] --allow-spec-change: {bound.override}", highlight=False)
+            extras = [f"safety {bound.spec.robot} ({bound.path.name}, sha256 {bound.sha256[:12]})"]
+            if hook is not None and hook.publisher is not None:
+                extras.append(f"telemetry {hook.publisher.endpoint}")
+            if hook is not None and hook.metrics is not None:
+                extras.append(f"metrics http://127.0.0.1:{hook.metrics.port}/metrics")
+            if hook is not None and hook.recorder is not None:
+                extras.append(f"recording {hook.recorder.path}")
+            if curve_keys is not None:
+                extras.append(f"CurveZMQ allow-list {curve_keys}")
+            if trusted_key is not None:
+                extras.append("signature verified")
+            console.print(f"serving {loaded.path} ({m.task}, bundle {loaded.sha256[:12]}) on "
+                          f"{', '.join(server.bound)}; {'; '.join(extras)}", highlight=False, soft_wrap=True)
+            sys.stdout.flush()
+            server.serve(stop)
+            console.print(f"stopped: {json.dumps(server.stats())}", highlight=False, soft_wrap=True)
+    finally:
+        if hook is not None:
+            hook.close()
+
+
+def make_telemetry_hook(endpoint: str | None, metrics_port: int | None, record: Path | None,
+                        support_threshold: float):
+    """The per-request TelemetryHook for `serve`, or None when no sink is asked for (the lean path)."""
+    if endpoint is None and metrics_port is None and record is None:
+        return None
+    from spaars_robot.runtime.server import check_endpoint
+    from spaars_robot.telemetry.hook import TelemetryHook
+    from spaars_robot.telemetry.mcap_log import McapRecorder
+    from spaars_robot.telemetry.metrics import SafetyMetrics
+    from spaars_robot.telemetry.publisher import TelemetryPublisher
+
+    hook = TelemetryHook()
+    try:
+        if endpoint is not None:
+            hook.publisher = TelemetryPublisher(check_endpoint(endpoint))
+        if record is not None:
+            hook.recorder = McapRecorder(record)
+        if metrics_port is not None:
+            hook.metrics = SafetyMetrics()
+            hook.metrics.support_threshold.set(support_threshold)
+            hook.metrics.serve(metrics_port)
+    except BaseException:
+        hook.close()
+        raise
+    return hook
 
 
 @app.command("sim")
@@ -79,15 +167,24 @@ def sim_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the first episode; episode i uses seed + i.")] = 0,
     max_steps: Annotated[int | None, typer.Option(help="Cut episodes after this many steps.")] = None,
     fast: Annotated[bool, typer.Option(help="Step as fast as replies come instead of at the control rate.")] = False,
+    safety: Annotated[str | None, typer.Option(
+        help="Safety spec whose watchdog timings the controller uses [default: safety/<task>.yaml].")] = None,
+    curve_secret: Annotated[Path | None, typer.Option(help="This controller's CurveZMQ .key_secret file.")] = None,
+    curve_server_key: Annotated[Path | None, typer.Option(help="The server's CurveZMQ public .key file.")] = None,
 ) -> None:
-    """Play the simulated robot against a running server at the task's control rate."""
+    """Play the simulated robot against a running server at the task's control rate, under the watchdog."""
     from spaars_robot.config.tasks import load_task
-    from spaars_robot.runtime.client import Client
+    from spaars_robot.runtime.client import Client, ClientCurve
     from spaars_robot.runtime.sim_client import run_sim, task_schema
+    from spaars_robot.safety.spec import load_safety_spec
 
+    if (curve_secret is None) != (curve_server_key is None):
+        raise SpaarsError("CurveZMQ needs both --curve-secret and --curve-server-key")
+    curve = ClientCurve(curve_secret, curve_server_key) if curve_secret is not None else None
     spec = load_task(task)
-    with Client(connect, task_schema(spec), timeout_s=1.0 / spec.control_rate_hz) as client:
-        summary = run_sim(client, spec, episodes, seed, realtime=not fast, max_steps=max_steps)
+    watchdog = load_safety_spec(safety or spec.name).watchdog
+    with Client(connect, task_schema(spec), timeout_s=1.0 / spec.control_rate_hz, curve=curve) as client:
+        summary = run_sim(client, spec, episodes, seed, realtime=not fast, max_steps=max_steps, watchdog=watchdog)
     print_sim_summary(summary)
 
 
@@ -171,6 +268,13 @@ def print_sim_summary(summary) -> None:
     console.print(table)
     share = ", ".join(f"{k} {v:.1%}" for k, v in summary.source_share.items())
     console.print(f"mean return {summary.mean_return:.1f}, normalised score {summary.mean_normalized_score:.1f}, "
-                  f"deadline misses {summary.deadline_misses}/{summary.steps}, fallbacks {summary.fallbacks}; "
-                  f"{share}; round trip p50 {summary.rtt_p50_us:.0f} us, p99 {summary.rtt_p99_us:.0f} us",
-                  highlight=False)
+                  f"deadline misses {summary.deadline_misses}/{summary.steps} (+{summary.late_ticks} late ticks), "
+                  f"fallbacks {summary.fallbacks}; {share}; round trip p50 {summary.rtt_p50_us:.0f} us, "
+                  f"p99 {summary.rtt_p99_us:.0f} us", highlight=False)
+    limits = ", ".join(f"{k} {v}" for k, v in summary.limit_counts.items() if v) or "none acted"
+    console.print(f"safety limits: {limits}; stale replies dropped {summary.stale_replies}, oldest applied reply "
+                  f"{summary.max_applied_age_ms:.2f} ms", highlight=False)
+    if summary.watchdog_transitions:
+        console.print(f"watchdog transitions ({len(summary.watchdog_transitions)}):", highlight=False)
+        for t in summary.watchdog_transitions[:20]:
+            console.print(f"  {t.t_s:8.3f} s  {t.previous} -> {t.state}: {t.reason}", highlight=False)

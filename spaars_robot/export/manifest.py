@@ -87,6 +87,19 @@ class ParityReport(BaseModel):
     max_abs_error: dict[str, float]
 
 
+class SafetyValidation(BaseModel):
+    """Which safety spec the bundle was checked against at export (robot name + SHA-256 of the YAML file).
+
+    The server refuses to start with a spec whose bytes differ, so limits cannot change under a
+    deployed policy without someone re-exporting (or explicitly overriding) and thereby reviewing them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    robot: str
+    spec_file: str = Field(description="File name the spec was read from, e.g. hopper.yaml (informative)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class BundleManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format_version: int = BUNDLE_FORMAT_VERSION
@@ -99,6 +112,7 @@ class BundleManifest(BaseModel):
     graph: GraphSpec
     training: TrainingProvenance
     parity: ParityReport
+    safety: SafetyValidation | None = Field(default=None, description="Safety spec validated at export")
     files: dict[str, str] = Field(description="Relative path -> SHA-256 of every file except manifest.json")
 
     def metadata_props(self) -> dict[str, str]:
@@ -119,4 +133,7 @@ class BundleManifest(BaseModel):
             "spaars.support_calibration": self.support.calibration.model_dump_json(),
             "spaars.run_dir": self.training.run_dir,
             "spaars.train_command": self.training.train_command,
+            # Bundles exported before the safety record existed carry no such keys; keep them loadable.
+            **({"spaars.safety_robot": self.safety.robot, "spaars.safety_sha256": self.safety.sha256}
+               if self.safety is not None else {}),
         }

@@ -131,8 +131,14 @@ def build_manifest(info: RunExportInfo, parity: ParityReport, support_hysteresis
 
 def export_bundle(stack: PolicyStack, info: RunExportInfo, out_dir: Path | str, *, overwrite: bool = False,
                   atol: float = PARITY_ATOL, n_random_obs: int = 256, support_hysteresis: float | None = None,
-                  obs_names: list[str] | None = None, action_names: list[str] | None = None) -> BundleManifest:
-    """Export `stack` as a bundle at `out_dir`; written to a temp dir and renamed only after parity passes."""
+                  obs_names: list[str] | None = None, action_names: list[str] | None = None,
+                  safety_spec: str | Path | None = None) -> BundleManifest:
+    """Export `stack` as a bundle at `out_dir`; written to a temp dir and renamed only after parity passes.
+
+    `safety_spec` (a robot name or a YAML path; default `safety/<task>.yaml`) is checked against the
+    bundle's action/observation space and recorded in the manifest, so `serve` can refuse other limits.
+    """
+    from spaars_robot.safety.binding import validate_for_export  # safety imports export.manifest
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")
@@ -150,6 +156,7 @@ def export_bundle(stack: PolicyStack, info: RunExportInfo, out_dir: Path | str, 
         parity = ParityReport(atol=atol, recorded_obs=len(info.calibration_obs), random_obs=n_random_obs,
                               max_abs_error=errors)
         manifest = build_manifest(info, parity, support_hysteresis, obs_names, action_names)
+        manifest.safety = validate_for_export(safety_spec if safety_spec is not None else info.task, manifest)
         model = onnx.load(str(graph))
         onnx.helper.set_model_props(model, manifest.metadata_props())
         onnx.checker.check_model(model, full_check=True)

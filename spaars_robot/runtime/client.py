@@ -6,11 +6,16 @@ the late reply dies with it and the next request starts clean. Rebuilds are rate
 exponential backoff (10 ms -> 1 s by default); while backing off, `act` fails at once instead of
 waiting, so the caller can hold a safe action within its own period. After a rebuild, or when a
 restarted server no longer knows us, the handshake is repeated inside the same deadline.
+`handshakes` counts successful handshakes, so a control loop can tell a fresh session (the only
+thing that lets its watchdog recover from DAMP / SAFE_STOP) from a reply on the old one.
+With `curve=` the socket authenticates to a CurveZMQ server (see `security/keys.py`).
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn, Self
 
 import numpy as np
@@ -28,12 +33,20 @@ class DeadlineMissed(ServerUnavailable):
     """The server did not answer within the request's deadline; the socket has been rebuilt."""
 
 
+@dataclass(frozen=True)
+class ClientCurve:
+    """The controller's CurveZMQ identity: its own secret key file and the server's public key file."""
+
+    secret_key_file: Path
+    server_public_key_file: Path
+
+
 class Client:
     """Talk to an ActionServer at `endpoint` with `schema` (must match the bundle's, checked at handshake)."""
 
     def __init__(self, endpoint: str, schema: p.Schema, *, timeout_s: float = 0.05, bundle_sha256: str | None = None,
                  name: str = "spaars-client", backoff_min_s: float = 0.01, backoff_max_s: float = 1.0,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: ClientCurve | None = None) -> None:
         self.endpoint = endpoint
         self.schema = schema
         self.timeout_s = timeout_s
@@ -43,6 +56,14 @@ class Client:
         self.welcome: p.Welcome | None = None
         self.timeouts = 0
         self.sockets_built = 0  # 1 + number of rebuilds
+        self.handshakes = 0  # successful handshakes (first one + every re-handshake)
+        self.stale_replies = 0  # replies to an earlier request seen on this socket and dropped
+        self.curve = curve
+        if curve is not None:  # read (and check) the key files once, not on every rebuild
+            from spaars_robot.security.keys import load_curve_keypair
+
+            self._curve_keys = (load_curve_keypair(curve.secret_key_file, need_secret=True),
+                                load_curve_keypair(curve.server_public_key_file))
         self._ctx = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
         self._poller = zmq.Poller()
@@ -66,13 +87,21 @@ class Client:
         assert self.welcome is not None
         return self.welcome
 
-    def act(self, obs: np.ndarray, timeout_s: float | None = None) -> p.ActionReply:
-        """Send one observation, return the server's reply, or raise ServerUnavailable/DeadlineMissed in time."""
+    def forget_session(self) -> None:
+        """Make the next request start with a fresh handshake (a new server session: fresh safety history)."""
+        self.welcome = None
+
+    def act(self, obs: np.ndarray, timeout_s: float | None = None,
+            watchdog: p.WatchdogReport | None = None) -> p.ActionReply:
+        """Send one observation, return the server's reply, or raise ServerUnavailable/DeadlineMissed in time.
+
+        `watchdog` reports this controller's watchdog state to the server for its telemetry.
+        """
         obs = np.asarray(obs)
         if obs.shape != (self.schema.obs_dim,):
             raise SpaarsError(f"observation shape {obs.shape}, schema says ({self.schema.obs_dim},)")
         self._obs[:] = obs
-        reply = self._exchange(lambda seq: p.Act(seq, self._obs), timeout_s)
+        reply = self._exchange(lambda seq: p.Act(seq, self._obs, watchdog), timeout_s)
         if not isinstance(reply, p.ActionReply) or reply.action.shape != (self.schema.action_dim,):
             raise p.ServerError(p.MALFORMED, f"expected an action of shape ({self.schema.action_dim},), got {reply}")
         return reply
@@ -109,6 +138,7 @@ class Client:
         if reply.version[0] != p.PROTOCOL_MAJOR:
             raise p.HandshakeRefused(p.VERSION_MISMATCH, f"server speaks protocol {reply.version}")
         self.welcome = reply
+        self.handshakes += 1
 
     def _roundtrip(self, msg: p.Message, deadline: float, seq: int | None) -> p.Message:
         socket = self._get_socket()
@@ -121,7 +151,8 @@ class Client:
                 continue
             reply = p.decode(socket.recv())
             reply_seq = getattr(reply, "seq", None)
-            if seq is not None and reply_seq is not None and reply_seq != seq:
+            if reply_seq is not None and reply_seq != seq:  # seq None (hello): welcome/error carry no seq
+                self.stale_replies += 1
                 continue  # a stale reply to an earlier request on this socket
             self._backoff_s = 0.0
             return reply
@@ -136,6 +167,10 @@ class Client:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RECONNECT_IVL, 10)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.backoff_max_s * 1000))
+        if self.curve is not None:
+            mine, server = self._curve_keys
+            socket.curve_secretkey, socket.curve_publickey = mine.secret, mine.public
+            socket.curve_serverkey = server.public
         socket.connect(self.endpoint)
         self._poller.register(socket, zmq.POLLIN)
         self._socket = socket

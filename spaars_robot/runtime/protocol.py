@@ -16,12 +16,14 @@ import numpy as np
 from spaars_robot.errors import SpaarsError
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1  # 1.1: optional `watchdog` report in act; `limits` / `ood` / `safety_us` in action
 MAX_FRAME_BYTES = 64 * 1024  # a Hopper request is ~100 bytes; anything this big is not ours
 WIRE_DTYPE = "<f4"
 
 Source = Literal["raw", "latent", "fallback", "hold"]
 SOURCES: tuple[Source, ...] = ("raw", "latent", "fallback", "hold")
+# The client watchdog's states (safety/watchdog.py), as a controller may report them in `act`.
+WATCHDOG_STATES = frozenset({"wait_handshake", "running", "hold", "damp", "safe_stop"})
 
 # Error codes a server may answer with (docs/protocol.md, "Errors").
 MALFORMED = "malformed"
@@ -31,6 +33,7 @@ BUNDLE_MISMATCH = "bundle_mismatch"
 RATE_MISMATCH = "rate_mismatch"
 UNKNOWN_CLIENT = "unknown_client"
 BAD_OBSERVATION = "bad_observation"
+UNSAFE_ACTION = "unsafe_action"
 INTERNAL = "internal"
 REFUSALS = frozenset({VERSION_MISMATCH, SCHEMA_MISMATCH, BUNDLE_MISMATCH, RATE_MISMATCH})
 
@@ -122,11 +125,20 @@ class Welcome:
 
 
 @dataclass(frozen=True)
+class WatchdogReport:
+    """What a controller's watchdog says (optional in `act`), so server telemetry can show the robot side."""
+
+    state: str
+    deadline_misses: int
+
+
+@dataclass(frozen=True)
 class Act:
     """client -> server: one observation, tagged with a client sequence number echoed in the reply."""
 
     seq: int
     obs: np.ndarray
+    watchdog: WatchdogReport | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,9 @@ class ActionReply:
     fallbacks: int  # ticks this session answered with the fallback so far
     infer_us: float  # onnxruntime call
     server_us: float  # frame received -> reply encoded
+    limits: tuple[str, ...] = ()  # safety limits that acted on this action, in order of application
+    observation_ood: bool = False  # the observation was outside the safety spec's bounds
+    safety_us: float = 0.0  # safety layer
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,10 +204,13 @@ def encode(msg: Message) -> bytes:
     v = PROTOCOL_MAJOR
     if isinstance(msg, Act):
         body = {"v": v, "type": "act", "seq": msg.seq, "obs": encode_array(msg.obs)}
+        if msg.watchdog is not None:
+            body["watchdog"] = {"state": msg.watchdog.state, "deadline_misses": msg.watchdog.deadline_misses}
     elif isinstance(msg, ActionReply):
         body = {"v": v, "type": "action", "seq": msg.seq, "action": encode_array(msg.action), "source": msg.source,
                 "gate_advantage": msg.gate_advantage, "support_score": msg.support_score,
-                "fallbacks": msg.fallbacks, "timing": {"infer_us": msg.infer_us, "server_us": msg.server_us},
+                "fallbacks": msg.fallbacks, "limits": list(msg.limits), "ood": msg.observation_ood,
+                "timing": {"infer_us": msg.infer_us, "safety_us": msg.safety_us, "server_us": msg.server_us},
                 **({"extra": msg.extra} if msg.extra else {})}
     elif isinstance(msg, Hello):
         body = {"v": msg.version[0], "type": "hello", "version": list(msg.version), "client": msg.client,
@@ -221,23 +239,36 @@ def decode(frame: bytes) -> Message:
         m = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
         raise ProtocolError(MALFORMED, f"not a msgpack frame: {exc}") from None
-    m = _map(m, "message")
+    try:
+        return _decode_map(_map(m, "message"))
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # a field of the right key but wrong shape
+        raise ProtocolError(MALFORMED, f"malformed message: {type(exc).__name__}: {str(exc)[:80]}") from None
+
+
+def _decode_map(m: dict) -> Message:
     kind = m.get("type")
     if m.get("v") != PROTOCOL_MAJOR:
         raise ProtocolError(VERSION_MISMATCH, f"protocol major version {m.get('v')!r}; this end speaks "
                                               f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
     if kind == "act":
-        return Act(seq=_get(m, "seq", int), obs=decode_array(m.get("obs"), "obs"))
+        report = m.get("watchdog")
+        return Act(seq=_get(m, "seq", int), obs=decode_array(m.get("obs"), "obs"),
+                   watchdog=None if report is None else _watchdog_report(report))
     if kind == "action":
         timing = _map(m.get("timing"), "timing")
         source = _get(m, "source", str)
         if source not in SOURCES:
             raise ProtocolError(MALFORMED, f"unknown action source {source!r}")
+        limits = m.get("limits", [])
+        if not isinstance(limits, list) or not all(isinstance(k, str) for k in limits):
+            raise ProtocolError(MALFORMED, "field 'limits' must be a list of strings")
         return ActionReply(seq=_get(m, "seq", int), action=decode_array(m.get("action"), "action"), source=source,
                            gate_advantage=float(_get(m, "gate_advantage", (int, float))),
                            support_score=float(_get(m, "support_score", (int, float))),
                            fallbacks=_get(m, "fallbacks", int), infer_us=float(timing.get("infer_us", 0.0)),
-                           server_us=float(timing.get("server_us", 0.0)), extra=m.get("extra") or {})
+                           server_us=float(timing.get("server_us", 0.0)), limits=tuple(limits),
+                           observation_ood=m.get("ood") is True, safety_us=float(timing.get("safety_us", 0.0)),
+                           extra=m.get("extra") or {})
     if kind == "hello":
         version = _version(m)
         sha = m.get("bundle_sha256")
@@ -260,6 +291,17 @@ def decode(frame: bytes) -> Message:
         return ErrorReply(code=_get(m, "code", str), message=_get(m, "message", str),
                           seq=seq if isinstance(seq, int) else None)
     raise ProtocolError(MALFORMED, f"unknown message type {kind!r}")
+
+
+def _watchdog_report(m: Any) -> WatchdogReport:
+    m = _map(m, "watchdog")
+    state = _get(m, "state", str)
+    if state not in WATCHDOG_STATES:
+        raise ProtocolError(MALFORMED, f"unknown watchdog state {state[:32]!r}")
+    misses = _get(m, "deadline_misses", int)
+    if misses < 0:
+        raise ProtocolError(MALFORMED, "watchdog deadline_misses must be >= 0")
+    return WatchdogReport(state=state, deadline_misses=misses)
 
 
 def _map(m: Any, what: str) -> dict:

@@ -1,9 +1,10 @@
 """The onboard action server: ZeroMQ ROUTER in front of one ONNX bundle, several controllers at once.
 
 Per request the path is: decode -> infer (one fused onnxruntime call) -> decide (gate + support
-monitor, `decision.py`) -> `_finalize` (the safety layer's hook) -> encode + send -> `telemetry`
-(the telemetry hook, after the reply so it never adds latency). A malformed frame gets an error reply
-and the loop goes on; only loopback TCP or ipc:// endpoints are bound.
+monitor, `decision.py`) -> `_finalize` (the safety layer, `safety/limits.py`) -> encode + send ->
+`telemetry` (after the reply, so it never adds latency to it). A malformed frame gets an error reply
+and the loop goes on; only loopback TCP or ipc:// endpoints are bound, optionally behind CurveZMQ
+authentication with an allow-list of client keys.
 """
 from __future__ import annotations
 
@@ -13,20 +14,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
 import numpy as np
 import zmq
 
-from spaars_robot.errors import SpaarsError
+from spaars_robot.errors import SpaarsError, UnsafeActionError
 from spaars_robot.export.bundle import Bundle
 from spaars_robot.runtime import protocol as p
 from spaars_robot.runtime.decision import Decision, DecisionState
 from spaars_robot.runtime.inference import PolicyRunner
+from spaars_robot.safety.limits import LIMIT_KINDS, ClientSafetyState, SafetyLayer, SafetyResult
+from spaars_robot.telemetry.record import TelemetryRecord
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 MAX_SESSIONS = 64  # a reconnecting client gets a new identity; old sessions are evicted oldest-first
+
+TelemetryHook = Callable[[TelemetryRecord], None]
+WatchdogHook = Callable[[str, int], None]  # (state entered, new deadline misses) reported by a client
 
 
 class EndpointError(SpaarsError):
@@ -34,34 +41,23 @@ class EndpointError(SpaarsError):
 
 
 @dataclass
-class TelemetryRecord:
-    """One served request, handed to the telemetry hook after the reply has been sent."""
-
-    session: int
-    client: str
-    seq: int
-    server_seq: int
-    t_wall: float  # time.time() when the request frame was received
-    obs: np.ndarray
-    action: np.ndarray  # as sent, after `_finalize`
-    decision: Decision
-    infer_us: float
-    server_us: float
-
-
-TelemetryHook = Callable[[TelemetryRecord], None]
-
-
-@dataclass
 class Session:
-    """One handshaken controller: its identity, its decision latches, and its last action for `hold`."""
+    """One handshaken controller: decision latches, safety history, last action for `hold`, counters.
+
+    Created at each handshake, so a reconnecting controller starts with a fresh rate-limit history
+    (the robot may have moved while the link was down) and fresh gate/support latches.
+    """
 
     id: int
     client: str
     state: DecisionState
+    safety: ClientSafetyState | None
     last_action: np.ndarray
     requests: int = 0
     sources: dict[str, int] = field(default_factory=lambda: dict.fromkeys(p.SOURCES, 0))
+    limits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMIT_KINDS, 0))
+    watchdog: str = "running"
+    deadline_misses: int = 0
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -83,34 +79,69 @@ def check_endpoint(endpoint: str) -> str:
 
 
 class ActionServer:
-    """Serve `bundle` on `endpoints`; use as `with ActionServer(...) as s: s.serve(stop_event)`."""
+    """Serve `bundle` on `endpoints`; use as `with ActionServer(...) as s: s.serve(stop_event)`.
+
+    `safety`: the layer every action passes through (None only for tests and benchmarks of the bare
+    path). `telemetry`: called once per served request with its record, after the reply. `curve_keys`:
+    a directory from `spaars-robot keys` (server.key_secret + allowed_clients/) to require CurveZMQ.
+    """
 
     def __init__(self, bundle: Bundle, endpoints: Sequence[str] = (DEFAULT_ENDPOINT,),
-                 telemetry: TelemetryHook | None = None, context: zmq.Context | None = None) -> None:
+                 telemetry: TelemetryHook | None = None, context: zmq.Context | None = None, *,
+                 safety: SafetyLayer | None = None, on_watchdog: WatchdogHook | None = None,
+                 curve_keys: Path | str | None = None) -> None:
         self.endpoints = [check_endpoint(e) for e in endpoints]
         self.bundle = bundle
         m = bundle.manifest
         self.schema = p.Schema(task=m.task, obs_names=tuple(m.observation.names), action_names=tuple(m.action.names),
                                control_rate_hz=m.control_rate_hz)
+        if safety is not None:
+            safety.spec.check_action_space(m.action.dim)
+            safety.spec.check_observation_space(m.observation.dim)
+        self.safety = safety
         self.runner = PolicyRunner(bundle)
-        self.telemetry: TelemetryHook = telemetry or (lambda record: None)
+        self.telemetry = telemetry
+        self.on_watchdog = on_watchdog
         self.sessions: OrderedDict[bytes, Session] = OrderedDict()
         self.server_seq = 0
         self.errors = 0
+        self.limit_counts = dict.fromkeys(LIMIT_KINDS, 0)
         self._next_session = 1
         self._welcome_fields = {"gate_threshold": m.gate.threshold, "gate_hysteresis": m.gate.hysteresis,
-                                    "support_threshold": m.support.threshold, "support_hysteresis": m.support.hysteresis}
+                                "support_threshold": m.support.threshold, "support_hysteresis": m.support.hysteresis}
+        if safety is not None:
+            self._action_low, self._action_high = (b.tolist() for b in safety.spec.action.hard_bounds())
+        else:
+            self._action_low = [-np.inf if v is None else v for v in m.action.low]
+            self._action_high = [np.inf if v is None else v for v in m.action.high]
         self._ctx = context or zmq.Context.instance()
+        self._authenticator = None
         self.socket = self._ctx.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.bound: list[str] = []  # actual endpoints, with `*` ports resolved
-        for endpoint in self.endpoints:
-            try:
-                self.socket.bind(endpoint)
-            except zmq.ZMQError as exc:
-                self.socket.close()
-                raise EndpointError(f"cannot bind {endpoint}: {exc}") from None
-            self.bound.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        try:
+            if curve_keys is not None:
+                self._setup_curve(Path(curve_keys))
+            self.bound: list[str] = []  # actual endpoints, with `*` ports resolved
+            for endpoint in self.endpoints:
+                try:
+                    self.socket.bind(endpoint)
+                except zmq.ZMQError as exc:
+                    raise EndpointError(f"cannot bind {endpoint}: {exc}") from None
+                self.bound.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup_curve(self, keys: Path) -> None:
+        """ZAP allow-list first, then the CURVE server role: both must be set before bind."""
+        from spaars_robot.security.keys import (
+            ALLOW_LIST_DIR,
+            configure_curve_server,
+            start_allow_list_authenticator,
+        )
+
+        self._authenticator = start_allow_list_authenticator(self._ctx, keys / ALLOW_LIST_DIR)
+        configure_curve_server(self.socket, keys / "server.key_secret")
 
     def __enter__(self) -> Self:
         return self
@@ -120,6 +151,9 @@ class ActionServer:
 
     def close(self) -> None:
         self.socket.close(linger=0)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
 
     def serve(self, stop: threading.Event | None = None, poll_ms: int = 100) -> None:
         """Answer requests until `stop` is set (checked at least every `poll_ms`)."""
@@ -139,7 +173,7 @@ class ActionServer:
         envelope, payload = frames[:-1], frames[-1]
         reply, record = self.handle(envelope[0], payload, t_recv)
         self.socket.send_multipart([*envelope, reply], copy=False)
-        if record is not None:
+        if record is not None and self.telemetry is not None:
             self.telemetry(record)
 
     def handle(self, identity: bytes, payload: bytes, t_recv: float) -> tuple[bytes, TelemetryRecord | None]:
@@ -159,6 +193,9 @@ class ActionServer:
         except p.ProtocolError as exc:
             self.errors += 1
             return p.encode(p.ErrorReply(exc.code, str(exc), seq)), None
+        except UnsafeActionError as exc:
+            self.errors += 1
+            return p.encode(p.ErrorReply(p.UNSAFE_ACTION, str(exc), seq)), None
         except Exception as exc:  # noqa: BLE001 - a bug in one request must not take the robot's server down
             self.errors += 1
             return p.encode(p.ErrorReply(p.INTERNAL, f"{type(exc).__name__}: {exc}", seq)), None
@@ -174,9 +211,10 @@ class ActionServer:
         if problem is not None:
             raise p.ProtocolError(problem[0], f"refused: {problem[1]} (bundle {self.bundle.path.name})")
         m = self.bundle.manifest
-        session = Session(id=self._next_session, client=hello.client,
+        session = Session(id=self._next_session, client=hello.client[:64],
                           state=DecisionState(m.gate.threshold, m.gate.hysteresis, m.support.threshold,
                                               m.support.hysteresis),
+                          safety=None if self.safety is None else self.safety.new_state(),
                           last_action=np.zeros(m.action.dim, dtype=np.float32))
         self._next_session += 1
         self.sessions.pop(identity, None)
@@ -192,43 +230,78 @@ class ActionServer:
             raise p.ProtocolError(p.UNKNOWN_CLIENT, "no handshake on this connection; send hello first")
         return session
 
-    def _act(self, identity: bytes, act: p.Act, t_recv: float) -> tuple[bytes, TelemetryRecord]:
+    def _act(self, identity: bytes, act: p.Act, t_recv: float) -> tuple[bytes, TelemetryRecord | None]:
         session = self._session(identity)
         obs = act.obs
         if obs.shape != (self.schema.obs_dim,):
             raise p.ProtocolError(p.BAD_OBSERVATION, f"obs shape {list(obs.shape)}, expected [{self.schema.obs_dim}]")
+        if act.watchdog is not None:
+            self._watchdog_report(session, act.watchdog)
         t_infer = time.perf_counter()
         if np.isfinite(obs).all():
             raw, latent, advantage, score = self.runner(obs)
-            infer_us = (time.perf_counter() - t_infer) * 1e6
+            t_decide = time.perf_counter()
             decision = session.state.decide(advantage, score)
             action = raw if decision.source == "raw" else latent
         else:  # a broken sensor reading: repeat the last action rather than feed NaN to the networks
-            infer_us = 0.0
+            t_decide = t_infer
             decision = Decision("hold", float("nan"), float("nan"), session.state.gate.on, session.state.support.on)
             action = session.last_action
-        action = self._finalize(obs, action, decision)
+        t_safety = time.perf_counter()
+        result = self._finalize(session, obs, action, decision)
+        t_done = time.perf_counter()
+        action = result.action
         session.last_action = action
         session.requests += 1
         session.sources[decision.source] += 1
+        for kind in result.limits:
+            session.limits[kind] += 1
+            self.limit_counts[kind] += 1
         self.server_seq += 1
-        server_us = (time.perf_counter() - t_recv) * 1e6
+        infer_us, safety_us = (t_decide - t_infer) * 1e6, (t_done - t_safety) * 1e6
         reply = p.encode(p.ActionReply(seq=act.seq, action=action, source=decision.source,
                                        gate_advantage=decision.gate_advantage, support_score=decision.support_score,
-                                       fallbacks=session.state.fallbacks, infer_us=infer_us, server_us=server_us))
-        record = TelemetryRecord(session=session.id, client=session.client, seq=act.seq, server_seq=self.server_seq,
-                                 t_wall=time.time(), obs=obs, action=action, decision=decision, infer_us=infer_us,
-                                 server_us=server_us)
+                                       fallbacks=session.state.fallbacks, infer_us=infer_us,
+                                       server_us=(time.perf_counter() - t_recv) * 1e6, limits=result.limits,
+                                       observation_ood=result.observation_ood, safety_us=safety_us))
+        if self.telemetry is None:
+            return reply, None  # no one listens: do not even build the record
+        t_sent = time.perf_counter()
+        record = TelemetryRecord(
+            time=time.time(), sequence=act.seq, source=decision.source, gate_advantage=decision.gate_advantage,
+            support_score=decision.support_score, support_threshold=self._welcome_fields["support_threshold"],
+            action=[float(v) for v in action], action_low=self._action_low, action_high=self._action_high,
+            limits=list(result.limits),
+            latency_us={"decode": (t_infer - t_recv) * 1e6, "policy": infer_us,
+                        "decide": (t_safety - t_decide) * 1e6, "safety": safety_us,
+                        "encode": (t_sent - t_done) * 1e6, "total": (t_sent - t_recv) * 1e6},
+            watchdog=session.watchdog, client=f"{session.client}#{session.id}",
+            observation_ood=result.observation_ood)
         return reply, record
 
-    def _finalize(self, obs: np.ndarray, action: np.ndarray, decision: Decision) -> np.ndarray:
-        """The safety layer's single entry point: every action sent passes here. Currently a pass-through."""
-        return action
+    def _finalize(self, session: Session, obs: np.ndarray, action: np.ndarray, decision: Decision) -> SafetyResult:
+        """The safety layer's single entry point: every action sent, hold included, passes here.
+
+        Raises UnsafeActionError (-> `unsafe_action` error reply) only under the spec's `nonfinite: reject`.
+        """
+        if self.safety is None or session.safety is None:
+            return SafetyResult(action, (), False)
+        return self.safety.apply(action, session.safety, obs)
+
+    def _watchdog_report(self, session: Session, report: p.WatchdogReport) -> None:
+        """Track the controller's reported watchdog state; count its transitions and new deadline misses."""
+        new_misses = max(report.deadline_misses - session.deadline_misses, 0)
+        changed = report.state != session.watchdog
+        session.watchdog, session.deadline_misses = report.state, report.deadline_misses
+        if (changed or new_misses) and self.on_watchdog is not None:
+            self.on_watchdog(report.state if changed else "", new_misses)
 
     def stats(self) -> dict[str, object]:
+        """Totals over live sessions (sources, fallbacks) and over the server's life (requests, errors, limits)."""
         totals = dict.fromkeys(p.SOURCES, 0)
         for session in self.sessions.values():
             for source, count in session.sources.items():
                 totals[source] += count
         return {"requests": self.server_seq, "errors": self.errors, "sessions": len(self.sessions), **totals,
-                "fallbacks": sum(s.state.fallbacks for s in self.sessions.values())}
+                "fallbacks": sum(s.state.fallbacks for s in self.sessions.values()),
+                "limits": dict(self.limit_counts)}

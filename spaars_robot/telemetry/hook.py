@@ -5,6 +5,7 @@ publish (no subscriber, full queue) never reaches the control path.
 """
 from __future__ import annotations
 
+from spaars_robot.telemetry.mcap_log import McapRecorder
 from spaars_robot.telemetry.metrics import SafetyMetrics
 from spaars_robot.telemetry.publisher import TelemetryPublisher
 from spaars_robot.telemetry.record import TelemetryRecord
@@ -13,18 +14,33 @@ from spaars_robot.telemetry.record import TelemetryRecord
 class TelemetryHook:
     """`hook(record)` once per served request; `close()` on shutdown."""
 
-    def __init__(self, publisher: TelemetryPublisher | None = None, metrics: SafetyMetrics | None = None) -> None:
+    def __init__(self, publisher: TelemetryPublisher | None = None, metrics: SafetyMetrics | None = None,
+                 recorder: McapRecorder | None = None) -> None:
+        """`recorder` is for recording without a live stream; a publisher may carry its own recorder."""
         self.publisher = publisher
         self.metrics = metrics
+        self.recorder = recorder
 
     def __call__(self, record: TelemetryRecord) -> None:
         if self.publisher is not None:
             self.publisher.publish(record)
+        if self.recorder is not None:
+            self.recorder.write(record)
         if self.metrics is not None:
             self.metrics.observe(record)
+
+    def watchdog(self, state_entered: str, new_deadline_misses: int) -> None:
+        """A controller reported its watchdog (server `on_watchdog`): count transitions and deadline misses."""
+        if self.metrics is not None:
+            if state_entered:
+                self.metrics.watchdog_transition(state_entered)
+            if new_deadline_misses:
+                self.metrics.deadline_miss(new_deadline_misses)
 
     def close(self) -> None:
         if self.publisher is not None:
             self.publisher.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.recorder is not None:
+            self.recorder.close()

@@ -52,6 +52,7 @@ class SafetyMetrics:
             self.limit_hits.labels(kind=kind)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self.port: int | None = None  # bound port once serving
 
     def observe(self, record: TelemetryRecord) -> None:
         """Update every metric from one telemetry record (the server's per-request hook)."""
@@ -82,7 +83,8 @@ class SafetyMetrics:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
             raise SpaarsError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
-        return self._server.server_port
+        self.port = self._server.server_port
+        return self.port
 
     def close(self) -> None:
         if self._server is not None:

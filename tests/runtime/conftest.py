@@ -12,6 +12,8 @@ from spaars_robot.export.bundle import Bundle, load_bundle
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import PolicyStack, random_stack
 from spaars_robot.runtime.server import ActionServer
+from spaars_robot.safety.binding import bind_spec
+from spaars_robot.safety.limits import SafetyLayer
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -43,5 +45,7 @@ def hopper() -> TaskSpec:
 
 @pytest.fixture
 def live_server(bundle) -> Iterator[ActionServer]:
-    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server:
+    """The server as `serve` runs it: the bundle under its recorded safety spec (safety/hopper.yaml)."""
+    layer = SafetyLayer(bind_spec(bundle.manifest, None).spec, ACT_DIM, OBS_DIM)
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"], safety=layer)) as server:
         yield server

@@ -12,6 +12,8 @@ from spaars_robot.runtime.client import Client
 from spaars_robot.runtime.decision import DecisionState
 from spaars_robot.runtime.server import ActionServer, EndpointError
 from spaars_robot.runtime.sim_client import task_schema
+from spaars_robot.safety.limits import LIMIT_KINDS, SafetyLayer, SafetyResult
+from spaars_robot.safety.spec import load_safety_spec
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -144,16 +146,60 @@ def test_finalize_and_telemetry_hooks_see_every_action(bundle, hopper):
     records = []
 
     class HalvingServer(ActionServer):
-        def _finalize(self, obs, action, decision):
-            return 0.5 * action
+        def _finalize(self, session, obs, action, decision):
+            return SafetyResult(0.5 * action, (), False)
 
     with serving(HalvingServer(bundle, ["tcp://127.0.0.1:*"], telemetry=records.append)) as server, \
             Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
         replies = [client.act(np.full(11, 0.05 * i, np.float32)) for i in range(5)]
     assert len(records) == 5
     for reply, record in zip(replies, records):
-        assert np.array_equal(reply.action, record.action) and record.seq == reply.seq
-        assert record.decision.source == reply.source
+        assert np.allclose(reply.action, record.action) and record.sequence == reply.seq
+        assert record.source == reply.source
+        assert set(record.latency_us) == {"decode", "policy", "decide", "safety", "encode", "total"}
+
+
+def test_safety_limits_act_on_every_reply_and_are_counted(make_bundle, hopper):
+    """A tight spec (rate 0.05/step, bounds +-0.3): replies stay inside it, limits are named per reply,
+    counted per kind in stats and telemetry, and a new handshake starts a fresh rate-limit history."""
+    spec = load_safety_spec("hopper").model_copy(deep=True)
+    spec.action.low, spec.action.high, spec.action.margin, spec.action.soft_zone = -0.3, 0.3, 0.0, 0.0
+    spec.action.rate_limit = 0.05
+    bundle = make_bundle(gate_threshold=-1e9)
+    layer = SafetyLayer(spec, 3, 11)
+    records = []
+    obs = np.random.default_rng(4).normal(0, 1.0, (30, 11)).astype(np.float32)
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"], telemetry=records.append, safety=layer)) as server, \
+            Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        replies = [client.act(o) for o in obs]
+        stats = server.stats()
+        client.forget_session()
+        after_reconnect = client.act(obs[0])
+    actions = np.stack([r.action for r in replies])
+    assert np.abs(actions).max() <= 0.3 + 1e-6
+    assert np.abs(np.diff(actions, axis=0)).max() <= 0.05 + 1e-6
+    assert np.abs(actions[0]).max() <= 0.05 + 1e-6  # torque: rate limited from rest
+    assert all("rate" in r.limits for r in replies[:3])
+    counted = {kind: sum(kind in r.limits for r in replies) for kind in LIMIT_KINDS}
+    assert stats["limits"] == counted and counted["rate"] > 0
+    assert [r.limits for r in records[:30]] == [list(r.limits) for r in replies]
+    assert np.abs(after_reconnect.action).max() <= 0.05 + 1e-6  # fresh session: from rest again
+
+
+def test_nonfinite_reject_policy_answers_an_error_and_keeps_serving(bundle, hopper, stack):
+    """Under `nonfinite: reject` a NaN action is refused with `unsafe_action`, never sent."""
+    spec = load_safety_spec("hopper").model_copy(update={"nonfinite": "reject"})
+    layer = SafetyLayer(spec, 3, 11)
+
+    class NaNPolicy(ActionServer):
+        def _finalize(self, session, obs, action, decision):
+            return super()._finalize(session, obs, np.full_like(action, np.nan) if obs[0] > 1 else action, decision)
+
+    with serving(NaNPolicy(bundle, ["tcp://127.0.0.1:*"], safety=layer)) as server, \
+            Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        with pytest.raises(p.ServerError, match="unsafe_action"):
+            client.act(np.full(11, 2.0, np.float32))
+        assert client.act(np.zeros(11, np.float32)).action.shape == (3,)
 
 
 def test_ipc_endpoint_and_non_loopback_refused(bundle, hopper, tmp_path):

@@ -9,6 +9,8 @@ import pytest
 
 from spaars_robot.runtime.client import Client
 from spaars_robot.runtime.sim_client import InProcessPolicy, run_sim, task_schema
+from spaars_robot.safety.limits import SafetyLayer
+from spaars_robot.safety.spec import load_safety_spec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,16 +24,20 @@ def test_realtime_hopper_episode_against_live_server(live_server, hopper):
     ep = summary.episodes[0]
     assert ep.normalized_score == pytest.approx(hopper.normalized_score(ep.episode_return))
     assert summary.deadline_misses <= 2  # two busy cores; each miss is still counted and held, not hidden
+    assert summary.max_applied_age_ms <= 1000 / hopper.control_rate_hz  # never a stale reply
+    assert set(summary.limit_counts) >= {"rate", "bounds", "soft_zone"}
 
 
 def test_served_bundle_matches_in_process_torch_policy(live_server, hopper, bundle, stack):
     """Sim-to-sim: same seeds, same decisions, same returns, whether the policy runs in ORT behind ZMQ or in torch."""
     with Client(live_server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
         served = run_sim(client, hopper, episodes=2, seed=3, realtime=False, max_steps=60)
-    local = run_sim(InProcessPolicy(stack, bundle.manifest), hopper, episodes=2, seed=3, realtime=False, max_steps=60)
+    layer = SafetyLayer(load_safety_spec("hopper"), 3, 11)  # the same limits the served bundle runs under
+    local = run_sim(InProcessPolicy(stack, bundle.manifest, layer), hopper, episodes=2, seed=3, realtime=False, max_steps=60)
     for a, b in zip(served.episodes, local.episodes):
         assert a.steps == b.steps and a.sources == b.sources
         assert a.episode_return == pytest.approx(b.episode_return, abs=1e-3)
+    assert served.limit_counts == local.limit_counts
 
 
 def test_demo_command_runs_end_to_end(bundle):
