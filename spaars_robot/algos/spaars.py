@@ -130,7 +130,7 @@ class SPAARSAgent:
         self.critic_opt.step()
         polyak_update(self.critic_target, nets.critic, pre.tau)
         with torch.no_grad():
-            self.q_scale.lerp_(q.abs().mean(), 0.005)
+            self.q_scale.lerp_(q.abs().mean().float(), 0.005)  # float: q is bf16 under autocast
 
         # 2. latent actor, SAC through the frozen decoder, and its temperature
         alpha = self.log_alpha.exp().detach()
