@@ -14,9 +14,14 @@ from pathlib import Path
 import onnx
 from pydantic import ValidationError
 
-from spaars_robot.data.files import sha256_file
 from spaars_robot.errors import SpaarsError
 from spaars_robot.export.manifest import BUNDLE_FORMAT_VERSION, MANIFEST_NAME, BundleManifest
+
+
+def sha256_file(path: Path) -> str:
+    """Streamed SHA-256 of one file (here rather than data.files, which imports torch: serving never needs it)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class BundleError(SpaarsError):

@@ -11,10 +11,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from spaars_robot.export.stack import OUTPUT_NAMES, SupportCalibration
-
+OUTPUT_NAMES = ("raw_action", "latent_action", "gate_advantage", "support_score")
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+
+
+class SupportCalibration(BaseModel):
+    """How the support threshold was chosen: a quantile of the CVAE support score of dataset actions."""
+
+    score: str = "cvae_negative_elbo"
+    quantile: float
+    dataset: str
+    dataset_sha256: str
+    samples: int
 
 
 class TensorSchema(BaseModel):

@@ -34,6 +34,7 @@ from spaars_robot.export.manifest import (
     TensorSchema,
     TrainingProvenance,
 )
+from spaars_robot.export.session import make_session
 from spaars_robot.export.stack import OUTPUT_NAMES, PolicyStack, RunExportInfo
 
 GRAPH_FILE = "policy.onnx"
@@ -57,16 +58,6 @@ def export_onnx_graph(stack: PolicyStack, obs_dim: int, path: Path) -> None:
         warnings.simplefilter("ignore")  # legacy-exporter deprecation notice; we choose it on purpose
         torch.onnx.export(stack, (example,), str(path), input_names=["obs"], output_names=list(OUTPUT_NAMES),
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
-
-
-def make_session(path: Path | str) -> ort.InferenceSession:
-    """A single-threaded CPU session: the default thread pool starves control loops (holosoma #211)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def parity_errors(torch_outputs: dict[str, np.ndarray], ort_outputs: dict[str, np.ndarray]) -> dict[str, float]:

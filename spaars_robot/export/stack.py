@@ -17,12 +17,11 @@ from pydantic import BaseModel
 from torch import nn
 
 from spaars_robot.algos.gate import gate_lcb
+from spaars_robot.export.manifest import OUTPUT_NAMES, SupportCalibration  # noqa: F401 (re-exported)
 from spaars_robot.nn.critics import QEnsemble
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
 from spaars_robot.nn.policies import TanhGaussianPolicy
-
-OUTPUT_NAMES = ("raw_action", "latent_action", "gate_advantage", "support_score")
 
 
 class PolicyStack(nn.Module):
@@ -55,16 +54,6 @@ def random_stack(obs_dim: int, action_dim: int, seed: int = 0, hidden: tuple[int
         QEnsemble(obs_dim, action_dim, hidden, ensemble_size, layer_norm=True),
         gate_kappa=1.0,
     ).eval()
-
-
-class SupportCalibration(BaseModel):
-    """How the support threshold was chosen: a quantile of the CVAE support score of dataset actions."""
-
-    score: str = "cvae_negative_elbo"
-    quantile: float
-    dataset: str
-    dataset_sha256: str
-    samples: int
 
 
 class RunExportInfo(BaseModel):

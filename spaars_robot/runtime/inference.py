@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from spaars_robot.export.bundle import Bundle
-from spaars_robot.export.onnx_export import make_session
-from spaars_robot.export.stack import OUTPUT_NAMES
+from spaars_robot.export.manifest import OUTPUT_NAMES
+from spaars_robot.export.session import make_session
 
 
 class PolicyRunner:

@@ -13,10 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 from pydantic import BaseModel
 
 from spaars_robot.config.tasks import TaskSpec
@@ -28,6 +27,9 @@ from spaars_robot.runtime.decision import DecisionState
 from spaars_robot.safety.limits import LIMIT_KINDS, SafetyLayer
 from spaars_robot.safety.spec import WatchdogSpec
 from spaars_robot.safety.watchdog import Watchdog, WatchdogState
+
+if TYPE_CHECKING:
+    import torch
 
 SPIN_S = 0.00005  # sleep() wakes ~50-100 us late; only the last 50 us of a wait are spun
 log = logging.getLogger("spaars_robot.runtime.sim_client")
@@ -296,6 +298,8 @@ class InProcessPolicy:
 
     def act(self, obs: np.ndarray, timeout_s: float | None = None,
             watchdog: p.WatchdogReport | None = None) -> p.ActionReply:
+        import torch  # only the in-process reference needs torch; the serving path never imports it
+
         with torch.no_grad():
             raw, latent, advantage, score = (t[0] for t in self.stack(torch.as_tensor(obs)[None]))
         decision = self.state.decide(float(advantage), float(score))
