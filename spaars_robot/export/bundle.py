@@ -79,7 +79,8 @@ def _verify_files(root: Path, manifest: BundleManifest) -> None:
         if actual != expected:
             raise BundleIntegrityError(f"bundle {root}: {rel} has SHA-256 {actual[:12]}..., manifest says "
                                        f"{expected[:12]}...; the file was modified, refusing to load")
-    listed = set(manifest.files) | {MANIFEST_NAME}
+    # The detached signature cannot list itself in the manifest it signs; it is the one allowed sibling.
+    listed = set(manifest.files) | {MANIFEST_NAME, MANIFEST_NAME + ".sig"}
     extra = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
                    and str(p.relative_to(root)) not in listed)
     if extra:
