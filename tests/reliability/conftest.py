@@ -17,11 +17,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "runtime"))
 
-from reliability_helpers import write_figures  # noqa: E402
-from runtime_helpers import free_port, hopper_info  # noqa: E402
+from reliability_helpers import write_figures
+from runtime_helpers import free_port, hopper_info
 
-from spaars_robot.export.onnx_export import export_bundle  # noqa: E402
-from spaars_robot.export.stack import random_stack  # noqa: E402
+from spaars_robot.export.onnx_export import export_bundle
+from spaars_robot.export.stack import random_stack
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 _FIGURES: dict = {}
