@@ -6,9 +6,14 @@
 Measures, for tcp loopback and ipc, p50/p99/p99.9 over --requests round trips after a warm-up:
 (a) a bare echo server (ROUTER, same request/reply sizes, same msgpack codec) in its own process,
 (b) onnxruntime inference alone (the bundle's fused graph, 1 thread), plus the same four outputs from
-    four separate graphs (the fused-vs-split decision), (c) the full ActionServer in its own process.
-Then a sustained fixed-rate run against the full server (1 kHz and 100 Hz) counting deadline misses
-(a reply later than the end of its period). The bundle is a random-weight Hopper-sized stack with the real
+    four separate graphs (the fused-vs-split decision), (c) the full ActionServer in its own process, as
+    `serve` runs it (gate + support monitor + the hopper safety layer), and the same server without the
+    safety layer, side by side; plus the server's request handler alone (no sockets), with and without
+    safety, which is the per-request hot path the safety layer adds to.
+Then a sustained fixed-rate run against the full server (1 kHz and 100 Hz). Ticks follow absolute
+deadlines; a tick the loop reaches after its period has ended is skipped (not squeezed in late), and
+every tick is counted once: on time, late (reply after the end of its period), lost (no reply), or
+skipped. Waiting is a sleep with a 50 us final spin, so the loop does not burn the core it measures on. The bundle is a random-weight Hopper-sized stack with the real
 architecture, exported like a trained one. Results go to benchmarks/results/serve_latency.json.
 """
 from __future__ import annotations
@@ -73,12 +78,38 @@ def echo_server(endpoint: str, ready) -> None:
         sock.send_multipart([ident, p.encode(reply)])
 
 
-def full_server(bundle_path: str, endpoint: str, ready) -> None:
+def full_server(bundle_path: str, endpoint: str, safety: bool, ready) -> None:
+    """The server as `serve` runs it (its bundle's recorded safety spec), or without the safety layer."""
     from spaars_robot.runtime.server import ActionServer
 
-    with ActionServer(load_bundle(bundle_path), [endpoint]) as server:
+    bundle = load_bundle(bundle_path)
+    layer = safety_layer(bundle) if safety else None
+    with ActionServer(bundle, [endpoint], safety=layer) as server:
         ready.set()
         server.serve()
+
+
+def safety_layer(bundle):
+    from spaars_robot.safety.binding import bind_spec
+    from spaars_robot.safety.limits import SafetyLayer
+
+    m = bundle.manifest
+    return SafetyLayer(bind_spec(m, None).spec, m.action.dim, m.observation.dim)
+
+
+def handler_alone(bundle, n: int, safety: bool) -> dict[str, float]:
+    """ActionServer.handle on encoded frames, no sockets: decode + infer + decide + safety + encode."""
+    from spaars_robot.runtime.server import ActionServer
+
+    obs = np.random.default_rng(0).normal(0, 0.3, (64, OBS_DIM)).astype(np.float32)
+    server = ActionServer(bundle, ["tcp://127.0.0.1:*"], safety=safety_layer(bundle) if safety else None)
+    try:
+        schema = server.schema
+        server.handle(b"bench", p.encode(p.Hello(schema=schema)), time.perf_counter())
+        frames = [p.encode(p.Act(i, o)) for i, o in enumerate(obs)]
+        return percentiles(_time(lambda f: server.handle(b"bench", f, time.perf_counter()), frames, n))
+    finally:
+        server.close()
 
 
 def round_trips(endpoint: str, schema: p.Schema, n: int, warmup: int = 1000) -> list[float]:
@@ -95,29 +126,38 @@ def round_trips(endpoint: str, schema: p.Schema, n: int, warmup: int = 1000) -> 
 
 
 def sustained(endpoint: str, schema: p.Schema, rate_hz: float, seconds: float) -> dict[str, float]:
-    """Fixed-rate loop (absolute deadlines); a reply after the end of its period is a deadline miss."""
+    """Fixed-rate loop on absolute deadlines; every planned tick is on time, late, lost or skipped."""
+    from spaars_robot.runtime.sim_client import sleep_until
+
     period = 1.0 / rate_hz
     obs = np.zeros(OBS_DIM, np.float32)
-    misses, ticks, samples = 0, int(seconds * rate_hz), []
+    ticks = int(seconds * rate_hz)
+    late = lost = skipped = 0
+    samples: list[float] = []
     with Client(endpoint, schema, timeout_s=period) as client:
         client.connect(timeout_s=10)
         t0 = time.perf_counter() + 0.01
-        for k in range(ticks):
+        k = 0
+        while k < ticks:
             due = t0 + k * period
-            while (remaining := due - time.perf_counter()) > 3e-4:
-                time.sleep(remaining - 3e-4)
-            while time.perf_counter() < due:
-                pass
+            now = time.perf_counter()
+            if now >= due + period:  # this tick's period is already over: skip it (and any others passed)
+                passed = min(int((now - due) // period), ticks - k)
+                skipped += passed
+                k += passed
+                continue
+            sleep_until(due)
             t = time.perf_counter()
             try:
                 client.act(obs, timeout_s=max(due + period - t, 0.0))
                 samples.append((time.perf_counter() - t) * 1e6)
-                if time.perf_counter() > due + period:
-                    misses += 1
+                late += time.perf_counter() > due + period
             except p.SpaarsError:
-                misses += 1
-    return {"rate_hz": rate_hz, "seconds": seconds, "ticks": ticks, "deadline_misses": misses,
-            **{f"rtt_{k}": v for k, v in percentiles(samples).items() if k != "n"}}
+                lost += 1
+            k += 1
+    return {"rate_hz": rate_hz, "seconds": seconds, "ticks": ticks, "deadline_misses": late + lost + skipped,
+            "late": late, "lost": lost, "skipped": skipped,
+            **{f"rtt_{k}": v for k, v in percentiles(samples or [0.0]).items() if k != "n"}}
 
 
 def ort_alone(bundle, n: int, root: Path, stack) -> dict[str, dict]:
@@ -223,17 +263,22 @@ def main() -> None:
                           125.0)
         results["onnxruntime_alone"] = ort_alone(bundle, args.requests, root, stack)
         print("onnxruntime alone:", json.dumps(results["onnxruntime_alone"], indent=1))
+        results["handler_alone"] = {"with_safety": handler_alone(bundle, args.requests, True),
+                                    "without_safety": handler_alone(bundle, args.requests, False)}
+        print("request handler alone:", json.dumps(results["handler_alone"], indent=1))
         endpoints = {"tcp": lambda: f"tcp://127.0.0.1:{free_port()}", "ipc": lambda: f"ipc://{root}/{time.time_ns()}"}
         for transport, make_endpoint in endpoints.items():
-            echo_ep, full_ep = make_endpoint(), make_endpoint()
-            procs = [start(echo_server, echo_ep), start(full_server, str(bundle.path), full_ep)]
+            echo_ep, full_ep, bare_ep = make_endpoint(), make_endpoint(), make_endpoint()
+            procs = [start(echo_server, echo_ep), start(full_server, str(bundle.path), full_ep, True),
+                     start(full_server, str(bundle.path), bare_ep, False)]
             try:
                 echo = percentiles(round_trips(echo_ep, schema, args.requests))
                 full = percentiles(round_trips(full_ep, schema, args.requests))
-                results[transport] = {"bare_echo": echo, "full_server": full,
+                no_safety = percentiles(round_trips(bare_ep, schema, args.requests))
+                results[transport] = {"bare_echo": echo, "full_server": full, "server_without_safety": no_safety,
                                       "ratio_p50": full["p50_us"] / echo["p50_us"],
                                       "ratio_p99": full["p99_us"] / echo["p99_us"]}
-                print(f"{transport}: echo {echo}\n{transport}: full {full}")
+                print(f"{transport}: echo {echo}\n{transport}: full {full}\n{transport}: no safety {no_safety}")
                 if transport == "tcp":
                     results["sustained"] = [sustained(full_ep, schema, 1000.0, args.sustain_s),
                                             sustained(full_ep, schema, 100.0, args.sustain_100hz_s)]

@@ -31,7 +31,7 @@ def controller(name: str, rate_hz: float, seconds: float, endpoint: str, bundle:
     rng = np.random.default_rng(seed)
     period, ticks = 1.0 / rate_hz, int(seconds * rate_hz)
     sent = lost = mismatched = period_misses = skipped = 0
-    rtts = []
+    rtts, server_us, safety_us = [], [], []
     with Client(endpoint, hopper_schema(), timeout_s=1.0, name=name) as client:
         client.connect(timeout_s=10)
         t0 = time.perf_counter() + 0.05
@@ -55,6 +55,8 @@ def controller(name: str, rate_hz: float, seconds: float, endpoint: str, bundle:
                 continue
             rtt = time.perf_counter() - t
             rtts.append(rtt * 1e6)
+            server_us.append(reply.server_us)
+            safety_us.append(reply.safety_us)
             period_misses += rtt > period
             expected_advantage = runner(obs)[2]
             if reply.seq != client._seq or abs(reply.gate_advantage - expected_advantage) > 1e-5:
@@ -64,7 +66,9 @@ def controller(name: str, rate_hz: float, seconds: float, endpoint: str, bundle:
     out.put({"name": name, "rate_hz": rate_hz, "sent": sent, "answered": len(rtts), "lost": lost,
              "mismatched": mismatched, "stale_seen": stale, "skipped_ticks": skipped,
              "period_misses": period_misses, "rtt_p50_us": float(np.percentile(rtts, 50)),
-             "rtt_p99_us": float(np.percentile(rtts, 99)), "rtt_max_us": float(np.max(rtts))})
+             "rtt_p99_us": float(np.percentile(rtts, 99)), "rtt_max_us": float(np.max(rtts)),
+             "server_p50_us": float(np.percentile(server_us, 50)), "safety_p50_us": float(np.percentile(safety_us, 50)),
+             "safety_p99_us": float(np.percentile(safety_us, 99))})
 
 
 def test_several_controllers_at_their_rate_lose_and_mix_up_nothing(bundle_path, endpoint, figures) -> None:
