@@ -158,7 +158,8 @@ class ControlLoop:
         self._session_dropped = False
         self._latent: np.ndarray | None = None  # last in-support (latent/fallback) action, for hold_source: latent
 
-    def tick(self, obs: np.ndarray, budget_s: float) -> Tick:
+    def tick(self, obs: np.ndarray, budget_s: float | None) -> Tick:
+        """One period: request with `budget_s` (None: the client's own timeout), then let the watchdog choose."""
         wd = self.watchdog
         if wd.state in (WatchdogState.DAMP, WatchdogState.SAFE_STOP) and not self._session_dropped:
             self.client.forget_session()
@@ -205,7 +206,7 @@ def run_sim(client: Controller, task: TaskSpec, episodes: int = 1, seed: int = 0
             watchdog: WatchdogSpec | None = None) -> SimSummary:
     """Play `episodes` episodes of `task` through `client`; seeds are seed, seed+1, ...
 
-    realtime=False steps as fast as replies come (no pacing, deadline = timeout_s or one period), for tests
+    realtime=False steps as fast as replies come (no pacing, deadline = timeout_s or the client's), for tests
     and for the sim-to-sim score comparison, which does not depend on wall-clock time: the watchdog then
     runs on simulated time (one period per step), so a slow machine does not change what is applied.
     `watchdog` defaults to the timings of `safety/<task>.yaml`.
@@ -235,7 +236,8 @@ def run_sim(client: Controller, task: TaskSpec, episodes: int = 1, seed: int = 0
             pacer = Pacer(period)
             deadline = pacer.t0 + period
             while True:
-                budget = max(deadline - time.perf_counter(), 0.0) if realtime else (timeout_s or period)
+                # Fast mode: the given timeout, else the client's own (None), never the wall-clock period.
+                budget = max(deadline - time.perf_counter(), 0.0) if realtime else timeout_s
                 tick = loop.tick(obs.astype(np.float32), budget)
                 obs, reward, terminated, truncated, _ = env.step(tick.action.astype(np.float32))
                 total += float(reward)
