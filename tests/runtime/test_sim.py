@@ -47,6 +47,7 @@ def test_demo_command_runs_end_to_end(bundle):
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "normalised score" in result.stdout and "server stopped cleanly (exit 0)" in result.stdout
+    assert "safety limits:" in result.stdout and "wait_handshake -> running: fresh handshake" in result.stdout
 
 
 def test_demo_without_bundle_is_one_clear_line(tmp_path):
