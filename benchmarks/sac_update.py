@@ -1,6 +1,7 @@
 """SAC update rate and data-collection env steps/s, each beside a baseline measured in the same run.
 
-    .venv/bin/python benchmarks/sac_update.py [--seconds 8] [--threads 2] [--out benchmarks/results/sac_update.json]
+    .venv/bin/python benchmarks/sac_update.py [--seconds 8] [--threads 2] \
+        [--out benchmarks/results/sac_update.json]
 
 Why these pairs:
 - SAC update (batch 256, 256x256 MLPs, Hopper dims): our fused Adam vs PyTorch's default Adam (the
@@ -11,6 +12,7 @@ Why these pairs:
   default Adam; this is the rate that bounds how long a medium dataset takes.
 Machine load (`uptime`) is recorded before and after, since other jobs on the machine skew every figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -109,8 +111,9 @@ def rollout_steps_per_s(task, policy: torch.nn.Module | None, steps: int) -> flo
 
 def sac_online_steps_per_s(task, fused: bool, steps: int) -> float:
     """The behaviour-policy phase of `data collect`: env step + replay add + one SAC update per step."""
-    config = CollectConfig(steps=1, train_budget=steps + 1000, random_steps=1000, eval_every=10**9,
-                           checkpoint_every=10**9)
+    config = CollectConfig(
+        steps=1, train_budget=steps + 1000, random_steps=1000, eval_every=10**9, checkpoint_every=10**9
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run = BehaviourRun(Path(tmp), task, config, progress=None)
         if not fused:
@@ -136,36 +139,77 @@ def main() -> None:
     load_before = load_average()
     results: dict[str, dict[str, float]] = {}
 
-    def record(name: str, ours: float, baseline: float, ours_label: str, baseline_label: str, unit: str) -> None:
-        results[name] = {ours_label: round(ours, 1), baseline_label: round(baseline, 1),
-                         "ratio": round(ours / baseline, 3), "unit": unit}
-        print(f"{name:<28} {ours_label} {ours:9.1f} {unit}   {baseline_label} {baseline:9.1f} {unit}   "
-              f"x{ours / baseline:.2f}", flush=True)
+    def record(
+        name: str, ours: float, baseline: float, ours_label: str, baseline_label: str, unit: str
+    ) -> None:
+        results[name] = {
+            ours_label: round(ours, 1),
+            baseline_label: round(baseline, 1),
+            "ratio": round(ours / baseline, 3),
+            "unit": unit,
+        }
+        print(
+            f"{name:<28} {ours_label} {ours:9.1f} {unit}   {baseline_label} {baseline:9.1f} {unit}   "
+            f"x{ours / baseline:.2f}",
+            flush=True,
+        )
 
-    record("sac_update", sac_updates_per_s(task.obs_dim, task.action_dim, True, args.seconds),
-           sac_updates_per_s(task.obs_dim, task.action_dim, False, args.seconds),
-           "fused_adam", "default_adam", "updates/s")
+    record(
+        "sac_update",
+        sac_updates_per_s(task.obs_dim, task.action_dim, True, args.seconds),
+        sac_updates_per_s(task.obs_dim, task.action_dim, False, args.seconds),
+        "fused_adam",
+        "default_adam",
+        "updates/s",
+    )
     bare = bare_env_steps_per_s(task, args.seconds)
-    record("collect_random_rollout", rollout_steps_per_s(task, None, args.rollout_steps), bare,
-           "rollout", "bare_env_step", "steps/s")
+    record(
+        "collect_random_rollout",
+        rollout_steps_per_s(task, None, args.rollout_steps),
+        bare,
+        "rollout",
+        "bare_env_step",
+        "steps/s",
+    )
     actor = SAC(task.obs_dim, task.action_dim, SACConfig(), seed=0).actor
-    record("collect_policy_rollout", rollout_steps_per_s(task, actor, args.rollout_steps), bare,
-           "rollout", "bare_env_step", "steps/s")
-    record("sac_online", sac_online_steps_per_s(task, True, args.online_steps),
-           sac_online_steps_per_s(task, False, args.online_steps), "fused_adam", "default_adam", "steps/s")
+    record(
+        "collect_policy_rollout",
+        rollout_steps_per_s(task, actor, args.rollout_steps),
+        bare,
+        "rollout",
+        "bare_env_step",
+        "steps/s",
+    )
+    record(
+        "sac_online",
+        sac_online_steps_per_s(task, True, args.online_steps),
+        sac_online_steps_per_s(task, False, args.online_steps),
+        "fused_adam",
+        "default_adam",
+        "steps/s",
+    )
 
     report = {
-        "command": "python benchmarks/sac_update.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
-        "task": task.env_id, "batch_size": 256, "hidden": [256, 256],
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": args.threads, "python": platform.python_version()},
+        "command": "python benchmarks/sac_update.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+        "task": task.env_id,
+        "batch_size": 256,
+        "hidden": [256, 256],
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": args.threads,
+            "python": platform.python_version(),
+        },
         "load_average_1_5_15": {"before": load_before, "after": load_average()},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}; load average before {load_before}, after {report['load_average_1_5_15']['after']}")
+    print(
+        f"wrote {args.out}; load average before {load_before}, after {report['load_average_1_5_15']['after']}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The console script: every command has useful help; user errors are one line, --debug shows the traceback."""
+"""The console script: every command has help; user errors are one line, --debug shows the traceback."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,7 +16,7 @@ runner = CliRunner()
 
 
 def command_paths() -> list[list[str]]:
-    """Every registered command and group, discovered from the app (new commands are covered automatically)."""
+    """Every registered command and group, found from the app (new commands are covered automatically)."""
     import typer.main
 
     root = typer.main.get_command(app)
@@ -61,14 +62,24 @@ def test_data_import_help_explains_formats() -> None:
     ("argv", "message"),
     [
         (["data", "info", "/nonexistent/dataset"], "error: dataset /nonexistent/dataset not found"),
-        (["data", "collect", "--task", "hoper", "--root", "/tmp/unused"], "error: unknown task 'hoper'; known tasks:"),
+        (
+            ["data", "collect", "--task", "hoper", "--root", "/tmp/unused"],
+            "error: unknown task 'hoper'; known tasks:",
+        ),
         (["data", "collect", "--task", "hopper", "--quality", "great"], "error: unknown quality 'great'"),
-        (["data", "collect", "--task", "hopper", "--steps", "0"], "error: command-line options: steps: Input should"),
-        (["data", "import", "/nonexistent.hdf5", "--task", "hopper"], "error: /nonexistent.hdf5: no such file"),
+        (
+            ["data", "collect", "--task", "hopper", "--steps", "0"],
+            "error: command-line options: steps: Input should",
+        ),
+        (
+            ["data", "import", "/nonexistent.hdf5", "--task", "hopper"],
+            "error: /nonexistent.hdf5: no such file",
+        ),
     ],
 )
-def test_user_errors_are_one_line_with_exit_2(argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture) -> None:
+def test_user_errors_are_one_line_with_exit_2(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setattr(sys, "argv", ["spaars-robot", *argv])
     with pytest.raises(SystemExit) as exit_info:
         main()
@@ -86,10 +97,12 @@ def test_debug_flag_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_console_script_runs_as_a_process() -> None:
-    """The installed `spaars-robot` script itself (not just the Python function): help, and exit 2 on errors."""
+    """The installed `spaars-robot` script itself (not just the Python function): help; exit 2 on errors."""
     script = Path(sys.executable).parent / "spaars-robot"
     assert script.exists(), "the package is not installed with its console script (pip install -e .)"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0 and "data" in result.stdout
-    bad = subprocess.run([str(script), "data", "info", "/nonexistent"], capture_output=True, text=True, timeout=60, check=False)
+    bad = subprocess.run(
+        [str(script), "data", "info", "/nonexistent"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

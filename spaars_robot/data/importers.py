@@ -18,6 +18,7 @@ observation after an episode's last step, so:
 - A row with both `terminals` and `timeouts` set (a fall on the last allowed step) is a termination:
   its transition is kept, where `qlearning_dataset` skips every timeout row and so loses the fall.
 """
+
 from __future__ import annotations
 
 import re
@@ -57,7 +58,7 @@ def detect_format(path: Path) -> SourceFormat:
 
 
 def default_name(path: Path, source: SourceFormat) -> str:
-    """`hopper_medium-v2.hdf5` -> `hopper-medium-d4rl`; `mujoco/hopper/medium-v0` -> `mujoco-hopper-medium-minari`.
+    """`hopper_medium-v2.hdf5` -> `hopper-medium-d4rl`; `.../hopper/medium-v0` -> `medium-minari`.
 
     The `-d4rl`/`-minari` suffix keeps an import from replacing a collected dataset of the same name.
     """
@@ -96,7 +97,9 @@ def _read_array(path: Path, fh: h5py.File, key: str) -> np.ndarray:
     except (OSError, RuntimeError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot read '{key}' (truncated or corrupt HDF5: {exc})") from exc
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
-        raise DatasetError(f"{path}: '{key}' must be numeric, got dtype {getattr(array, 'dtype', type(array))}")
+        raise DatasetError(
+            f"{path}: '{key}' must be numeric, got dtype {getattr(array, 'dtype', type(array))}"
+        )
     return array
 
 
@@ -111,8 +114,9 @@ def _column(path: Path, name: str, array: np.ndarray, rows: int) -> np.ndarray:
 
 def _table(path: Path, name: str, array: np.ndarray, rows: int, dim: int, dim_name: str) -> np.ndarray:
     if array.shape != (rows, dim):
-        raise DatasetError(f"{path}: '{name}' has shape {array.shape}, expected ({rows}, {dim}) "
-                           f"({dim_name} of the task)")
+        raise DatasetError(
+            f"{path}: '{name}' has shape {array.shape}, expected ({rows}, {dim}) ({dim_name} of the task)"
+        )
     return array
 
 
@@ -122,9 +126,13 @@ def read_d4rl(path: Path | str, task: TaskSpec) -> list[Episode]:
     with _open_hdf5(path) as fh:
         missing = [k for k in D4RL_REQUIRED if k not in fh]
         if missing:
-            raise DatasetError(f"{path}: missing key(s) {', '.join(missing)} (a D4RL file has "
-                               f"{', '.join(D4RL_REQUIRED)}, timeouts and optionally next_observations)")
-        raw = {k: _read_array(path, fh, k) for k in (*D4RL_REQUIRED, "timeouts", "next_observations") if k in fh}
+            raise DatasetError(
+                f"{path}: missing key(s) {', '.join(missing)} (a D4RL file has "
+                f"{', '.join(D4RL_REQUIRED)}, timeouts and optionally next_observations)"
+            )
+        raw = {
+            k: _read_array(path, fh, k) for k in (*D4RL_REQUIRED, "timeouts", "next_observations") if k in fh
+        }
     rows = raw["observations"].shape[0] if raw["observations"].ndim else 0
     if rows == 0:
         raise DatasetError(f"{path}: 'observations' has no rows")
@@ -139,9 +147,15 @@ def read_d4rl(path: Path | str, task: TaskSpec) -> list[Episode]:
         timeout = _episode_limit_cuts(term, task.max_episode_steps)
     next_obs = None
     if "next_observations" in raw:
-        next_obs = _table(path, "next_observations", raw["next_observations"], rows, task.obs_dim,
-                          "obs_dim").astype(np.float32)
-    for name, array in (("observations", obs), ("actions", act), ("rewards", rew), ("next_observations", next_obs)):
+        next_obs = _table(
+            path, "next_observations", raw["next_observations"], rows, task.obs_dim, "obs_dim"
+        ).astype(np.float32)
+    for name, array in (
+        ("observations", obs),
+        ("actions", act),
+        ("rewards", rew),
+        ("next_observations", next_obs),
+    ):
         if array is not None and not np.isfinite(array).all():
             bad = int(np.flatnonzero(~np.isfinite(array).reshape(rows, -1).all(1))[0])
             raise DatasetError(f"{path}: '{name}' contains NaN or inf (first at row {bad})")
@@ -154,18 +168,25 @@ def read_d4rl(path: Path | str, task: TaskSpec) -> list[Episode]:
     for end in ends:
         sl = slice(start, end + 1)
         if next_obs is not None:
-            final = next_obs[end:end + 1]
+            final = next_obs[end : end + 1]
             truncs = timeout[sl].copy()
             truncs[-1] |= not term[end]
             episodes.append(Episode(np.concatenate([obs[sl], final]), act[sl], rew[sl], term[sl], truncs))
         elif term[end]:
-            episodes.append(Episode(np.concatenate([obs[sl], obs[end:end + 1]]), act[sl], rew[sl], term[sl],
-                                    np.zeros(end + 1 - start, bool)))
+            episodes.append(
+                Episode(
+                    np.concatenate([obs[sl], obs[end : end + 1]]),
+                    act[sl],
+                    rew[sl],
+                    term[sl],
+                    np.zeros(end + 1 - start, bool),
+                )
+            )
         elif end > start:  # drop the last transition: its next observation is unknown
             sl = slice(start, end)
             truncs = np.zeros(end - start, bool)
             truncs[-1] = True
-            episodes.append(Episode(obs[start:end + 1], act[sl], rew[sl], term[sl], truncs))
+            episodes.append(Episode(obs[start : end + 1], act[sl], rew[sl], term[sl], truncs))
         start = end + 1
     if not episodes:
         raise DatasetError(f"{path}: no episode with at least one usable transition")
@@ -209,11 +230,16 @@ def read_minari(path: Path | str, task: TaskSpec) -> list[Episode]:
     if not isinstance(metadata, dict):
         raise DatasetError(f"{meta_path}: corrupt metadata (not a JSON object)")
     if metadata.get("data_format", "hdf5") != "hdf5":
-        raise DatasetError(f"{meta_path}: data_format {metadata['data_format']!r} is not supported (hdf5 only)")
+        raise DatasetError(
+            f"{meta_path}: data_format {metadata['data_format']!r} is not supported (hdf5 only)"
+        )
     if not main.exists():
         raise DatasetError(f"{main}: missing")
-    expected = metadata.get("spaars_checksums", {}).get(MAIN_FILE) if isinstance(
-        metadata.get("spaars_checksums"), dict) else None
+    expected = (
+        metadata.get("spaars_checksums", {}).get(MAIN_FILE)
+        if isinstance(metadata.get("spaars_checksums"), dict)
+        else None
+    )
     if expected and sha256_file(main) != expected:
         raise DatasetError(f"{main}: checksum mismatch (file is truncated, corrupted or was modified)")
     episodes: list[Episode] = []
@@ -243,16 +269,30 @@ def import_dataset(
     source = detect_format(path)
     name = name or default_name(path, source)
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or re.search(r"-v\d+$", name):
-        raise DatasetError(f"invalid dataset name {name!r}: use lowercase letters, digits, '-' and '_', "
-                           "without a -vN version suffix (it becomes <name>-v0)")
+        raise DatasetError(
+            f"invalid dataset name {name!r}: use lowercase letters, digits, '-' and '_', "
+            "without a -vN version suffix (it becomes <name>-v0)"
+        )
     ds_id = f"{NAMESPACE}/{name}-v0"
     out = dataset_dir(root, ds_id)
     if out.exists() and not overwrite:
         raise DatasetError(f"{out}: already exists; pass --overwrite or choose another --name")
     episodes = read_d4rl(path, task) if source == "d4rl" else read_minari(path, task)
     source_file = path if source == "d4rl" else _minari_data_dir(path) / MAIN_FILE
-    extra = {"spaars_task": task.name, "spaars_source": str(path.resolve()), "spaars_source_format": source,
-             "spaars_source_sha256": sha256_file(source_file)}
-    return write_dataset(out, episodes, dataset_id=ds_id, obs_dim=task.obs_dim, action_dim=task.action_dim,
-                         env_id=task.env_id if task.backend == "gymnasium" else None,
-                         ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score, extra_metadata=extra)
+    extra = {
+        "spaars_task": task.name,
+        "spaars_source": str(path.resolve()),
+        "spaars_source_format": source,
+        "spaars_source_sha256": sha256_file(source_file),
+    }
+    return write_dataset(
+        out,
+        episodes,
+        dataset_id=ds_id,
+        obs_dim=task.obs_dim,
+        action_dim=task.action_dim,
+        env_id=task.env_id if task.backend == "gymnasium" else None,
+        ref_min_score=task.ref_min_score,
+        ref_max_score=task.ref_max_score,
+        extra_metadata=extra,
+    )

@@ -1,4 +1,5 @@
 """D4RL score normalisation against the reference constants of `d4rl/infos.py` (Fu et al. 2020)."""
+
 from __future__ import annotations
 
 import pytest

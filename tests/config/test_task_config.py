@@ -1,4 +1,5 @@
 """Task YAML validation: every failure names the file, the field path and what was expected."""
+
 from __future__ import annotations
 
 from pathlib import Path

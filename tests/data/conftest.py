@@ -1,4 +1,5 @@
 """Shared fixtures for dataset tests: real Hopper rollouts, D4RL-layout files, array digests."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,9 +50,16 @@ def rollout_episodes(task: TaskSpec, steps: int, seed: int) -> list[Episode]:
             truncs.append(truncated or cut)
             if terminated or truncated or cut:
                 break
-        episodes.append(Episode(np.asarray(observations, np.float32), np.asarray(actions, np.float32),
-                                np.asarray(rewards, np.float32), np.asarray(terms), np.asarray(truncs),
-                                seed + len(episodes)))
+        episodes.append(
+            Episode(
+                np.asarray(observations, np.float32),
+                np.asarray(actions, np.float32),
+                np.asarray(rewards, np.float32),
+                np.asarray(terms),
+                np.asarray(truncs),
+                seed + len(episodes),
+            )
+        )
     env.close()
     return episodes
 
@@ -61,15 +69,19 @@ def hopper_rollout() -> Callable[[TaskSpec, int, int], list[Episode]]:
     return rollout_episodes
 
 
-def write_d4rl(path: Path, episodes: list[Episode], *, next_observations: bool = True,
-               file_cut: bool = True) -> Path:
+def write_d4rl(
+    path: Path, episodes: list[Episode], *, next_observations: bool = True, file_cut: bool = True
+) -> Path:
     """A flat table laid out like D4RL's `scripts/generation/mujoco/collect_data.py` output.
 
     `terminals` = env termination, `timeouts` = time-limit cut, no row for final observations,
     `infos/*` and `metadata/*` side tables. With `file_cut` the last episode stops mid-way with
     neither flag set, like the 1M-row D4RL files.
     """
-    rows = lambda key: np.concatenate([getattr(ep, key) for ep in episodes])
+
+    def rows(key: str) -> np.ndarray:
+        return np.concatenate([getattr(ep, key) for ep in episodes])
+
     timeouts = rows("truncations").copy()
     if file_cut:
         timeouts[-1] = False

@@ -7,6 +7,7 @@ and an untrained actor outputs small, nearly constant actions (measured 15 to 52
 warm-up, 10k updates). Measured with seed 3: 233 after training (untrained 15, random 14); with the
 actor's gradient sign flipped or its learning rate at 0 the test fails.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,16 +24,26 @@ BUDGET, WARMUP, EVAL_EPISODES, EVAL_SEEDS = 12_000, 2_000, 5, 424_242
 
 def deterministic_returns(sac: SAC) -> np.ndarray:
     task = load_task("hopper")
-    return np.array(evaluate_policy(lambda o: sac.act(o, deterministic=True), task, EVAL_EPISODES, EVAL_SEEDS))
+    return np.array(
+        evaluate_policy(lambda o: sac.act(o, deterministic=True), task, EVAL_EPISODES, EVAL_SEEDS)
+    )
 
 
 def test_short_sac_run_beats_random_and_its_own_start(tmp_path) -> None:
     task = load_task("hopper")
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+    # one thread: on a busy 2-core machine two torch threads wait on each other and run ~10x slower
+    torch.set_num_threads(1)
     try:
-        config = CollectConfig(steps=1, seed=3, train_budget=BUDGET, random_steps=WARMUP, eval_every=BUDGET,
-                               eval_episodes=1, checkpoint_every=BUDGET)
+        config = CollectConfig(
+            steps=1,
+            seed=3,
+            train_budget=BUDGET,
+            random_steps=WARMUP,
+            eval_every=BUDGET,
+            eval_episodes=1,
+            checkpoint_every=BUDGET,
+        )
         run = BehaviourRun(tmp_path, task, config, progress=None)
         untrained = deterministic_returns(run.sac)
         run.train_until("expert")
@@ -40,9 +51,17 @@ def test_short_sac_run_beats_random_and_its_own_start(tmp_path) -> None:
     finally:
         torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
-    uniform = np.array(evaluate_policy(lambda o: (torch.rand(task.action_dim, generator=generator) * 2 - 1).numpy(),
-                                       task, EVAL_EPISODES, EVAL_SEEDS))
-    report = f"SAC {trained.mean():.0f}, untrained {untrained.mean():.0f}, uniform random {uniform.mean():.0f}"
+    uniform = np.array(
+        evaluate_policy(
+            lambda o: (torch.rand(task.action_dim, generator=generator) * 2 - 1).numpy(),
+            task,
+            EVAL_EPISODES,
+            EVAL_SEEDS,
+        )
+    )
+    report = (
+        f"SAC {trained.mean():.0f}, untrained {untrained.mean():.0f}, uniform random {uniform.mean():.0f}"
+    )
     assert run.step == BUDGET
     assert trained.mean() > 5 * max(uniform.mean(), 1.0), report
     assert trained.mean() > untrained.mean() + 60, report

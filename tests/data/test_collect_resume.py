@@ -3,6 +3,7 @@
 Real subprocesses through the console entry point, tiny budgets: 2k behaviour steps (1k of them
 SAC updates), checkpoints every 400 steps, rollout shards of 1.5k transitions.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -21,9 +22,33 @@ ROLLOUT_STEPS = 12_000
 
 
 def collect_cmd(root: Path) -> list[str]:
-    return [sys.executable, "-m", "spaars_robot.cli", "data", "collect", "--task", "hopper", "--quality", "medium",
-            "--steps", str(ROLLOUT_STEPS), "--train-budget", "2000", "--random-steps", "1000", "--eval-every",
-            "1000", "--checkpoint-every", "400", "--shard-steps", "1500", "--threads", "1", "--root", str(root)]
+    return [
+        sys.executable,
+        "-m",
+        "spaars_robot.cli",
+        "data",
+        "collect",
+        "--task",
+        "hopper",
+        "--quality",
+        "medium",
+        "--steps",
+        str(ROLLOUT_STEPS),
+        "--train-budget",
+        "2000",
+        "--random-steps",
+        "1000",
+        "--eval-every",
+        "1000",
+        "--checkpoint-every",
+        "400",
+        "--shard-steps",
+        "1500",
+        "--threads",
+        "1",
+        "--root",
+        str(root),
+    ]
 
 
 def run_to_end(root: Path) -> None:
@@ -37,7 +62,9 @@ def kill_when(root: Path, ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 240
     try:
         while not ready():
-            assert proc.poll() is None, f"collection ended before {what}: {proc.stderr.read().decode()[-2000:]}"
+            assert proc.poll() is None, (
+                f"collection ended before {what}: {proc.stderr.read().decode()[-2000:]}"
+            )
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.02)
         assert proc.poll() is None, f"collection finished before it could be killed at {what}"

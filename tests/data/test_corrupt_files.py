@@ -1,4 +1,5 @@
 """Every way a dataset file can be bad gives one DatasetError naming the file and the problem."""
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,16 @@ from spaars_robot.errors import DatasetError
 @pytest.fixture
 def dataset(tmp_path: Path, short_hopper: TaskSpec, hopper_rollout) -> Path:
     episodes = hopper_rollout(short_hopper, 200, 5)
-    return write_dataset(tmp_path / "root" / "spaars" / "bad-v0", episodes, dataset_id="spaars/bad-v0",
-                         obs_dim=11, action_dim=3, env_id="Hopper-v5", ref_min_score=-20.272305,
-                         ref_max_score=3234.3)
+    return write_dataset(
+        tmp_path / "root" / "spaars" / "bad-v0",
+        episodes,
+        dataset_id="spaars/bad-v0",
+        obs_dim=11,
+        action_dim=3,
+        env_id="Hopper-v5",
+        ref_min_score=-20.272305,
+        ref_max_score=3234.3,
+    )
 
 
 @pytest.fixture
@@ -39,7 +47,7 @@ def d4rl_file(tmp_path: Path, short_hopper: TaskSpec, hopper_rollout, d4rl_write
 
 
 def resign(dataset: Path) -> None:
-    """Recompute our checksums, as if a third party wrote the bad file: the content checks must still catch it."""
+    """Recompute our checksums, as if a third party wrote the bad file: content checks must catch it."""
     meta_path = dataset / "data" / METADATA_FILE
     meta = json.loads(meta_path.read_text())
     meta["spaars_checksums"][MAIN_FILE] = sha256_file(dataset / "data" / MAIN_FILE)
@@ -187,8 +195,17 @@ def d4rl_case(name: str, path: Path) -> str:
     raise AssertionError(name)
 
 
-D4RL_CASES = ["missing key", "wrong obs dim", "rows disagree", "nan", "inf in next_observations", "not numeric",
-              "truncated", "not hdf5", "empty"]
+D4RL_CASES = [
+    "missing key",
+    "wrong obs dim",
+    "rows disagree",
+    "nan",
+    "inf in next_observations",
+    "not numeric",
+    "truncated",
+    "not hdf5",
+    "empty",
+]
 
 
 @pytest.mark.parametrize("case", D4RL_CASES)
@@ -205,8 +222,9 @@ def test_missing_source(short_hopper: TaskSpec, tmp_path: Path) -> None:
         import_dataset(tmp_path / "nope.hdf5", short_hopper, tmp_path / "out")
 
 
-def test_minari_metadata_that_disagrees_with_the_file(dataset: Path, short_hopper: TaskSpec,
-                                                      tmp_path: Path) -> None:
+def test_minari_metadata_that_disagrees_with_the_file(
+    dataset: Path, short_hopper: TaskSpec, tmp_path: Path
+) -> None:
     meta_path = dataset / "data" / METADATA_FILE
     meta = json.loads(meta_path.read_text())
     meta["total_steps"] += 5
@@ -217,8 +235,13 @@ def test_minari_metadata_that_disagrees_with_the_file(dataset: Path, short_hoppe
 
 # -- the same errors through the real CLI ---------------------------------------------------------------
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spaars_robot.cli", *args], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "spaars_robot.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_cli_reports_one_line_and_exit_2(dataset: Path, d4rl_file: Path, tmp_path: Path) -> None:
@@ -226,8 +249,10 @@ def test_cli_reports_one_line_and_exit_2(dataset: Path, d4rl_file: Path, tmp_pat
     result = run_cli("data", "info", str(dataset))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    expected = (f"error: {dataset / 'data' / MAIN_FILE}: checksum mismatch (file is truncated, corrupted "
-                "or was modified)")
+    expected = (
+        f"error: {dataset / 'data' / MAIN_FILE}: checksum mismatch (file is truncated, corrupted "
+        "or was modified)"
+    )
     assert lines == [expected]
     assert "Traceback" not in result.stderr + result.stdout
 
@@ -237,15 +262,33 @@ def test_cli_reports_one_line_and_exit_2(dataset: Path, d4rl_file: Path, tmp_pat
 
 
 @pytest.mark.parametrize("case", ["truncated", "nan", "missing key"])
-def test_cli_import_errors(case: str, d4rl_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                           monkeypatch: pytest.MonkeyPatch, short_hopper: TaskSpec) -> None:
+def test_cli_import_errors(
+    case: str,
+    d4rl_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    short_hopper: TaskSpec,
+) -> None:
     """In-process through `cli.main` (the same handler as the console script) to keep this fast."""
     from spaars_robot import cli
 
     d4rl_case(case, d4rl_file)
     task_yaml = tmp_path / "hopper-short.yaml"
-    monkeypatch.setattr(sys, "argv", ["spaars-robot", "data", "import", str(d4rl_file), "--task", str(task_yaml),
-                                      "--root", str(tmp_path / "out")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "spaars-robot",
+            "data",
+            "import",
+            str(d4rl_file),
+            "--task",
+            str(task_yaml),
+            "--root",
+            str(tmp_path / "out"),
+        ],
+    )
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 2

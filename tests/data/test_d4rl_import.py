@@ -1,4 +1,5 @@
 """Import of D4RL flat HDF5 files and Minari directories the user already has, from real files."""
+
 from __future__ import annotations
 
 import sys
@@ -39,8 +40,13 @@ def qlearning_dataset_reference(path: Path) -> dict[str, np.ndarray]:
         action_.append(action)
         reward_.append(reward)
         done_.append(done_bool)
-    return {"observations": np.array(obs_), "actions": np.array(action_), "next_observations": np.array(next_obs_),
-            "rewards": np.array(reward_), "terminals": np.array(done_)}
+    return {
+        "observations": np.array(obs_),
+        "actions": np.array(action_),
+        "next_observations": np.array(next_obs_),
+        "rewards": np.array(reward_),
+        "terminals": np.array(done_),
+    }
 
 
 @pytest.fixture
@@ -51,7 +57,9 @@ def truth(short_hopper: TaskSpec, hopper_rollout) -> list[Episode]:
     return episodes
 
 
-def test_with_next_observations_recovers_every_episode_exactly(tmp_path, short_hopper, truth, d4rl_writer) -> None:
+def test_with_next_observations_recovers_every_episode_exactly(
+    tmp_path, short_hopper, truth, d4rl_writer
+) -> None:
     src = d4rl_writer(tmp_path / "hopper_medium-v2.hdf5", truth)
     out = import_dataset(src, short_hopper, tmp_path / "root")
     assert out == tmp_path / "root" / "spaars" / "hopper-medium-d4rl-v0"
@@ -61,12 +69,16 @@ def test_with_next_observations_recovers_every_episode_exactly(tmp_path, short_h
         for key in FIELDS:
             np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
     meta = read_metadata(out)
-    assert (meta["ref_min_score"], meta["ref_max_score"]) == (short_hopper.ref_min_score, short_hopper.ref_max_score)
+    assert (meta["ref_min_score"], meta["ref_max_score"]) == (
+        short_hopper.ref_min_score,
+        short_hopper.ref_max_score,
+    )
     assert meta["spaars_source_format"] == "d4rl" and meta["spaars_task"] == "hopper-short"
 
 
-def test_without_next_observations_matches_d4rl_qlearning_dataset(tmp_path, short_hopper, truth,
-                                                                   d4rl_writer) -> None:
+def test_without_next_observations_matches_d4rl_qlearning_dataset(
+    tmp_path, short_hopper, truth, d4rl_writer
+) -> None:
     src = d4rl_writer(tmp_path / "hopper-medium-v0.hdf5", truth, next_observations=False)
     episodes = read_d4rl(src, short_hopper)
     # a timeout or the end of the file loses the last transition; a fall keeps it
@@ -74,8 +86,10 @@ def test_without_next_observations_matches_d4rl_qlearning_dataset(tmp_path, shor
         expected = len(a) if a.terminations[-1] else len(a) - 1
         assert len(b) == expected
         assert b.terminations[-1] == a.terminations[-1] and b.truncations[-1] != a.terminations[-1]
-        np.testing.assert_array_equal(a.observations[: len(b) + (0 if a.terminations[-1] else 1)],
-                                      b.observations[: len(b) + (0 if a.terminations[-1] else 1)])
+        np.testing.assert_array_equal(
+            a.observations[: len(b) + (0 if a.terminations[-1] else 1)],
+            b.observations[: len(b) + (0 if a.terminations[-1] else 1)],
+        )
     ours = OfflineDataset.from_episodes(episodes)
     ref = qlearning_dataset_reference(src)
     # which source row each of our transitions came from
@@ -96,8 +110,9 @@ def test_without_next_observations_matches_d4rl_qlearning_dataset(tmp_path, shor
     np.testing.assert_array_equal(ours.next_obs[keep].numpy()[alive], ref["next_observations"][alive])
 
 
-def test_files_without_timeouts_are_cut_at_the_episode_limit(tmp_path, short_hopper, d4rl_writer,
-                                                              hopper_rollout) -> None:
+def test_files_without_timeouts_are_cut_at_the_episode_limit(
+    tmp_path, short_hopper, d4rl_writer, hopper_rollout
+) -> None:
     episodes = hopper_rollout(short_hopper, 200, 11)
     src = d4rl_writer(tmp_path / "v0.hdf5", episodes)
     with h5py.File(src, "a") as fh:
@@ -117,7 +132,9 @@ def test_column_shaped_rewards_are_squeezed(tmp_path, short_hopper, truth, d4rl_
     np.testing.assert_array_equal(np.concatenate([ep.rewards for ep in back]), rewards)
 
 
-def test_existing_dataset_is_not_replaced_without_overwrite(tmp_path, short_hopper, truth, d4rl_writer) -> None:
+def test_existing_dataset_is_not_replaced_without_overwrite(
+    tmp_path, short_hopper, truth, d4rl_writer
+) -> None:
     src = d4rl_writer(tmp_path / "x.hdf5", truth)
     import_dataset(src, short_hopper, tmp_path / "root", name="mine")
     with pytest.raises(DatasetError, match="already exists; pass --overwrite"):
@@ -127,7 +144,9 @@ def test_existing_dataset_is_not_replaced_without_overwrite(tmp_path, short_hopp
         import_dataset(src, short_hopper, tmp_path / "root", name="Mine-v2")
 
 
-def test_minari_directory_written_by_minari_itself(tmp_path, short_hopper, hopper_rollout, monkeypatch) -> None:
+def test_minari_directory_written_by_minari_itself(
+    tmp_path, short_hopper, hopper_rollout, monkeypatch
+) -> None:
     """A dataset written by Minari's own `create_dataset_from_buffers` (float64, infos) imports exactly."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
@@ -135,15 +154,31 @@ def test_minari_directory_written_by_minari_itself(tmp_path, short_hopper, hoppe
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     episodes = hopper_rollout(short_hopper, 150, 21)
-    buffers = [EpisodeBuffer(id=i, seed=ep.seed, observations=ep.observations.astype(np.float64),
-                             actions=ep.actions, rewards=ep.rewards.astype(np.float64).tolist(),
-                             terminations=ep.terminations.tolist(), truncations=ep.truncations.tolist(),
-                             infos={"qpos": np.zeros((len(ep) + 1, 6))})
-               for i, ep in enumerate(episodes)]
-    minari.create_dataset_from_buffers("test/hopper/short-v0", buffers, env=make_env(short_hopper),
-                                       algorithm_name="uniform", author="tests", author_email="t@example.com",
-                                       code_permalink="none", data_format="hdf5",
-                                       description="test data", eval_env=make_env(short_hopper))
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            seed=ep.seed,
+            observations=ep.observations.astype(np.float64),
+            actions=ep.actions,
+            rewards=ep.rewards.astype(np.float64).tolist(),
+            terminations=ep.terminations.tolist(),
+            truncations=ep.truncations.tolist(),
+            infos={"qpos": np.zeros((len(ep) + 1, 6))},
+        )
+        for i, ep in enumerate(episodes)
+    ]
+    minari.create_dataset_from_buffers(
+        "test/hopper/short-v0",
+        buffers,
+        env=make_env(short_hopper),
+        algorithm_name="uniform",
+        author="tests",
+        author_email="t@example.com",
+        code_permalink="none",
+        data_format="hdf5",
+        description="test data",
+        eval_env=make_env(short_hopper),
+    )
     directory = tmp_path / "minari" / "test" / "hopper" / "short-v0"
     assert default_name(directory, "minari") == "short-minari"
     out = import_dataset(directory, short_hopper, tmp_path / "root")
@@ -161,8 +196,16 @@ def test_minari_directory_written_by_minari_itself(tmp_path, short_hopper, hoppe
 
 
 def test_our_own_dataset_reimports_as_minari(tmp_path, short_hopper, truth) -> None:
-    src = write_dataset(tmp_path / "a" / "spaars" / "x-v0", truth, dataset_id="spaars/x-v0", obs_dim=11,
-                        action_dim=3, env_id=None, ref_min_score=None, ref_max_score=None)
+    src = write_dataset(
+        tmp_path / "a" / "spaars" / "x-v0",
+        truth,
+        dataset_id="spaars/x-v0",
+        obs_dim=11,
+        action_dim=3,
+        env_id=None,
+        ref_min_score=None,
+        ref_max_score=None,
+    )
     out = import_dataset(src, short_hopper, tmp_path / "b", name="copy")
     assert [len(e) for e in iter_episodes(out)] == [len(e) for e in truth]
 
@@ -172,8 +215,11 @@ def test_cli_import_then_info(tmp_path, short_hopper, truth, d4rl_writer, monkey
 
     src = d4rl_writer(tmp_path / "hopper_medium-v2.hdf5", truth)
     monkeypatch.setenv("SPAARS_DATASETS", str(tmp_path / "root"))
-    monkeypatch.setattr(sys, "argv", ["spaars-robot", "data", "import", str(src), "--task",
-                                      str(tmp_path / "hopper-short.yaml")])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["spaars-robot", "data", "import", str(src), "--task", str(tmp_path / "hopper-short.yaml")],
+    )
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code in (0, None)

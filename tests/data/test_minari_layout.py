@@ -1,4 +1,5 @@
 """Our on-disk format is Minari's: our reader and Minari's own loader see the same numbers."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,16 @@ DATASET_ID = "spaars/hopper-roundtrip-v0"
 def written(tmp_path: Path, hopper_rollout):
     task = load_task("hopper")
     episodes = hopper_rollout(task, 400, 7)
-    path = write_dataset(tmp_path / "root" / DATASET_ID, episodes, dataset_id=DATASET_ID, obs_dim=task.obs_dim,
-                         action_dim=task.action_dim, env_id=task.env_id, ref_min_score=task.ref_min_score,
-                         ref_max_score=task.ref_max_score)
+    path = write_dataset(
+        tmp_path / "root" / DATASET_ID,
+        episodes,
+        dataset_id=DATASET_ID,
+        obs_dim=task.obs_dim,
+        action_dim=task.action_dim,
+        env_id=task.env_id,
+        ref_min_score=task.ref_min_score,
+        ref_max_score=task.ref_max_score,
+    )
     return task, episodes, path
 
 

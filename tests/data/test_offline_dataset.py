@@ -1,4 +1,5 @@
 """The training view: qlearning transitions (timeouts are not terminals) and in-episode H-step chunks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,16 @@ def episodes(short_hopper: TaskSpec, hopper_rollout) -> list[Episode]:
 
 
 def test_transitions_follow_qlearning_semantics(episodes: list[Episode], tmp_path) -> None:
-    path = write_dataset(tmp_path / "spaars" / "q-v0", episodes, dataset_id="spaars/q-v0", obs_dim=11,
-                         action_dim=3, env_id=None, ref_min_score=None, ref_max_score=None)
+    path = write_dataset(
+        tmp_path / "spaars" / "q-v0",
+        episodes,
+        dataset_id="spaars/q-v0",
+        obs_dim=11,
+        action_dim=3,
+        env_id=None,
+        ref_min_score=None,
+        ref_max_score=None,
+    )
     data = OfflineDataset.load(path)
     assert len(data) == sum(len(e) for e in episodes)
     for ep, start in zip(episodes, data.episode_start):
