@@ -91,13 +91,14 @@ def test_kill9_mid_stream_holds_safe_reconnects_and_resumes(bundle_path, endpoin
         if restarted is not None:
             restarted.kill()
         client.close()
-    states = [(t.previous, t.state) for t in loop.transitions()]
-    order = [s for _, s in states]
-    i_hold = order.index("hold")
-    assert order[i_hold:i_hold + 3] == ["hold", "damp", "safe_stop"] or order[i_hold:i_hold + 2] == ["hold",
-                                                                                                   "safe_stop"]
-    recovery = [t for t in loop.transitions() if t.previous == "safe_stop" and t.state == "running"]
-    assert recovery and recovery[0].reason == "fresh handshake"
+    # Load from other jobs may cause a hold before the kill; judge the transitions from the kill on.
+    after = [t for t in loop.watchdog.transitions if t.time > killed_at]
+    entered = [t.state.value for t in after]
+    i_stop = entered.index("safe_stop")
+    assert set(entered[:i_stop]) <= {"hold", "damp"}, entered  # no recovery while the server is dead
+    recovery = after[i_stop + 1]
+    assert (recovery.previous.value, recovery.state.value, recovery.reason) == ("safe_stop", "running",
+                                                                                "fresh handshake")
     down = [tick for when, tick in runner.ticks if killed_at < when and tick.state is WatchdogState.SAFE_STOP]
     assert down and all(not tick.fresh and not tick.action.any() for tick in down)  # zero action while stopped
     assert all(not tick.fresh for when, tick in runner.ticks if killed_at < when < stopped_at)
