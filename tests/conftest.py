@@ -28,5 +28,5 @@ def tiny_hopper_dataset(tmp_path_factory) -> Path:
     """3k transitions from a briefly trained SAC behaviour policy on real MuJoCo Hopper."""
     root = tmp_path_factory.mktemp("datasets")
     run_cli("data", "collect", "--task", "hopper", "--quality", "medium", "--steps", "3000", "--train-budget", "2000",
-            "--eval-every", "1000", "--random-steps", "500", "--root", str(root))
+            "--eval-every", "1000", "--random-steps", "500", "--threads", "1", "--root", str(root))
     return root / "spaars" / "hopper-medium-v0"
