@@ -50,7 +50,7 @@ def test_kill9_then_resume_equals_uninterrupted(tiny_hopper_dataset, tmp_path):
     assert not (tmp_path / "killed" / "summary.json").exists(), "run finished before it could be killed"
     killed_at = safe_torch_load(checkpoint)["step"]
     assert 0 < killed_at < 1600
-    run_cli("train", "--resume", str(tmp_path / "killed"), env=env)
+    run_cli("train", "--resume", str(tmp_path / "killed"), "--results-dir", str(tmp_path / "results"), env=env)
     assert _rows(tmp_path / "killed") == _rows(tmp_path / "full")
     full, resumed = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "killed")
     assert full.keys() == resumed.keys()
