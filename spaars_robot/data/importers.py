@@ -35,6 +35,7 @@ from spaars_robot.data.episodes import (
     Episode,
     _check_episode,
     dataset_dir,
+    read_metadata,
     write_dataset,
 )
 from spaars_robot.data.files import sha256_file
@@ -217,18 +218,9 @@ def _minari_data_dir(path: Path) -> Path:
 
 def read_minari(path: Path | str, task: TaskSpec) -> list[Episode]:
     """Read a Minari HDF5 dataset directory (`data/metadata.json` + `data/main_data.hdf5`) with h5py."""
-    import json
-
     data = _minari_data_dir(Path(path))
     meta_path, main = data / METADATA_FILE, data / MAIN_FILE
-    if not meta_path.exists():
-        raise DatasetError(f"{meta_path}: missing; not a Minari dataset directory")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{meta_path}: corrupt metadata ({exc})") from exc
-    if not isinstance(metadata, dict):
-        raise DatasetError(f"{meta_path}: corrupt metadata (not a JSON object)")
+    metadata = read_metadata(data, verify=False)  # a foreign dataset carries no spaars checksums
     if metadata.get("data_format", "hdf5") != "hdf5":
         raise DatasetError(
             f"{meta_path}: data_format {metadata['data_format']!r} is not supported (hdf5 only)"
