@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -91,7 +92,7 @@ def normalized_offline_buffer(dataset: OfflineDataset, nets: OfflineNets) -> Rep
 
 
 def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool = False,
-             progress: Progress | None = None) -> tuple[OfflineNets, dict]:
+             progress: Progress | None = None, log: Callable[[str], None] | None = None) -> tuple[OfflineNets, dict]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
@@ -136,6 +137,10 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
             history.append({"step": step + 1, **{k: float(v) for k, v in {**metrics, **cvae_metrics}.items()}})
             if bar is not None:
                 progress.update(bar, completed=step + 1)
+            if log is not None:
+                rate = (step + 1) / (time.perf_counter() - t0)
+                log(f"pretrain step {step + 1}/{cfg.steps} ({rate:.0f} updates/s) "
+                    + " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k != "step"))
     elapsed = time.perf_counter() - t0
     info = calibrate(nets, buffer, cfg, generator)
     info |= {"updates_per_second": cfg.steps / elapsed, "seconds": elapsed, "history": history}
@@ -156,7 +161,8 @@ def calibrate(nets: OfflineNets, buffer: ReplayBuffer, cfg: PretrainConfig, gene
 
 
 def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cache_dir: Path, bf16: bool = False,
-                    progress: Progress | None = None) -> tuple[OfflineNets, dict]:
+                    progress: Progress | None = None, log: Callable[[str], None] | None = None
+                    ) -> tuple[OfflineNets, dict]:
     """Load the pretraining result for (dataset, seed, cfg) or compute and store it (file-locked)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(dataset, seed, cfg) + ("-bf16" if bf16 else "")
@@ -169,7 +175,7 @@ def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cac
             nets.load_state_dict(state["nets"])
             info = json.loads(state["info"])
             return nets, {**info, "cache": str(path), "cache_hit": True}
-        nets, info = pretrain(dataset, cfg, seed, bf16, progress)
+        nets, info = pretrain(dataset, cfg, seed, bf16, progress, log)
         atomic_torch_save(path, {"nets": nets.state_dict(), "info": json.dumps(info)})
     with contextlib.suppress(OSError):
         (cache_dir / f"{key}.lock").unlink()

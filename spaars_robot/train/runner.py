@@ -61,7 +61,7 @@ def evaluate(agent, task: TaskSpec, episodes: int, seed_base: int) -> dict:
 
 
 def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | None, cache_dir: Path,
-                bf16: bool, progress: Progress | None):
+                bf16: bool, progress: Progress | None, log=None):
     """Pretrain (or load from cache) and construct the algorithm; returns (agent, nets or None, info)."""
     generator = torch.Generator().manual_seed(config.seed + 12345)
     if config.algo == "sac":
@@ -72,7 +72,7 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
     from spaars_robot.train.pretrain import pretrain_cached
 
     assert dataset is not None
-    nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress)
+    nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log)
     if config.algo == "iql":
         from spaars_robot.algos.iql import IQLAgent
 
@@ -89,6 +89,11 @@ class Runner:
         self.command = command or " ".join(["spaars-robot", *sys.argv[1:]])
         self.dataset_path, self.bf16, self.show_progress = dataset_path, bf16, show_progress
         self.task = load_task(config.task)
+
+    def log(self, message: str) -> None:
+        """One line per pretraining checkpoint and evaluation in `train.log` (seeds run without a progress bar)."""
+        with open(self.run_dir / "train.log", "a") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
     def _write_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +115,7 @@ class Runner:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), disable=not self.show_progress)
         with progress:
-            agent, nets, pre_info = build_agent(cfg, task, dataset, self.cache_dir, self.bf16, progress)
+            agent, nets, pre_info = build_agent(cfg, task, dataset, self.cache_dir, self.bf16, progress, self.log)
             if pre_info:
                 atomic_write_json(self.run_dir / "pretrain.json", {k: v for k, v in pre_info.items()})
             return self._online(agent, nets, dataset, pre_info, checkpoint_path, resume, progress)
@@ -168,6 +173,9 @@ class Runner:
                    if pre_info.get("cache_hit") is False else round(step / max(wall(), 1e-9), 1),
                    "event": signals.get("switched", "")}
             rows.append(row)
+            self.log(f"eval step {step} [{agent.phase}] normalised {row['normalized_mean']:.1f} "
+                     f"raw {row['train_raw_rate']:.2f} oos {row['out_of_support_rate']:.3f} falls {row['falls']} "
+                     f"{row['event']}")
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "step":
                     writer.add_scalar(f"eval/{key}", value, step)
