@@ -169,8 +169,7 @@ class Runner:
                    "novelty": signals.get("novelty", ""), "bc_error": signals.get("bc_error", ""),
                    "gate_rate_recent": signals.get("gate_rate_recent", ""), "q_scale": signals.get("q_scale", ""),
                    "wall_seconds": round(wall(), 1),
-                   "env_steps_per_second": round(step / max(wall() - pre_info.get("seconds", 0.0), 1e-9), 1)
-                   if pre_info.get("cache_hit") is False else round(step / max(wall(), 1e-9), 1),
+                   "env_steps_per_second": round(step / max(wall(), 1e-9), 1),  # online phase only
                    "event": signals.get("switched", "")}
             rows.append(row)
             self.log(f"eval step {step} [{agent.phase}] normalised {row['normalized_mean']:.1f} "
