@@ -42,7 +42,8 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
     nets.load_state_dict(state["agent"]["nets"])
     q_scale = float(state["agent"].get("q_scale", nets.q_scale))
     gate = config.online.gate
-    stack = PolicyStack(nets.normalizer, nets.raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa).eval()
+    stack = PolicyStack(nets.normalizer, nets.raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
+                        q_scale=q_scale).eval()
     dataset_path = Path(extra["dataset_path"])
     metadata = read_metadata(dataset_path)
     dataset = OfflineDataset.load(dataset_path)
@@ -50,7 +51,7 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
     calibration_obs = dataset.obs[::step][:CALIBRATION_OBSERVATIONS].tolist()
     info = RunExportInfo(
         task=task.name, obs_dim=task.obs_dim, action_dim=task.action_dim, control_rate_hz=task.control_rate_hz,
-        gate_threshold=gate.tau_rel * q_scale, gate_hysteresis=gate.hysteresis_rel * q_scale,
+        gate_threshold=gate.tau_rel, gate_hysteresis=gate.hysteresis_rel,  # relative: the stack divides by q_scale
         support_threshold=float(nets.support_threshold),
         support_calibration=SupportCalibration(
             quantile=config.pretrain.support_quantile, dataset=str(metadata.get("dataset_id", dataset_path)),
