@@ -28,6 +28,7 @@ from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.data.episodes import Episode, dataset_dir, iter_episodes, write_dataset
 from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
 from spaars_robot.envs import make_env
+from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
 from spaars_robot.train.replay import ReplayBuffer
 
@@ -56,22 +57,6 @@ def dataset_id(task: TaskSpec, quality: str) -> str:
 
 def behaviour_dir(root: Path, task: TaskSpec, seed: int) -> Path:
     return Path(root) / NAMESPACE / "_behaviour" / f"{task.name}-seed{seed}"
-
-
-def evaluate_policy(act, task: TaskSpec, episodes: int, seed_base: int = EVAL_SEED_BASE) -> list[float]:
-    """Deterministic episodes on fixed seeds (never the training seeds); returns episode returns."""
-    env = make_env(task)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed_base + i)
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
 
 
 class BehaviourRun:
@@ -120,7 +105,8 @@ class BehaviourRun:
 
     # -- training ----------------------------------------------------------------------------------
     def _evaluate(self) -> dict:
-        returns = evaluate_policy(lambda o: self.sac.act(o, deterministic=True), self.task, self.config.eval_episodes)
+        returns, _ = run_episodes(lambda o: (self.sac.act(o, deterministic=True), "raw"), self.task,
+                                  self.config.eval_episodes, EVAL_SEED_BASE)
         record = {"step": self.step, "return_mean": float(np.mean(returns)),
                   "normalized": float(np.mean([self.task.normalized_score(r) for r in returns]))}
         self.evals.append(record)

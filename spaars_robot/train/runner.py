@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import sys
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from spaars_robot.config.tasks import TaskSpec, load_task
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
 from spaars_robot.envs import make_env
+from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
 from spaars_robot.train.config import TrainConfig
 from spaars_robot.train.replay import ReplayBuffer, mixed_batch
@@ -39,25 +39,12 @@ METRIC_FIELDS = (
 
 def evaluate(agent, task: TaskSpec, episodes: int, seed_base: int) -> dict:
     """Deterministic episodes on fixed seeds shared by every algorithm and training seed."""
-    env = make_env(task)
-    returns, raw_steps, steps = [], 0, 0
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed_base + i)
-        agent.begin_episode(evaluation=True)
-        total, done = 0.0, False
-        while not done:
-            action, source = agent.act(obs)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            raw_steps += source == "raw"
-            steps += 1
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
+    returns, raw_rate = run_episodes(agent.act, task, episodes, seed_base,
+                                     begin_episode=lambda: agent.begin_episode(evaluation=True))
     norm = [task.normalized_score(r) for r in returns]
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
             "normalized_mean": float(np.mean(norm)), "normalized_std": float(np.std(norm)),
-            "eval_raw_rate": raw_steps / max(steps, 1), "episode_returns": returns}
+            "eval_raw_rate": raw_rate, "episode_returns": returns}
 
 
 def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | None, cache_dir: Path,

@@ -16,7 +16,8 @@ import torch
 
 from spaars_robot.algos.sac import SAC
 from spaars_robot.config.tasks import load_task
-from spaars_robot.data.collect import BehaviourRun, CollectConfig, evaluate_policy
+from spaars_robot.data.collect import BehaviourRun, CollectConfig
+from spaars_robot.envs.evaluation import run_episodes
 
 pytestmark = pytest.mark.slow
 BUDGET, WARMUP, EVAL_EPISODES, EVAL_SEEDS = 12_000, 2_000, 5, 424_242
@@ -25,7 +26,7 @@ BUDGET, WARMUP, EVAL_EPISODES, EVAL_SEEDS = 12_000, 2_000, 5, 424_242
 def deterministic_returns(sac: SAC) -> np.ndarray:
     task = load_task("hopper")
     return np.array(
-        evaluate_policy(lambda o: sac.act(o, deterministic=True), task, EVAL_EPISODES, EVAL_SEEDS)
+        run_episodes(lambda o: (sac.act(o, deterministic=True), "raw"), task, EVAL_EPISODES, EVAL_SEEDS)[0]
     )
 
 
@@ -52,12 +53,12 @@ def test_short_sac_run_beats_random_and_its_own_start(tmp_path) -> None:
         torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
     uniform = np.array(
-        evaluate_policy(
-            lambda o: (torch.rand(task.action_dim, generator=generator) * 2 - 1).numpy(),
+        run_episodes(
+            lambda o: ((torch.rand(task.action_dim, generator=generator) * 2 - 1).numpy(), "raw"),
             task,
             EVAL_EPISODES,
             EVAL_SEEDS,
-        )
+        )[0]
     )
     report = (
         f"SAC {trained.mean():.0f}, untrained {untrained.mean():.0f}, uniform random {uniform.mean():.0f}"

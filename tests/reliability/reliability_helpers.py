@@ -11,14 +11,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import zmq
 
+from spaars_robot.commands.runtime import wait_for_server
 from spaars_robot.runtime import protocol as p
-from spaars_robot.runtime.client import Client, ServerUnavailable
+from spaars_robot.runtime.client import Client
 
 OBS_DIM, ACT_DIM = 11, 3
 
@@ -43,17 +43,8 @@ class ServeProcess:
         return self.proc.pid
 
     def ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
         with Client(self.endpoint, hopper_schema(), timeout_s=0.5) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read()}")
-                try:
-                    client.connect(timeout_s=0.5)
-                    return
-                except ServerUnavailable:
-                    time.sleep(0.05)
-        raise AssertionError(f"serve did not answer within {timeout_s} s")
+            wait_for_server(client, self.proc, timeout_s)
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
