@@ -7,10 +7,13 @@ Measures, for tcp loopback and ipc, p50/p99/p99.9 over --requests round trips af
 (a) a bare echo server (ROUTER, same request/reply sizes, same msgpack codec) in its own process,
 (b) onnxruntime inference alone (the bundle's fused graph, 1 thread), plus the same four outputs from
     four separate graphs (the fused-vs-split decision), (c) the full ActionServer in its own process, as
-    `serve` runs it (gate + support monitor + the hopper safety layer), and the same server without the
-    safety layer, side by side; plus the server's request handler alone (no sockets), with and without
+    `serve` runs it (gate + support monitor + the hopper safety layer), the same with `--busy-poll` pinned to
+    the last core (plus a spinning echo as its like-for-like baseline), and the server without the safety
+    layer, side by side, one server process at a time; the client runs on the other cores throughout
+    (a spinning server and its controller must not share a core: the scheduler's time slice is ms); plus the server's request handler alone (no sockets), with and without
     safety, which is the per-request hot path the safety layer adds to.
-Then a sustained fixed-rate run against the full server (1 kHz and 100 Hz). Ticks follow absolute
+Then a sustained fixed-rate run (1 kHz and 100 Hz) against the echo and the full server, each sleeping and
+busy-polling, and the pacing loop alone with no request (how late this machine wakes a sleeping process). Ticks follow absolute
 deadlines; a tick the loop reaches after its period has ended is skipped (not squeezed in late), and
 every tick is counted once: on time, late (reply after the end of its period), lost (no reply), or
 skipped. Waiting is a sleep with a 50 us final spin, so the loop does not burn the core it measures on. The bundle is a random-weight Hopper-sized stack with the real
@@ -60,14 +63,25 @@ def make_bundle(root: Path):
     return stack, load_bundle(root / "bundle")
 
 
-def echo_server(endpoint: str, ready) -> None:
-    """Bare ROUTER that decodes the request and answers a same-size action reply with the same codec."""
+def echo_server(endpoint: str, busy: bool, ready) -> None:
+    """Bare ROUTER that decodes the request and answers a same-size action reply with the same codec.
+
+    busy: spin on a non-blocking receive like `serve --busy-poll`, pinned like it (the like-for-like baseline).
+    """
     sock = zmq.Context.instance().socket(zmq.ROUTER)
     sock.bind(endpoint)
+    if busy:
+        pin_busy_core()  # after the socket: ZeroMQ's I/O thread must stay free to run elsewhere
     ready.set()
     action = np.zeros(ACT_DIM, np.float32)
     while True:
-        ident, frame = sock.recv_multipart()
+        if busy:
+            try:
+                ident, frame = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+        else:
+            ident, frame = sock.recv_multipart()
         msg = p.decode(frame)
         if isinstance(msg, p.Hello):
             reply = p.Welcome(schema=msg.schema, bundle_sha256="0" * 64, session=1, gate_threshold=0,
@@ -78,15 +92,27 @@ def echo_server(endpoint: str, ready) -> None:
         sock.send_multipart([ident, p.encode(reply)])
 
 
-def full_server(bundle_path: str, endpoint: str, safety: bool, ready) -> None:
-    """The server as `serve` runs it (its bundle's recorded safety spec), or without the safety layer."""
+def pin_busy_core() -> None:
+    """The spinning thread gets the last core to itself (as `serve --busy-poll --cpu N` does on a robot)."""
+    from spaars_robot.runtime.server import pin_to_cpu
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) > 1:
+        pin_to_cpu([cores[-1]])
+
+
+def full_server(bundle_path: str, endpoint: str, safety: bool, busy: bool, ready) -> None:
+    """The server as `serve` runs it (its bundle's recorded safety spec), or without the safety layer;
+    busy: as `serve --busy-poll --cpu <last core>` runs it."""
     from spaars_robot.runtime.server import ActionServer
 
     bundle = load_bundle(bundle_path)
     layer = safety_layer(bundle) if safety else None
     with ActionServer(bundle, [endpoint], safety=layer) as server:
+        if busy:
+            pin_busy_core()  # after the socket, as `serve` does: ZeroMQ's I/O thread stays unpinned
         ready.set()
-        server.serve()
+        server.serve(busy_poll=busy)
 
 
 def safety_layer(bundle):
@@ -112,17 +138,25 @@ def handler_alone(bundle, n: int, safety: bool) -> dict[str, float]:
         server.close()
 
 
-def round_trips(endpoint: str, schema: p.Schema, n: int, warmup: int = 1000) -> list[float]:
+def round_trips(endpoint: str, schema: p.Schema, n: int, warmup: int = 1000) -> dict[str, float | dict]:
+    """Round-trip percentiles, plus the server's own timing fields (ORT call, whole handler) when it sends them."""
     obs = np.random.default_rng(0).normal(0, 0.3, (64, OBS_DIM)).astype(np.float32)
     with Client(endpoint, schema, timeout_s=1.0) as client:
         client.connect(timeout_s=10)
-        samples = []
+        samples, infer, server = [], [], []
         for i in range(warmup + n):
             t = time.perf_counter()
-            client.act(obs[i % 64])
+            reply = client.act(obs[i % 64])
             if i >= warmup:
                 samples.append((time.perf_counter() - t) * 1e6)
-    return samples
+                infer.append(reply.infer_us)
+                server.append(reply.server_us)
+    result: dict = percentiles(samples)
+    if any(server):  # the echo reports zeros
+        result["in_server"] = {"ort_p50_us": float(np.percentile(infer, 50)),
+                               "handler_p50_us": float(np.percentile(server, 50)),
+                               "handler_p99_us": float(np.percentile(server, 99))}
+    return result
 
 
 def sustained(endpoint: str, schema: p.Schema, rate_hz: float, seconds: float) -> dict[str, float]:
@@ -158,6 +192,24 @@ def sustained(endpoint: str, schema: p.Schema, rate_hz: float, seconds: float) -
     return {"rate_hz": rate_hz, "seconds": seconds, "ticks": ticks, "deadline_misses": late + lost + skipped,
             "late": late, "lost": lost, "skipped": skipped,
             **{f"rtt_{k}": v for k, v in percentiles(samples or [0.0]).items() if k != "n"}}
+
+
+def timer_alone(rate_hz: float, seconds: float) -> dict[str, float]:
+    """The pacing loop with no request at all: how late this machine wakes a sleeping process (its floor)."""
+    from spaars_robot.runtime.sim_client import sleep_until
+
+    period = 1.0 / rate_hz
+    ticks = int(seconds * rate_hz)
+    t0 = time.perf_counter() + 0.01
+    lateness = np.empty(ticks)
+    for k in range(ticks):
+        due = t0 + k * period
+        sleep_until(due)
+        lateness[k] = (time.perf_counter() - due) * 1e6
+    return {"rate_hz": rate_hz, "seconds": seconds, "ticks": ticks,
+            "wakeups_later_than_period": int((lateness > period * 1e6).sum()),
+            "wakeups_later_than_half_period": int((lateness > period * 5e5).sum()),
+            **{f"lateness_{k}": v for k, v in percentiles(list(lateness)).items() if k != "n"}}
 
 
 def ort_alone(bundle, n: int, root: Path, stack) -> dict[str, dict]:
@@ -267,26 +319,43 @@ def main() -> None:
                                     "without_safety": handler_alone(bundle, args.requests, False)}
         print("request handler alone:", json.dumps(results["handler_alone"], indent=1))
         endpoints = {"tcp": lambda: f"tcp://127.0.0.1:{free_port()}", "ipc": lambda: f"ipc://{root}/{time.time_ns()}"}
+        results["timer_alone"] = timer_alone(1000.0, args.sustain_s)
+        print("timer alone:", results["timer_alone"], flush=True)
+        all_cores = sorted(os.sched_getaffinity(0))
+        # One server process at a time: a spinning one would otherwise steal a core from the others' runs.
+        configs = {"bare_echo": (echo_server, False), "bare_echo_busy": (echo_server, True),
+                   "full_server": (full_server, True, False), "full_server_busy": (full_server, True, True),
+                   "server_without_safety": (full_server, False, False)}
         for transport, make_endpoint in endpoints.items():
-            echo_ep, full_ep, bare_ep = make_endpoint(), make_endpoint(), make_endpoint()
-            procs = [start(echo_server, echo_ep), start(full_server, str(bundle.path), full_ep, True),
-                     start(full_server, str(bundle.path), bare_ep, False)]
-            try:
-                echo = percentiles(round_trips(echo_ep, schema, args.requests))
-                full = percentiles(round_trips(full_ep, schema, args.requests))
-                no_safety = percentiles(round_trips(bare_ep, schema, args.requests))
-                results[transport] = {"bare_echo": echo, "full_server": full, "server_without_safety": no_safety,
-                                      "ratio_p50": full["p50_us"] / echo["p50_us"],
-                                      "ratio_p99": full["p99_us"] / echo["p99_us"]}
-                print(f"{transport}: echo {echo}\n{transport}: full {full}\n{transport}: no safety {no_safety}")
-                if transport == "tcp":
-                    results["sustained"] = [sustained(full_ep, schema, 1000.0, args.sustain_s),
-                                            sustained(full_ep, schema, 100.0, args.sustain_100hz_s)]
-                    print("sustained:", results["sustained"])
-            finally:
-                for proc in procs:
+            res: dict = {}
+            for name, (target, *flags) in configs.items():
+                endpoint = make_endpoint()
+                args_ = (endpoint, *flags) if target is echo_server else (str(bundle.path), endpoint, *flags)
+                proc = start(target, *args_)
+                if len(all_cores) > 1:  # the client never shares the last core with a spinning server
+                    os.sched_setaffinity(0, all_cores[:-1])
+                try:
+                    res[name] = round_trips(endpoint, schema, args.requests)
+                    print(f"{transport}: {name} {res[name]}", flush=True)
+                    if transport == "tcp" and (target is echo_server or flags[0]):
+                        runs = [sustained(endpoint, schema, 1000.0, args.sustain_s),
+                                sustained(endpoint, schema, 100.0, args.sustain_100hz_s)]
+                        for run in runs:
+                            run["server"] = name
+                        results.setdefault("sustained", []).extend(runs)
+                        print("sustained:", runs, flush=True)
+                finally:
+                    os.sched_setaffinity(0, all_cores)
                     proc.kill()
                     proc.join()
+            echo, busy_echo = res["bare_echo"], res["bare_echo_busy"]
+            res["ratios"] = {
+                "full_vs_echo": {q: res["full_server"][f"{q}_us"] / echo[f"{q}_us"] for q in ("p50", "p99")},
+                "busy_full_vs_echo": {q: res["full_server_busy"][f"{q}_us"] / echo[f"{q}_us"] for q in ("p50", "p99")},
+                "busy_full_vs_busy_echo": {q: res["full_server_busy"][f"{q}_us"] / busy_echo[f"{q}_us"]
+                                           for q in ("p50", "p99")}}
+            print(f"{transport}: ratios {res['ratios']}", flush=True)
+            results[transport] = res
     results["machine"]["load_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -85,10 +85,15 @@ def serve_cmd(
         help="Require CurveZMQ: directory with server.key_secret and allowed_clients/ (`spaars-robot keys`).")] = None,
     trusted_key: Annotated[Path | None, typer.Option(
         help="Refuse the bundle unless manifest.json.sig verifies against this ed25519 public key.")] = None,
+    busy_poll: Annotated[bool, typer.Option(
+        help="Spin instead of sleeping between requests: lower, steadier latency for a whole core (see --cpu).")
+    ] = False,
+    cpu: Annotated[list[int] | None, typer.Option(
+        help="Pin the server to this CPU (repeatable), e.g. a core isolated for it on the robot computer.")] = None,
 ) -> None:
     """Serve a verified bundle under its safety spec over ZeroMQ until SIGINT/SIGTERM, then print the counts."""
     from spaars_robot.export.bundle import load_bundle
-    from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer
+    from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer, pin_to_cpu
     from spaars_robot.safety.binding import bind_spec
     from spaars_robot.safety.limits import SafetyLayer
 
@@ -109,6 +114,8 @@ def serve_cmd(
     try:
         with ActionServer(loaded, bind or [DEFAULT_ENDPOINT], telemetry=hook, safety=layer,
                           on_watchdog=None if hook is None else hook.watchdog, curve_keys=curve_keys) as server:
+            if cpu:  # after the sockets exist: ZeroMQ's I/O thread is already started and stays unpinned
+                pin_to_cpu(cpu)
             if bound.override:
                 console.print(f"[yellow]warning:[/yellow] --allow-spec-change: {bound.override}", highlight=False)
             extras = [f"safety {bound.spec.robot} ({bound.path.name}, sha256 {bound.sha256[:12]})"]
@@ -122,10 +129,13 @@ def serve_cmd(
                 extras.append(f"CurveZMQ allow-list {curve_keys}")
             if trusted_key is not None:
                 extras.append("signature verified")
+            if busy_poll or cpu:
+                extras.append(f"{'busy-poll' if busy_poll else 'sleeping'} serving thread on CPU(s) "
+                              f"{sorted(os.sched_getaffinity(0))}")
             console.print(f"serving {loaded.path} ({m.task}, bundle {loaded.sha256[:12]}) on "
                           f"{', '.join(server.bound)}; {'; '.join(extras)}", highlight=False, soft_wrap=True)
             sys.stdout.flush()
-            server.serve(stop)
+            server.serve(stop, busy_poll=busy_poll)
             console.print(f"stopped: {json.dumps(server.stats())}", highlight=False, soft_wrap=True)
     finally:
         if hook is not None:

@@ -1,10 +1,13 @@
 """`Client`: the controller's side of the protocol, built so that it can never wedge the control loop.
 
 A DEALER socket (not REQ: a REQ socket whose peer died blocks forever, libzmq #1227) with LINGER=0 and
-a deadline on every request. A request that misses its deadline throws the socket away (Lazy Pirate):
-the late reply dies with it and the next request starts clean. Rebuilds are rate-limited by a bounded
-exponential backoff (10 ms -> 1 s by default); while backing off, `act` fails at once instead of
-waiting, so the caller can hold a safe action within its own period. After a rebuild, or when a
+a deadline on every request. Every request carries a sequence number and a reply to an older one is
+dropped, so one missed deadline costs one request: the socket is kept, because throwing it away after
+a single late reply (a scheduler hiccup on the server) would cost a re-handshake and the backoff below,
+that is ten or more periods at 1 kHz. After `rebuild_after` consecutive misses the server is taken to
+be gone and the socket is thrown away (Lazy Pirate): its queued requests die with it. Rebuilds are
+rate-limited by a bounded exponential backoff (10 ms -> 1 s by default); while backing off, `act`
+fails at once instead of waiting, so the caller can hold a safe action within its own period. After a rebuild, or when a
 restarted server no longer knows us, the handshake is repeated inside the same deadline.
 `handshakes` counts successful handshakes, so a control loop can tell a fresh session (the only
 thing that lets its watchdog recover from DAMP / SAFE_STOP) from a reply on the old one.
@@ -46,8 +49,12 @@ class Client:
 
     def __init__(self, endpoint: str, schema: p.Schema, *, timeout_s: float = 0.05, bundle_sha256: str | None = None,
                  name: str = "spaars-client", backoff_min_s: float = 0.01, backoff_max_s: float = 1.0,
-                 context: zmq.Context | None = None, curve: ClientCurve | None = None) -> None:
+                 context: zmq.Context | None = None, curve: ClientCurve | None = None,
+                 rebuild_after: int = 3) -> None:
+        if rebuild_after < 1:
+            raise ValueError("rebuild_after must be >= 1")
         self.endpoint = endpoint
+        self.rebuild_after = rebuild_after
         self.schema = schema
         self.timeout_s = timeout_s
         self.bundle_sha256 = bundle_sha256
@@ -55,6 +62,7 @@ class Client:
         self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
         self.welcome: p.Welcome | None = None
         self.timeouts = 0
+        self.consecutive_misses = 0
         self.sockets_built = 0  # 1 + number of rebuilds
         self.handshakes = 0  # successful handshakes (first one + every re-handshake)
         self.stale_replies = 0  # replies to an earlier request seen on this socket and dropped
@@ -155,6 +163,7 @@ class Client:
                 self.stale_replies += 1
                 continue  # a stale reply to an earlier request on this socket
             self._backoff_s = 0.0
+            self.consecutive_misses = 0
             return reply
         self._fail(f"no reply from {self.endpoint} within the deadline")
 
@@ -178,11 +187,16 @@ class Client:
         return socket
 
     def _fail(self, why: str) -> NoReturn:
-        """Drop the socket (and any late reply with it), schedule the next attempt, raise DeadlineMissed."""
+        """Count the miss; after `rebuild_after` in a row drop the socket and back off; raise DeadlineMissed.
+
+        A handshake that misses its deadline always drops the socket: there is no session to keep.
+        """
         self.timeouts += 1
-        self._drop_socket()
-        self._backoff_s = min(max(2 * self._backoff_s, self.backoff_min_s), self.backoff_max_s)
-        self._next_attempt = time.monotonic() + self._backoff_s
+        self.consecutive_misses += 1
+        if self.consecutive_misses >= self.rebuild_after or self.welcome is None:
+            self._drop_socket()
+            self._backoff_s = min(max(2 * self._backoff_s, self.backoff_min_s), self.backoff_max_s)
+            self._next_attempt = time.monotonic() + self._backoff_s
         raise DeadlineMissed(why)
 
     def _drop_socket(self) -> None:

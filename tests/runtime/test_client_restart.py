@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 import pytest
-from runtime_helpers import free_port, start_server_process
+from runtime_helpers import free_port, serving, start_server_process
 
 from spaars_robot.runtime.client import Client, DeadlineMissed, ServerUnavailable
+from spaars_robot.runtime.server import ActionServer
 from spaars_robot.runtime.sim_client import task_schema
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,3 +51,40 @@ def test_client_survives_server_restart(bundle, hopper):
     finally:
         server.kill()
         server.wait()
+
+
+class StallingServer(ActionServer):
+    """A real server whose next `stall` requests are answered only after `delay_s` (a stalled process)."""
+
+    stall = 0
+    delay_s = 0.03
+
+    def _act(self, *args, **kwargs):
+        if self.stall > 0:
+            self.stall -= 1
+            time.sleep(self.delay_s)
+        return super()._act(*args, **kwargs)
+
+
+def test_one_late_reply_costs_one_request_and_a_dead_server_costs_the_socket(bundle, hopper):
+    obs = np.zeros(11, np.float32)
+    server = StallingServer(bundle, ["tcp://127.0.0.1:*"])
+    with serving(server), Client(server.bound[0], task_schema(hopper), timeout_s=0.01, rebuild_after=3) as client:
+        client.connect(timeout_s=5)
+        expected = client.act(obs, timeout_s=1.0).action
+        server.stall = 1
+        with pytest.raises(DeadlineMissed):
+            client.act(obs)
+        time.sleep(0.05)  # the late reply arrives and waits on the socket
+        reply = client.act(obs, timeout_s=1.0)  # same socket: the stale reply is dropped by sequence number
+        assert np.array_equal(reply.action, expected)
+        assert (client.sockets_built, client.handshakes, client.stale_replies) == (1, 1, 1)
+        server.stall = 3  # three misses in a row: the server is taken to be gone
+        for _ in range(3):
+            with pytest.raises(DeadlineMissed):
+                client.act(obs)
+        assert client.welcome is None and client.timeouts == 4
+        time.sleep(0.15)
+        reply = act_until_ok(client, obs, within_s=5)
+        assert np.array_equal(reply.action, expected)
+        assert client.sockets_built == 2 and client.handshakes == 2

@@ -112,3 +112,34 @@ def test_spec_binding_refuses_other_dims_and_changed_files(bundle_dir, tmp_path)
         result = serve_cli("--bundle", str(bundle_dir), "--bind", endpoint, *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_busy_poll_server_pinned_to_a_cpu_serves_and_stops_on_sigterm(bundle_dir) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "spaars_robot.cli", "serve", "--bundle", str(bundle_dir), "--bind",
+                             endpoint, "--busy-poll", "--cpu", str(cpu)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "300"})
+    try:
+        with Client(endpoint, task_schema(load_task("hopper")), timeout_s=0.5) as client:
+            for _ in range(120):
+                try:
+                    client.connect(timeout_s=0.5)
+                    break
+                except ServerUnavailable:
+                    assert proc.poll() is None, proc.stderr.read()
+                    time.sleep(0.05)
+            replies = [client.act(np.zeros(11, np.float32)) for _ in range(50)]
+        assert all(r.action.shape == (3,) and np.isfinite(r.action).all() for r in replies)
+        assert os.sched_getaffinity(proc.pid) == {cpu}
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert f"busy-poll serving thread on CPU(s) [{cpu}]" in out and '"requests": 50' in out
+
+
+def test_serve_refuses_a_cpu_it_may_not_run_on(bundle_dir) -> None:
+    refused = serve_cli("--bundle", str(bundle_dir), "--bind", f"tcp://127.0.0.1:{free_port()}", "--cpu", "4096")
+    assert refused.returncode == 2 and "cannot pin to CPU(s) [4096]" in refused.stderr
+    assert "Traceback" not in refused.stderr
