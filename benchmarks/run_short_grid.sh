@@ -30,4 +30,4 @@ for task in $TASKS; do
     done
   done
 done
-python benchmarks/report_training.py > /dev/null
+.venv/bin/python benchmarks/report_training.py > /dev/null
