@@ -29,7 +29,8 @@ def _fmt(mean: float, half: float) -> str:
 def _label(s: dict) -> str:
     v = s["variant"]
     return s["algo"] + ("/no-concurrent-bc" if not v["concurrent_bc"] else "") + \
-        ("/hard-switch" if v["hard_switch"] else "") + ("/bf16" if s.get("bf16") else "")
+        ("/hard-switch" if v["hard_switch"] else "") + ("/bf16" if s.get("bf16") else "") + \
+        (f"/{s['tag']}" if s.get("tag") else "")
 
 
 def _gate_profile(runs: list[dict]) -> str:

@@ -24,8 +24,9 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_name(task: str, algo: str, protocol: str, concurrent_bc: bool, hard_switch: bool) -> str:
-    tags = [algo] + (["no-concurrent-bc"] if not concurrent_bc else []) + (["hard-switch"] if hard_switch else [])
+def run_name(task: str, algo: str, protocol: str, concurrent_bc: bool, hard_switch: bool, tag: str = "") -> str:
+    tags = [algo] + (["no-concurrent-bc"] if not concurrent_bc else []) + (["hard-switch"] if hard_switch else []) \
+        + ([tag] if tag else [])
     return f"{task}-{'-'.join(tags)}-{protocol}"
 
 
@@ -61,7 +62,7 @@ def train(
     import yaml
 
     from spaars_robot.commands.data import resolve_dataset
-    from spaars_robot.train.config import TrainConfig, resolve_config
+    from spaars_robot.train.config import TrainConfig, hyperparameter_tag, resolve_config
     from spaars_robot.train.summaries import write_compact_summary
 
     jobs: list[dict] = []
@@ -84,14 +85,19 @@ def train(
             raise SpaarsError(f"--dataset is required for --algo {algo}")
         dataset_path = resolve_dataset(dataset) if dataset is not None else None
         seed_list = _parse_seeds(seeds)
-        sets = list(set_) + (["online.concurrent_bc=false"] if no_concurrent_bc else []) \
+        variant_sets = (["online.concurrent_bc=false"] if no_concurrent_bc else []) \
             + (["online.hard_switch=true"] if hard_switch else [])
+        sets = list(set_) + variant_sets
         if run_dir is not None and len(seed_list) > 1:
             raise SpaarsError("--run-dir takes a single seed; use --runs-root for several")
         for seed in seed_list:
-            cfg = resolve_config(protocol, {"task": task, "dataset": str(dataset or ""), "algo": algo, "seed": seed},
-                                 sets)
-            group = runs_root / run_name(task, algo, cfg.protocol, cfg.online.concurrent_bc, cfg.online.hard_switch)
+            fields = {"task": task, "dataset": str(dataset or ""), "algo": algo, "seed": seed}
+            cfg = resolve_config(protocol, fields, sets)
+            if set_:
+                tag = hyperparameter_tag(cfg, resolve_config(protocol, fields, variant_sets))
+                cfg = cfg.model_copy(update={"tag": tag})
+            group = runs_root / run_name(task, algo, cfg.protocol, cfg.online.concurrent_bc, cfg.online.hard_switch,
+                                         cfg.tag)
             jobs.append({"config": cfg, "run_dir": run_dir or group / f"seed{seed}", "cache_dir": cache_dir,
                          "resume": False, "dataset_path": dataset_path, "bf16": bf16})
     parallel = workers or min(len(jobs), os.cpu_count() or 1)

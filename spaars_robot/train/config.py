@@ -94,6 +94,8 @@ class TrainConfig(_Strict):
     algo: Algo = "spaars"
     seed: int = 0
     threads: int = Field(1, ge=1, description="torch threads per run (seeds run as parallel processes)")
+    tag: str = Field("", description="set by `train` when --set changes a hyperparameter of the protocol: "
+                                     "'set-<hash>', so such runs never share a run directory or summary file")
     pretrain: PretrainConfig = PretrainConfig()
     online: OnlineConfig = OnlineConfig()
     eval: EvalConfig = EvalConfig()
@@ -136,6 +138,22 @@ def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None
         return TrainConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(f"{path} + command line", exc)) from exc
+
+
+def hyperparameter_tag(config: TrainConfig, protocol_default: TrainConfig) -> str:
+    """'' when `config` has its protocol's hyperparameters, else 'set-' + 8 hex digits of them.
+
+    Without it a run with `--set online.gate.kappa=2` would write the same run directory and committed
+    summary file as the protocol's own run of that task/algo/seed, silently replacing its result.
+    """
+    import hashlib
+    import json
+
+    sections = {"pretrain", "online", "eval"}
+    mine = config.model_dump(mode="json", include=sections)
+    if mine == protocol_default.model_dump(mode="json", include=sections):
+        return ""
+    return "set-" + hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:8]
 
 
 class ProtocolFile(_Strict):

@@ -28,7 +28,8 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
 def summary_name(summary: dict) -> str:
     v = summary["variant"]
     tags = [summary["algo"]] + (["no-concurrent-bc"] if not v["concurrent_bc"] else []) \
-        + (["hard-switch"] if v["hard_switch"] else []) + (["bf16"] if summary.get("bf16") else [])
+        + (["hard-switch"] if v["hard_switch"] else []) + (["bf16"] if summary.get("bf16") else []) \
+        + ([summary["tag"]] if summary.get("tag") else [])
     return f"{summary['task']}_{'-'.join(tags)}_{summary['protocol']}_seed{summary['seed']}.json"
 
 

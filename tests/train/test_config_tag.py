@@ -1,0 +1,29 @@
+"""A run whose --set changes a hyperparameter gets its own run directory and summary file name."""
+from __future__ import annotations
+
+from spaars_robot.commands.train import run_name
+from spaars_robot.train.config import hyperparameter_tag, resolve_config
+from spaars_robot.train.summaries import summary_name
+
+FIELDS = {"task": "hopper", "dataset": "hopper-medium", "algo": "spaars", "seed": 0}
+
+
+def test_changed_hyperparameters_are_tagged_and_protocol_values_are_not():
+    base = resolve_config("smoke", FIELDS)
+    assert hyperparameter_tag(base, base) == ""
+    same = resolve_config("smoke", FIELDS, [f"online.gate.kappa={base.online.gate.kappa}"])
+    assert hyperparameter_tag(same, base) == ""  # setting the protocol's own value changes nothing
+    tag = hyperparameter_tag(resolve_config("smoke", FIELDS, ["online.gate.kappa=2"]), base)
+    assert tag.startswith("set-") and len(tag) == 12
+    assert tag == hyperparameter_tag(resolve_config("smoke", FIELDS, ["online.gate.kappa=2.0"]), base)
+    assert tag != hyperparameter_tag(resolve_config("smoke", FIELDS, ["online.gate.kappa=3"]), base)
+
+
+def test_tagged_runs_never_share_a_directory_or_summary_with_the_protocol_run():
+    summary = {"task": "hopper", "algo": "spaars", "seed": 0, "protocol": "short",
+               "variant": {"concurrent_bc": True, "hard_switch": False}}
+    tagged = {**summary, "tag": "set-0123abcd"}
+    assert summary_name(summary) == "hopper_spaars_short_seed0.json"
+    assert summary_name(tagged) == "hopper_spaars-set-0123abcd_short_seed0.json"
+    assert run_name("hopper", "spaars", "short", True, False) == "hopper-spaars-short"
+    assert run_name("hopper", "spaars", "short", True, False, "set-0123abcd") == "hopper-spaars-set-0123abcd-short"
