@@ -213,11 +213,16 @@ def timer_alone(rate_hz: float, seconds: float) -> dict[str, float]:
 
 
 def ort_alone(bundle, n: int, root: Path, stack) -> dict[str, dict]:
-    """The fused graph vs four separate graphs computing the same outputs (the export layout decision)."""
+    """The fused graph vs four separate graphs computing the same outputs (the export layout decision),
+    and the fused graph called as the server calls it (`PolicyRunner`: IOBinding to preallocated outputs)."""
     obs = np.random.default_rng(0).normal(0, 0.3, (64, 1, OBS_DIM)).astype(np.float32)
     out: dict[str, dict] = {}
     fused = make_session(bundle.graph_path)
     out["fused_graph"] = percentiles(_time(lambda o: fused.run(None, {"obs": o}), obs, n))
+    from spaars_robot.runtime.inference import PolicyRunner  # what the server calls: outputs bound once
+
+    runner = PolicyRunner(bundle)
+    out["fused_graph_iobinding"] = percentiles(_time(lambda o: runner(o[0]), obs, n))
     sessions = split_sessions(stack, root)
     def split(o):
         raw = sessions["raw"].run(None, {"obs": o})[0]

@@ -187,31 +187,26 @@ class ActionServer:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         recv = self.socket.recv_multipart
+        spins_per_stop_check = 1000 if busy_poll else 1  # Event.is_set takes a lock: not on every spin
         gc.collect()
         gc.freeze()
         try:
-            if busy_poll:
-                check_every, spins = 1000, 0  # Event.is_set costs a lock; not on every spin
-                while True:
-                    try:
-                        frames = recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        spins += 1
-                        if spins >= check_every:
-                            spins = 0
-                            if stop.is_set():
-                                return
-                        continue
-                    self._serve_frames(frames)
-                    if stop.is_set():
-                        return
-            while not stop.is_set():
+            idle = 0
+            while True:
                 try:
                     frames = recv(zmq.NOBLOCK)
                 except zmq.Again:
-                    poller.poll(poll_ms)
+                    idle += 1
+                    if idle >= spins_per_stop_check:
+                        idle = 0
+                        if stop.is_set():
+                            return
+                        if not busy_poll:
+                            poller.poll(poll_ms)
                     continue
                 self._serve_frames(frames)
+                if stop.is_set():
+                    return
         finally:
             gc.unfreeze()
 

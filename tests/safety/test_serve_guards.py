@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,13 @@ import zmq
 sys.path.insert(0, str(Path(__file__).parents[1] / "runtime"))
 from runtime_helpers import free_port, hopper_info, serving
 
+from spaars_robot.commands.runtime import wait_for_server
 from spaars_robot.config.tasks import load_task
 from spaars_robot.errors import SafetySpecMismatch
 from spaars_robot.export.bundle import load_bundle
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import random_stack
-from spaars_robot.runtime.client import Client, ClientCurve, DeadlineMissed, ServerUnavailable
+from spaars_robot.runtime.client import Client, ClientCurve, DeadlineMissed
 from spaars_robot.runtime.server import ActionServer
 from spaars_robot.runtime.sim_client import task_schema
 from spaars_robot.safety.binding import bind_spec
@@ -82,13 +82,7 @@ def test_trusted_key_refuses_unsigned_bundle_and_serves_signed_one(bundle_dir, t
                             text=True)
     try:
         with Client(endpoint, task_schema(load_task("hopper")), timeout_s=0.5) as client:
-            for _ in range(120):
-                try:
-                    client.connect(timeout_s=0.5)
-                    break
-                except ServerUnavailable:
-                    assert proc.poll() is None, proc.stderr.read()
-                    time.sleep(0.05)
+            wait_for_server(client, proc)  # handshake until up; a server that dies first fails with its stderr
             assert client.act(np.zeros(11, np.float32)).action.shape == (3,)
     finally:
         proc.terminate()
@@ -122,13 +116,7 @@ def test_busy_poll_server_pinned_to_a_cpu_serves_and_stops_on_sigterm(bundle_dir
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "300"})
     try:
         with Client(endpoint, task_schema(load_task("hopper")), timeout_s=0.5) as client:
-            for _ in range(120):
-                try:
-                    client.connect(timeout_s=0.5)
-                    break
-                except ServerUnavailable:
-                    assert proc.poll() is None, proc.stderr.read()
-                    time.sleep(0.05)
+            wait_for_server(client, proc)  # handshake until up; a server that dies first fails with its stderr
             replies = [client.act(np.zeros(11, np.float32)) for _ in range(50)]
         assert all(r.action.shape == (3,) and np.isfinite(r.action).all() for r in replies)
         assert os.sched_getaffinity(proc.pid) == {cpu}
