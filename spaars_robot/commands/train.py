@@ -24,10 +24,11 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_name(task: str, algo: str, protocol: str, concurrent_bc: bool, hard_switch: bool, tag: str = "") -> str:
-    tags = [algo] + (["no-concurrent-bc"] if not concurrent_bc else []) + (["hard-switch"] if hard_switch else []) \
-        + ([tag] if tag else [])
-    return f"{task}-{'-'.join(tags)}-{protocol}"
+def run_name(task: str, algo: str, protocol: str, concurrent_bc: bool, hard_switch: bool, tag: str = "",
+             bf16: bool = False) -> str:
+    from spaars_robot.train.summaries import variant_label
+
+    return f"{task}-{variant_label(algo, concurrent_bc, hard_switch, bf16, tag)}-{protocol}"
 
 
 def _train_one(kwargs: dict) -> dict:
@@ -97,7 +98,7 @@ def train(
                 tag = hyperparameter_tag(cfg, resolve_config(protocol, fields, variant_sets))
                 cfg = cfg.model_copy(update={"tag": tag})
             group = runs_root / run_name(task, algo, cfg.protocol, cfg.online.concurrent_bc, cfg.online.hard_switch,
-                                         cfg.tag)
+                                         cfg.tag, bf16)
             jobs.append({"config": cfg, "run_dir": run_dir or group / f"seed{seed}", "cache_dir": cache_dir,
                          "resume": False, "dataset_path": dataset_path, "bf16": bf16})
     parallel = workers or min(len(jobs), os.cpu_count() or 1)

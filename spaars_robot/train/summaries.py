@@ -25,12 +25,22 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return float(x.mean()), float(t * x.std(ddof=1) / math.sqrt(len(x)))
 
 
+def variant_label(algo: str, concurrent_bc: bool, hard_switch: bool, bf16: bool, tag: str = "") -> str:
+    """The algorithm plus every way a run departs from its protocol, e.g. 'spaars-no-concurrent-bc-bf16'.
+
+    The run directory and the committed summary are both named from it, so two runs that differ in any
+    of these can never write to the same place.
+    """
+    tags = [algo] + (["no-concurrent-bc"] if not concurrent_bc else []) + (["hard-switch"] if hard_switch else []) \
+        + (["bf16"] if bf16 else []) + ([tag] if tag else [])
+    return "-".join(tags)
+
+
 def summary_name(summary: dict) -> str:
     v = summary["variant"]
-    tags = [summary["algo"]] + (["no-concurrent-bc"] if not v["concurrent_bc"] else []) \
-        + (["hard-switch"] if v["hard_switch"] else []) + (["bf16"] if summary.get("bf16") else []) \
-        + ([summary["tag"]] if summary.get("tag") else [])
-    return f"{summary['task']}_{'-'.join(tags)}_{summary['protocol']}_seed{summary['seed']}.json"
+    label = variant_label(summary["algo"], v["concurrent_bc"], v["hard_switch"], bool(summary.get("bf16")),
+                          summary.get("tag") or "")
+    return f"{summary['task']}_{label}_{summary['protocol']}_seed{summary['seed']}.json"
 
 
 def write_compact_summary(summary: dict, results_dir: Path) -> Path:

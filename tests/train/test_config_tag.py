@@ -27,3 +27,18 @@ def test_tagged_runs_never_share_a_directory_or_summary_with_the_protocol_run():
     assert summary_name(tagged) == "hopper_spaars-set-0123abcd_short_seed0.json"
     assert run_name("hopper", "spaars", "short", True, False) == "hopper-spaars-short"
     assert run_name("hopper", "spaars", "short", True, False, "set-0123abcd") == "hopper-spaars-set-0123abcd-short"
+
+
+def test_every_variant_gets_its_own_directory_and_summary():
+    """bf16 and the two ablations change what a run learns: none may share a name with another variant."""
+    import itertools
+
+    runs, summaries = set(), set()
+    combos = list(itertools.product([True, False], [True, False], [True, False], ["", "set-0123abcd"]))
+    for concurrent_bc, hard_switch, bf16, tag in combos:
+        runs.add(run_name("hopper", "spaars", "short", concurrent_bc, hard_switch, tag, bf16))
+        summaries.add(summary_name({"task": "hopper", "algo": "spaars", "seed": 0, "protocol": "short", "bf16": bf16,
+                                    "tag": tag, "variant": {"concurrent_bc": concurrent_bc,
+                                                            "hard_switch": hard_switch}}))
+    assert len(runs) == len(summaries) == len(combos)
+    assert run_name("hopper", "spaars", "short", True, False, "", True) == "hopper-spaars-bf16-short"
