@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from spaars_robot.train.summaries import mean_ci95
+from spaars_robot.train.summaries import mean_ci95, variant_label
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train"
@@ -28,9 +28,7 @@ def _fmt(mean: float, half: float) -> str:
 
 def _label(s: dict) -> str:
     v = s["variant"]
-    return s["algo"] + ("/no-concurrent-bc" if not v["concurrent_bc"] else "") + \
-        ("/hard-switch" if v["hard_switch"] else "") + ("/bf16" if s.get("bf16") else "") + \
-        (f"/{s['tag']}" if s.get("tag") else "")
+    return variant_label(s["algo"], v["concurrent_bc"], v["hard_switch"], bool(s.get("bf16")), s.get("tag") or "")
 
 
 def _gate_profile(runs: list[dict]) -> str:
