@@ -60,6 +60,9 @@ class TransitionConfig(_Strict):
     t_max: int = Field(50_000, ge=0, description="env step at which the switch happens regardless")
     window: int = Field(5, ge=2, description="evaluations in the plateau window")
     plateau_eps: float = Field(0.02, ge=0, description="max relative change of eval return and RND novelty")
+    novelty_reference: Literal["window", "initial"] = Field(
+        "window", description="what the novelty change is relative to: the window's own mean, or the novelty at the "
+                              "first evaluation (methods.md 6.4's Definition-1 reading)")
     bc_error_max: float = Field(0.01, gt=0, description="max raw-vs-decoded-latent BC error (MSE)")
     max_gate_rate: float = Field(0.5, gt=0, le=1, description="switch only if the gate would fire below this rate")
 

@@ -51,3 +51,20 @@ def test_t_min_blocks_and_t_max_forces():
     assert feed(monitor, [(s, (1000.0, 0.5, 0.001, 0.1)) for s in (1, 5, 10, 15, 19)]) == (False, "before t_min=20")
     forced, reason = TransitionMonitor(CFG).update(100, 0.0, 9.0, 9.0, 1.0)
     assert forced and "t_max" in reason
+
+
+def _decaying_novelty_run(reference: str):
+    """Novelty falls 15 % per evaluation after a large untrained first value; return and calibration are flat."""
+    cfg = CFG.model_copy(update={"novelty_reference": reference})
+    novelty = [0.02] + [1e-5 * 0.85 ** i for i in range(5)]
+    return feed(TransitionMonitor(cfg), [(10 * i, (1000.0, nov, 0.001, 0.1)) for i, nov in enumerate(novelty)])
+
+
+def test_geometric_novelty_decay_is_never_flat_relative_to_its_own_window():
+    switch, reason = _decaying_novelty_run("window")
+    assert not switch and "novelty change" in reason
+
+
+def test_geometric_novelty_decay_is_flat_relative_to_its_initial_level():
+    switch, reason = _decaying_novelty_run("initial")
+    assert switch and "plateau" in reason
