@@ -67,6 +67,9 @@ def build() -> str:
         lines.append(f"| {task} | {protocol} | {label} | {', '.join(str(r['seed']) for r in sorted(runs, key=lambda r: r['seed']))} "
                      f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {_fmt(*oos)}% | {_fmt(*falls)} | "
                      f"{_gate_profile(runs)} | {', '.join(switches) or '-'} |")
+    notes = sorted({(s["tag"], s["tag_note"]) for runs in groups.values() for s in runs if s.get("tag_note")})
+    if notes:
+        lines += [""] + [f"`{tag}`: {note}." for tag, note in notes]
     return "\n".join(lines + ["", END])
 
 

@@ -28,7 +28,10 @@ class PretrainConfig(_Strict):
     hidden: tuple[int, ...] = Field((256, 256), description="MLP widths of critics, value and policies")
     cvae_hidden: tuple[int, ...] = Field((256, 256), description="CVAE widths (PLAS uses 750x750; see BENCHMARKS)")
     cvae_latent_dim: int | None = Field(None, ge=1, description="CVAE latent k; None = 2 x action_dim (PLAS)")
-    cvae_kl_weight: float = Field(0.5, ge=0, description="KL weight of the CVAE loss (PLAS 0.5)")
+    cvae_kl_weight: float = Field(
+        0.05, ge=0, description="KL weight of the CVAE loss. PLAS's 0.5 collapses the latent space on single-policy "
+                                "datasets (decoder ignores z); 0.05 is the widest-reaching weight whose latent-box "
+                                "decodes stay in support (BENCHMARKS.md, 'CVAE KL weight')")
     cvae_lr: float = Field(3e-4, gt=0)
     lr: float = Field(3e-4, gt=0, description="Adam lr of critics, value and actors")
     gamma: float = Field(0.99, gt=0, lt=1)
