@@ -121,7 +121,7 @@ def train(
 
 @app.command()
 def plot(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories (seed dirs or group dirs)."),
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (seed or group dirs) or run summary JSON files."),
     out: Path = typer.Option(Path("learning_curves.png"), help="Output image (PNG or PDF)."),
 ) -> None:
     """Learning curves with 95% confidence bands over seeds, and the gate firing rate over time."""

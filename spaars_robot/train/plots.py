@@ -1,15 +1,19 @@
 """Learning curves like the SPAARS paper's figure 4: mean normalised score with 95% CI bands over seeds,
-plus the gate firing rate (share of raw actions) over training."""
+plus the gate firing rate (share of raw actions) over training.
+
+Inputs are run directories or committed run summaries (benchmarks/results/train/*.json), so a figure can be
+redrawn from what is in git long after the run directories are gone."""
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from spaars_robot.errors import SpaarsError
-from spaars_robot.train.summaries import mean_ci95
+from spaars_robot.train.summaries import mean_ci95, variant_label
 
 
 def _seed_dirs(path: Path) -> list[Path]:
@@ -26,17 +30,40 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _summary_curve(path: Path) -> tuple[str, list[dict]]:
+    """(group label named like the run directory, evaluation rows) of a committed run summary."""
+    try:
+        summary = json.loads(path.read_text())
+        v = summary["variant"]
+        label = variant_label(summary["algo"], v["concurrent_bc"], v["hard_switch"], bool(summary.get("bf16")),
+                              summary.get("tag") or "")
+        rows = [{k: str(c[k]) for k in ("step", "normalized_mean", "train_raw_rate")} for c in summary["curve"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SpaarsError(f"{path}: not a run summary ({exc.__class__.__name__}: {exc})") from exc
+    return f"{summary['task']}-{label}-{summary['protocol']}", rows
+
+
+def collect_curves(run_dirs: list[Path]) -> dict[str, list[list[dict]]]:
+    """Evaluation rows per group (one list per seed); a group is a run directory name such as hopper-spaars-short."""
+    groups: dict[str, list[list[dict]]] = defaultdict(list)
+    for run_dir in run_dirs:
+        if Path(run_dir).suffix == ".json":
+            label, rows = _summary_curve(Path(run_dir))
+            groups[label].append(rows)
+            continue
+        for seed_dir in _seed_dirs(Path(run_dir)):
+            label = seed_dir.parent.name if seed_dir.name.startswith("seed") else seed_dir.name
+            groups[label].append(_read(seed_dir))
+    return dict(groups)
+
+
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict[str, list[list[dict]]] = defaultdict(list)
-    for run_dir in run_dirs:
-        for seed_dir in _seed_dirs(Path(run_dir)):
-            label = seed_dir.parent.name if seed_dir.name.startswith("seed") else seed_dir.name
-            groups[label].append(_read(seed_dir))
+    groups = collect_curves(run_dirs)
     fig, (ax_score, ax_gate) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, height_ratios=[2, 1])
     for label, runs in groups.items():
         steps = sorted(set.intersection(*[{int(r["step"]) for r in rows} for rows in runs]))
