@@ -36,9 +36,8 @@ from pathlib import Path
 
 import torch
 
-from cvae_width import WidthRun, evaluate, resolve_dataset, split_by_episode
+from cvae_width import WidthRun, evaluate, heldout_split, resolve_dataset
 from spaars_robot.data.dataset import OfflineDataset
-from spaars_robot.nn.normalizer import ObsNormalizer
 from spaars_robot.train.config import PretrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cvae_kl_weight.json"
@@ -82,15 +81,9 @@ def main() -> None:
     base = PretrainConfig()
     dataset_path = resolve_dataset(args.dataset)
     dataset = OfflineDataset.load(dataset_path)
-    train_rows, held_rows = split_by_episode(dataset, args.heldout, args.seed)
-    normalizer = ObsNormalizer(dataset.obs[train_rows].mean(0), dataset.obs[train_rows].std(0))
-    with torch.no_grad():
-        obs = normalizer(dataset.obs)
-    train = {"obs": obs[train_rows].contiguous(), "action": dataset.action[train_rows].contiguous()}
-    pick = torch.randperm(len(held_rows), generator=torch.Generator().manual_seed(args.seed))[: args.eval_pairs]
-    held = {"obs": obs[held_rows[pick]], "action": dataset.action[held_rows[pick]]}
+    train, held = heldout_split(dataset, args.heldout, args.eval_pairs, args.seed)
     width = base.cvae_hidden[0]
-    print(f"dataset {dataset_path}: {len(train_rows)} train / {len(held_rows)} held-out pairs; CVAE {base.cvae_hidden}, "
+    print(f"dataset {dataset_path}: {train['obs'].shape[0]} train / {len(held['rows'])} held-out pairs; CVAE {base.cvae_hidden}, "
           f"k = {base.cvae_latent_dim or 2 * dataset.action_dim}, z_max {base.z_max}, {args.steps} updates each",
           flush=True)
     results: dict[str, dict] = {}

@@ -140,6 +140,19 @@ def evaluate(run: WidthRun, train: dict[str, torch.Tensor], held: dict[str, torc
     }
 
 
+def heldout_split(dataset: OfflineDataset, heldout: float, eval_pairs: int, seed: int) -> tuple[dict, dict]:
+    """Train pairs and at most `eval_pairs` held-out pairs from whole held-out episodes, observations normalised
+    with train statistics only (so nothing about the held-out episodes leaks into the CVAE)."""
+    train_rows, held_rows = split_by_episode(dataset, heldout, seed)
+    normalizer = ObsNormalizer(dataset.obs[train_rows].mean(0), dataset.obs[train_rows].std(0))
+    with torch.no_grad():
+        obs = normalizer(dataset.obs)
+    train = {"obs": obs[train_rows].contiguous(), "action": dataset.action[train_rows].contiguous()}
+    pick = torch.randperm(len(held_rows), generator=torch.Generator().manual_seed(seed))[:eval_pairs]
+    held = {"obs": obs[held_rows[pick]], "action": dataset.action[held_rows[pick]], "rows": held_rows}
+    return train, held
+
+
 def resolve_dataset(path: str | None) -> Path:
     for candidate in ([Path(path)] if path else list(DEFAULT_DATASETS)):
         if (candidate / "data" / "main_data.hdf5").exists():
@@ -164,18 +177,12 @@ def main() -> None:
     cfg = PretrainConfig()
     dataset_path = resolve_dataset(args.dataset)
     dataset = OfflineDataset.load(dataset_path)
-    train_rows, held_rows = split_by_episode(dataset, args.heldout, args.seed)
-    normalizer = ObsNormalizer(dataset.obs[train_rows].mean(0), dataset.obs[train_rows].std(0))
-    with torch.no_grad():
-        obs = normalizer(dataset.obs)
-    train = {"obs": obs[train_rows].contiguous(), "action": dataset.action[train_rows].contiguous()}
-    pick = torch.randperm(len(held_rows), generator=torch.Generator().manual_seed(args.seed))[: args.eval_pairs]
-    held = {"obs": obs[held_rows[pick]], "action": dataset.action[held_rows[pick]]}
+    train, held = heldout_split(dataset, args.heldout, args.eval_pairs, args.seed)
     load = {"uptime_start": subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     runs = [WidthRun(int(w), dataset.obs_dim, dataset.action_dim, cfg, args.seed) for w in args.widths.split(",")]
     flops = {run.width: run.flops_per_update(train["obs"], train["action"], cfg.batch_size) for run in runs}
-    print(f"dataset {dataset_path}: {len(train_rows)} train / {len(held_rows)} held-out pairs; "
+    print(f"dataset {dataset_path}: {train['obs'].shape[0]} train / {len(held['rows'])} held-out pairs; "
           f"load {load['loadavg_start']}", flush=True)
     done = 0
     while done < args.steps:
@@ -198,7 +205,7 @@ def main() -> None:
             "train_history": run.history[:: max(1, len(run.history) // 20)] + run.history[-1:],
         }
     report = {"command": "python " + " ".join(sys.argv), "dataset": str(dataset_path),
-              "train_pairs": len(train_rows), "heldout_pairs": len(held_rows), "eval_pairs": len(pick),
+              "train_pairs": train["obs"].shape[0], "heldout_pairs": len(held["rows"]), "eval_pairs": held["obs"].shape[0],
               "steps": args.steps, "seed": args.seed, "threads": args.threads, "batch_size": cfg.batch_size,
               "perturb_std": PERTURB_STD, **load,
               "loadavg_end": [round(x, 2) for x in os.getloadavg()], "widths": results}
