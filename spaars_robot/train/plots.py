@@ -65,22 +65,34 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
 
     groups = collect_curves(run_dirs)
     fig, (ax_score, ax_gate) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, height_ratios=[2, 1])
+    seen: dict[str, list[float]] = {"normalized_mean": [], "train_raw_rate": []}
     for label, runs in groups.items():
         steps = sorted(set.intersection(*[{int(r["step"]) for r in rows} for rows in runs]))
         for key, ax in (("normalized_mean", ax_score), ("train_raw_rate", ax_gate)):
-            stats = [mean_ci95([float(next(r[key] for r in rows if int(r["step"]) == s)) for rows in runs])
-                     for s in steps]
+            per_seed = np.array([[float(next(r[key] for r in rows if int(r["step"]) == s)) for s in steps]
+                                 for rows in runs])
+            stats = [mean_ci95(list(per_seed[:, i])) for i in range(len(steps))]
             mean = np.array([m for m, _ in stats])
             half = np.nan_to_num(np.array([h for _, h in stats]))
-            ax.plot(steps, mean, label=f"{label} (n={len(runs)})")
-            ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+            (line,) = ax.plot(steps, mean, label=f"{label} (n={len(runs)})")
+            ax.fill_between(steps, mean - half, mean + half, alpha=0.15, color=line.get_color())
+            if len(runs) < 5:  # few seeds: the t-band is very wide, so show the seeds themselves too
+                for seed_curve in per_seed:
+                    ax.plot(steps, seed_curve, color=line.get_color(), alpha=0.35, lw=0.7)
+            seen[key] += list(per_seed.ravel())
+    # axes span the observed per-seed values (a 2-seed t-band reaches far past any score a seed had)
+    for key, ax in (("normalized_mean", ax_score), ("train_raw_rate", ax_gate)):
+        if seen[key]:
+            lo, hi = min(seen[key]), max(seen[key])
+            pad = 0.05 * (hi - lo or 1.0)
+            ax.set_ylim(lo - pad, hi + pad)
     ax_score.set_ylabel("D4RL-normalised score")
     ax_score.legend(fontsize=8)
     ax_score.grid(alpha=0.3)
     ax_gate.set_ylabel("gate firing rate\n(raw share, training)")
     ax_gate.set_xlabel("online environment steps")
     ax_gate.grid(alpha=0.3)
-    fig.suptitle("Mean and 95% CI over seeds")
+    fig.suptitle("Mean and 95% t-interval over seeds (thin lines: single seeds when fewer than 5)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
