@@ -24,13 +24,6 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_name(task: str, algo: str, protocol: str, concurrent_bc: bool, hard_switch: bool, tag: str = "",
-             bf16: bool = False) -> str:
-    from spaars_robot.train.summaries import variant_label
-
-    return f"{task}-{variant_label(algo, concurrent_bc, hard_switch, bf16, tag)}-{protocol}"
-
-
 def _train_one(kwargs: dict) -> dict:
     """Process entry point for one seed (spawned: each seed is its own process with its own threads)."""
     from spaars_robot.train.runner import Runner
@@ -64,7 +57,7 @@ def train(
 
     from spaars_robot.commands.data import resolve_dataset
     from spaars_robot.train.config import TrainConfig, hyperparameter_tag, resolve_config
-    from spaars_robot.train.summaries import write_compact_summary
+    from spaars_robot.train.summaries import run_name, write_compact_summary
 
     jobs: list[dict] = []
     cache_dir = Path(os.environ.get("SPAARS_CACHE", runs_root / "_pretrain_cache"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from spaars_robot.errors import SpaarsError
-from spaars_robot.train.summaries import mean_ci95, variant_label
+from spaars_robot.train.summaries import mean_ci95, summary_run_name
 
 
 def _seed_dirs(path: Path) -> list[Path]:
@@ -34,13 +34,11 @@ def _summary_curve(path: Path) -> tuple[str, list[dict]]:
     """(group label named like the run directory, evaluation rows) of a committed run summary."""
     try:
         summary = json.loads(path.read_text())
-        v = summary["variant"]
-        label = variant_label(summary["algo"], v["concurrent_bc"], v["hard_switch"], bool(summary.get("bf16")),
-                              summary.get("tag") or "")
+        label = summary_run_name(summary)
         rows = [{k: str(c[k]) for k in ("step", "normalized_mean", "train_raw_rate")} for c in summary["curve"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SpaarsError(f"{path}: not a run summary ({exc.__class__.__name__}: {exc})") from exc
-    return f"{summary['task']}-{label}-{summary['protocol']}", rows
+    return label, rows
 
 
 def collect_curves(run_dirs: list[Path]) -> dict[str, list[list[dict]]]:

@@ -36,11 +36,28 @@ def variant_label(algo: str, concurrent_bc: bool, hard_switch: bool, bf16: bool,
     return "-".join(tags)
 
 
-def summary_name(summary: dict) -> str:
+def run_name(task: str, algo: str, protocol: str, concurrent_bc: bool, hard_switch: bool, tag: str = "",
+             bf16: bool = False) -> str:
+    """The run-directory group name, e.g. 'hopper-spaars-no-concurrent-bc-short'."""
+    return f"{task}-{variant_label(algo, concurrent_bc, hard_switch, bf16, tag)}-{protocol}"
+
+
+def summary_label(summary: dict) -> str:
+    """variant_label of a finished run, read from its summary."""
     v = summary["variant"]
-    label = variant_label(summary["algo"], v["concurrent_bc"], v["hard_switch"], bool(summary.get("bf16")),
-                          summary.get("tag") or "")
-    return f"{summary['task']}_{label}_{summary['protocol']}_seed{summary['seed']}.json"
+    return variant_label(summary["algo"], v["concurrent_bc"], v["hard_switch"], bool(summary.get("bf16")),
+                         summary.get("tag") or "")
+
+
+def summary_run_name(summary: dict) -> str:
+    """run_name of a finished run, read from its summary (groups committed summaries like run directories)."""
+    v = summary["variant"]
+    return run_name(summary["task"], summary["algo"], summary["protocol"], v["concurrent_bc"], v["hard_switch"],
+                    summary.get("tag") or "", bool(summary.get("bf16")))
+
+
+def summary_name(summary: dict) -> str:
+    return f"{summary['task']}_{summary_label(summary)}_{summary['protocol']}_seed{summary['seed']}.json"
 
 
 def write_compact_summary(summary: dict, results_dir: Path) -> Path:

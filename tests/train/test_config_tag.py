@@ -1,9 +1,8 @@
 """A run whose --set changes a hyperparameter gets its own run directory and summary file name."""
 from __future__ import annotations
 
-from spaars_robot.commands.train import run_name
 from spaars_robot.train.config import hyperparameter_tag, resolve_config
-from spaars_robot.train.summaries import summary_name
+from spaars_robot.train.summaries import run_name, summary_name
 
 FIELDS = {"task": "hopper", "dataset": "hopper-medium", "algo": "spaars", "seed": 0}
 
