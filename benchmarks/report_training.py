@@ -62,10 +62,18 @@ def build() -> str:
         lines.append(f"| {task} | {protocol} | {label} | {', '.join(str(r['seed']) for r in sorted(runs, key=lambda r: r['seed']))} "
                      f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {_fmt(*oos)}% | {_fmt(*falls)} | "
                      f"{_gate_profile(runs)} | {', '.join(switches) or '-'} |")
-    notes = sorted({(s["tag"], s["tag_note"]) for runs in groups.values() for s in runs if s.get("tag_note")})
+    notes = sorted({(s["tag"], _tag_note(s)) for runs in groups.values() for s in runs if s.get("tag")})
     if notes:
         lines += [""] + [f"`{tag}`: {note}." for tag, note in notes]
     return "\n".join(lines + ["", END])
+
+
+def _tag_note(summary: dict) -> str:
+    """What a `set-<hash>` label stands for: a hand-written note where one was added, else its --set values."""
+    if summary.get("tag_note"):
+        return summary["tag_note"]
+    sets = summary.get("tag_sets") or {}
+    return "--set " + " ".join(f"{k}={v}" for k, v in sets.items()) if sets else "hyperparameters not recorded"
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def train(
     import yaml
 
     from spaars_robot.commands.data import resolve_dataset
-    from spaars_robot.train.config import TrainConfig, hyperparameter_tag, resolve_config
+    from spaars_robot.train.config import TrainConfig, hyperparameter_changes, hyperparameter_tag, resolve_config
     from spaars_robot.train.summaries import run_name, write_compact_summary
 
     jobs: list[dict] = []
@@ -88,8 +88,9 @@ def train(
             fields = {"task": task, "dataset": str(dataset or ""), "algo": algo, "seed": seed}
             cfg = resolve_config(protocol, fields, sets)
             if set_:
-                tag = hyperparameter_tag(cfg, resolve_config(protocol, fields, variant_sets))
-                cfg = cfg.model_copy(update={"tag": tag})
+                default = resolve_config(protocol, fields, variant_sets)
+                tag = hyperparameter_tag(cfg, default)
+                cfg = cfg.model_copy(update={"tag": tag, "tag_sets": hyperparameter_changes(cfg, default) if tag else {}})
             group = runs_root / run_name(task, algo, cfg.protocol, cfg.online.concurrent_bc, cfg.online.hard_switch,
                                          cfg.tag, bf16)
             jobs.append({"config": cfg, "run_dir": run_dir or group / f"seed{seed}", "cache_dir": cache_dir,

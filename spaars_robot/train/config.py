@@ -6,7 +6,7 @@ Named protocols (`smoke`, `short`, `paper`) are YAML files in `sim/protocols/` t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,6 +102,8 @@ class TrainConfig(_Strict):
     threads: int = Field(1, ge=1, description="torch threads per run (seeds run as parallel processes)")
     tag: str = Field("", description="set by `train` when --set changes a hyperparameter of the protocol: "
                                      "'set-<hash>', so such runs never share a run directory or summary file")
+    tag_sets: dict[str, Any] = Field(default_factory=dict, description="what the tag stands for: each hyperparameter "
+                                     "that differs from the protocol, as dotted key -> value (copied into summaries)")
     pretrain: PretrainConfig = PretrainConfig()
     online: OnlineConfig = OnlineConfig()
     eval: EvalConfig = EvalConfig()
@@ -146,6 +148,29 @@ def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None
         raise ConfigError(format_validation_error(f"{path} + command line", exc)) from exc
 
 
+_HYPERPARAMETER_SECTIONS = {"pretrain", "online", "eval"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def hyperparameter_changes(config: TrainConfig, protocol_default: TrainConfig) -> dict[str, Any]:
+    """Every hyperparameter where `config` departs from its protocol, as dotted key -> value.
+
+    Stored with a tagged run's summary so a committed result says what it was run with, not only a hash.
+    """
+    mine = _flatten(config.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS))
+    theirs = _flatten(protocol_default.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS))
+    return {key: value for key, value in sorted(mine.items()) if theirs.get(key) != value}
+
+
 def hyperparameter_tag(config: TrainConfig, protocol_default: TrainConfig) -> str:
     """'' when `config` has its protocol's hyperparameters, else 'set-' + 8 hex digits of them.
 
@@ -155,9 +180,8 @@ def hyperparameter_tag(config: TrainConfig, protocol_default: TrainConfig) -> st
     import hashlib
     import json
 
-    sections = {"pretrain", "online", "eval"}
-    mine = config.model_dump(mode="json", include=sections)
-    if mine == protocol_default.model_dump(mode="json", include=sections):
+    mine = config.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS)
+    if mine == protocol_default.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS):
         return ""
     return "set-" + hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:8]
 

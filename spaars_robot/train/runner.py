@@ -232,7 +232,7 @@ class Runner:
             "task": cfg.task, "algo": cfg.algo, "seed": cfg.seed, "protocol": cfg.protocol,
             "dataset": str(self.dataset_path), "bf16": self.bf16,
             "variant": {"concurrent_bc": cfg.online.concurrent_bc, "hard_switch": cfg.online.hard_switch},
-            **({"tag": cfg.tag} if cfg.tag else {}),
+            **({"tag": cfg.tag, "tag_sets": cfg.tag_sets} if cfg.tag else {}),
             "final_normalized": float(np.mean([r["normalized_mean"] for r in last])),
             "offline_normalized": rows[0]["normalized_mean"],
             "early_out_of_support_rate": float(sum(r["out_of_support_rate"] * cfg.eval.every for r in early)

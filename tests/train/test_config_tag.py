@@ -41,3 +41,16 @@ def test_every_variant_gets_its_own_directory_and_summary():
                                                             "hard_switch": hard_switch}}))
     assert len(runs) == len(summaries) == len(combos)
     assert run_name("hopper", "spaars", "short", True, False, "", True) == "hopper-spaars-bf16-short"
+
+
+def test_a_tagged_config_records_exactly_the_hyperparameters_it_changed():
+    """A committed summary must say what `set-<hash>` stands for; the hash alone cannot be read back."""
+    from spaars_robot.train.config import hyperparameter_changes
+
+    base = resolve_config("smoke", FIELDS)
+    assert hyperparameter_changes(base, base) == {}
+    changed = resolve_config("smoke", FIELDS, ["online.gate.tau_rel=0.05", "pretrain.cvae_kl_weight=0.5"])
+    assert hyperparameter_changes(changed, base) == {"online.gate.tau_rel": 0.05, "pretrain.cvae_kl_weight": 0.5}
+    # task, seed and the like are not hyperparameters: they are in the run name already
+    other_seed = resolve_config("smoke", {**FIELDS, "seed": 3})
+    assert hyperparameter_changes(other_seed, base) == {}
