@@ -3,7 +3,10 @@
 At state s the raw action is executed only when the shared critic ensemble says, with confidence,
 that it beats the decoded latent action: LCB = mean_i A_i - kappa * std_i A_i > tau with
 A_i = Q_i(s, a_raw) - Q_i(s, a_lat). Hysteresis keeps it raw while LCB > tau - h, so control does not
-chatter between the two policies. tau and h are relative to the running mean |Q| (scale-free).
+chatter between the two policies. tau and h are relative to a scale (scale-free across tasks): the
+running mean |Q| (`scale: q`, the default) or the mean |A| over recently visited states (`scale:
+advantage`). Why both: on hopper the advantages are ~3e-4 of |Q|, so a hysteresis of 0.01 |Q| is ~30 mean
+|A| wide and latches the gate open at the first positive LCB of an episode (benchmarks/gate_diagnostics.py).
 """
 from __future__ import annotations
 
@@ -29,16 +32,16 @@ class AdvantageGate:
     def reset(self) -> None:
         self.is_open = False
 
-    def thresholds(self, q_scale: float) -> tuple[float, float]:
+    def thresholds(self, scale: float) -> tuple[float, float]:
         """(open threshold tau, close threshold tau - h) in Q units."""
-        tau = self.tau_rel * q_scale
-        return tau, tau - self.hysteresis_rel * q_scale
+        tau = self.tau_rel * scale
+        return tau, tau - self.hysteresis_rel * scale
 
-    def decide(self, lcb: float, q_scale: float) -> bool:
-        tau, close = self.thresholds(q_scale)
+    def decide(self, lcb: float, scale: float) -> bool:
+        tau, close = self.thresholds(scale)
         self.is_open = lcb > (close if self.is_open else tau)
         return self.is_open
 
-    def batch_open(self, lcb: torch.Tensor, q_scale: torch.Tensor) -> torch.Tensor:
+    def batch_open(self, lcb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Stateless version for critic targets on a batch (no hysteresis: no trajectory context)."""
-        return lcb > self.tau_rel * q_scale
+        return lcb > self.tau_rel * scale

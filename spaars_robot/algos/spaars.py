@@ -58,7 +58,12 @@ class SPAARSAgent:
         self.alpha_opt = fused_adam([self.log_alpha], lr)
         self.rnd_opt = fused_adam(self.rnd.predictor.parameters(), lr)
         self.q_scale = nets.q_scale.clone()
+        self.adv_scale = torch.tensor(1.0)  # mean |A| on recent states; set at every evaluation (after_eval)
         self.switch_log: list[dict] = []
+
+    def gate_scale(self) -> torch.Tensor:
+        """What the gate's relative thresholds multiply (GateConfig.scale)."""
+        return self.adv_scale if self.cfg.gate.scale == "advantage" else self.q_scale
 
     # -- acting ------------------------------------------------------------------------------------
     def _s(self, obs: np.ndarray) -> torch.Tensor:
@@ -75,7 +80,7 @@ class SPAARSAgent:
         if self.force_raw:
             return True, raw, lat
         lcb = float(gate_lcb(self.nets.critic, s, raw, lat, self.cfg.gate.kappa)[0])
-        return gate.decide(lcb, float(self.q_scale)), raw, lat
+        return gate.decide(lcb, float(self.gate_scale())), raw, lat
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
@@ -114,7 +119,7 @@ class SPAARSAgent:
         if self.force_raw:
             return raw
         lcb = gate_lcb(self.nets.critic, next_obs, raw, self.nets.decoded_latent_mean(next_obs), self.cfg.gate.kappa)
-        return torch.where(self.gate.batch_open(lcb, self.q_scale).unsqueeze(-1), raw, latent)
+        return torch.where(self.gate.batch_open(lcb, self.gate_scale()).unsqueeze(-1), raw, latent)
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         nets, cfg, pre = self.nets, self.cfg, self.config.pretrain
@@ -186,9 +191,11 @@ class SPAARSAgent:
         bc_error = float((raw - lat).pow(2).sum(-1).mean())
         novelty = float(self.rnd.novelty(recent_obs).mean())
         lcb = gate_lcb(nets.critic, recent_obs, raw, lat, self.cfg.gate.kappa)
-        gate_rate = float(self.gate.batch_open(lcb, self.q_scale).float().mean())
+        self.adv_scale.fill_(float((nets.critic(recent_obs, raw) - nets.critic(recent_obs, lat)).mean(0).abs().mean())
+                             + 1e-8)
+        gate_rate = float(self.gate.batch_open(lcb, self.gate_scale()).float().mean())
         signals = {"novelty": novelty, "bc_error": bc_error, "gate_rate_recent": gate_rate,
-                   "q_scale": float(self.q_scale)}
+                   "q_scale": float(self.q_scale), "adv_scale": float(self.adv_scale)}
         if self.phase == "latent" and self.variant == "spaars":
             switch, reason = self.transition.update(step, record["return_mean"], novelty, bc_error, gate_rate)
             signals["transition_check"] = reason
@@ -207,6 +214,7 @@ class SPAARSAgent:
             "critic_opt": self.critic_opt.state_dict(), "latent_opt": self.latent_opt.state_dict(),
             "raw_opt": self.raw_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict(),
             "rnd_opt": self.rnd_opt.state_dict(), "q_scale": self.q_scale.clone(),
+            "adv_scale": self.adv_scale.clone(),
             "phase": self.phase, "force_raw": self.force_raw, "gate_open": self.gate.is_open,
             "transition": self.transition.state_dict(), "switch_log": list(self.switch_log),
         }
@@ -217,6 +225,7 @@ class SPAARSAgent:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
             self.q_scale.copy_(state["q_scale"])
+            self.adv_scale.copy_(state.get("adv_scale", torch.tensor(1.0)))  # absent in runs before gate.scale
         self.rnd.load_state_dict(state["rnd"])
         for name in ("critic_opt", "latent_opt", "raw_opt", "alpha_opt", "rnd_opt"):
             getattr(self, name).load_state_dict(state[name])

@@ -4,7 +4,8 @@ forward(obs [B, obs_dim], raw observation) ->
     raw_action     [B, act_dim]  deterministic raw policy  mu_raw(s)
     latent_action  [B, act_dim]  decoded latent policy      D(s, z_max * tanh(mu_z(s)))
     gate_advantage [B]           lower confidence bound of Q(s, a_raw) - Q(s, a_lat) over the ensemble,
-                                 in units of the critic's running mean |Q| (`q_scale`): the gate's
+                                 in units of the gate's scale (`gate_scale`: the running mean |Q|, or
+                                 the mean |A| on recent states, per GateConfig.scale): the gate's
                                  thresholds are relative (tau_rel, hysteresis_rel), and Q values of
                                  order 100 would otherwise leave float32 ONNX-vs-torch parity at ~1e-4
     support_score  [B]           CVAE support score of the raw action (higher = further from the data)
@@ -29,9 +30,9 @@ from spaars_robot.nn.policies import TanhGaussianPolicy
 
 class PolicyStack(nn.Module):
     def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy, latent_policy: TanhGaussianPolicy,
-                 cvae: CVAE, critic: QEnsemble, gate_kappa: float, q_scale: float = 1.0) -> None:
+                 cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0) -> None:
         super().__init__()
-        self.register_buffer("q_scale", torch.tensor(float(q_scale)))
+        self.register_buffer("gate_scale", torch.tensor(float(gate_scale)))
         self.normalizer, self.raw_policy, self.latent_policy = normalizer, raw_policy, latent_policy
         self.cvae, self.critic = cvae, critic
         self.gate_kappa = gate_kappa
@@ -40,7 +41,7 @@ class PolicyStack(nn.Module):
         s = self.normalizer(obs)
         raw_action = self.raw_policy.mean_action(s)
         latent_action = self.cvae.decode(s, self.latent_policy.mean_action(s))
-        gate_advantage = gate_lcb(self.critic, s, raw_action, latent_action, self.gate_kappa) / self.q_scale
+        gate_advantage = gate_lcb(self.critic, s, raw_action, latent_action, self.gate_kappa) / self.gate_scale
         support_score = self.cvae.support_score(s, raw_action)
         return raw_action, latent_action, gate_advantage, support_score
 
@@ -67,7 +68,7 @@ class RunExportInfo(BaseModel):
     obs_dim: int
     action_dim: int
     control_rate_hz: float
-    gate_threshold: float  # tau, in units of mean |Q|: raw action allowed when gate_advantage > tau
+    gate_threshold: float  # tau, in units of the gate scale: raw action allowed when gate_advantage > tau
     gate_hysteresis: float  # once raw, stay raw while gate_advantage > tau - hysteresis
     support_threshold: float  # support_score above this = raw action out of data support
     support_calibration: SupportCalibration

@@ -40,10 +40,16 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
     task = load_task(config.task)
     nets = OfflineNets(task.obs_dim, task.action_dim, config.pretrain)
     nets.load_state_dict(state["agent"]["nets"])
-    q_scale = float(state["agent"].get("q_scale", nets.q_scale))
     gate = config.online.gate
+    if gate.scale == "advantage":
+        if "adv_scale" not in state["agent"]:
+            raise SpaarsError(f"{run_dir}: gate.scale is 'advantage' but the checkpoint has no advantage scale "
+                              "(written before gate.scale existed); export it with a config that says scale: q")
+        gate_scale = float(state["agent"]["adv_scale"])
+    else:
+        gate_scale = float(state["agent"].get("q_scale", nets.q_scale))
     stack = PolicyStack(nets.normalizer, nets.raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
-                        q_scale=q_scale).eval()
+                        gate_scale=gate_scale).eval()
     dataset_path = Path(extra["dataset_path"])
     metadata = read_metadata(dataset_path)
     dataset = OfflineDataset.load(dataset_path)
@@ -51,7 +57,7 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
     calibration_obs = dataset.obs[::step][:CALIBRATION_OBSERVATIONS].tolist()
     info = RunExportInfo(
         task=task.name, obs_dim=task.obs_dim, action_dim=task.action_dim, control_rate_hz=task.control_rate_hz,
-        gate_threshold=gate.tau_rel, gate_hysteresis=gate.hysteresis_rel,  # relative: the stack divides by q_scale
+        gate_threshold=gate.tau_rel, gate_hysteresis=gate.hysteresis_rel,  # relative: the stack divides by gate_scale
         support_threshold=float(nets.support_threshold),
         support_calibration=SupportCalibration(
             quantile=config.pretrain.support_quantile, dataset=str(metadata.get("dataset_id", dataset_path)),

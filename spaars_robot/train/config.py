@@ -52,8 +52,13 @@ class GateConfig(_Strict):
     """Advantage gate: raw action only when LCB[Q(s,a_raw) - Q(s,a_lat)] > tau (methods.md 6.6)."""
 
     kappa: float = Field(1.0, ge=0, description="ensemble std multiplier in the lower confidence bound")
-    tau_rel: float = Field(0.0, description="threshold as a fraction of the running mean |Q|")
-    hysteresis_rel: float = Field(0.01, ge=0, description="stay raw while LCB > tau - this x mean|Q|")
+    scale: Literal["q", "advantage"] = Field(
+        "q", description="what tau_rel and hysteresis_rel are fractions of: the running mean |Q| (q), or the mean "
+                         "|Q(s,a_raw) - Q(s,a_lat)| over recently visited states, recalibrated at every evaluation "
+                         "(advantage). With q, 0.01 hysteresis is far wider than the advantages and latches the gate "
+                         "open (BENCHMARKS.md, gate diagnostics)")
+    tau_rel: float = Field(0.0, description="threshold as a fraction of the scale")
+    hysteresis_rel: float = Field(0.01, ge=0, description="stay raw while LCB > tau - this x scale")
 
 
 class TransitionConfig(_Strict):

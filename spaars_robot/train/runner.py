@@ -33,7 +33,7 @@ RECENT_STATES = 2_000
 METRIC_FIELDS = (
     "step", "phase", "return_mean", "return_std", "normalized_mean", "normalized_std", "eval_raw_rate",
     "train_raw_rate", "out_of_support_rate", "falls", "train_episodes", "novelty", "bc_error",
-    "gate_rate_recent", "q_scale", "wall_seconds", "env_steps_per_second", "event",
+    "gate_rate_recent", "q_scale", "adv_scale", "wall_seconds", "env_steps_per_second", "event",
 )
 
 
@@ -155,6 +155,7 @@ class Runner:
                    "falls": counters["falls"], "train_episodes": counters["episodes"],
                    "novelty": signals.get("novelty", ""), "bc_error": signals.get("bc_error", ""),
                    "gate_rate_recent": signals.get("gate_rate_recent", ""), "q_scale": signals.get("q_scale", ""),
+                   "adv_scale": signals.get("adv_scale", ""),
                    "wall_seconds": round(wall(), 1),
                    "env_steps_per_second": round(step / max(wall(), 1e-9), 1),  # online phase only
                    "event": signals.get("switched", "")}

@@ -35,7 +35,7 @@ def test_confident_disagreement_keeps_latent():
     lcb = gate_lcb(critic, torch.zeros(1, 2), torch.ones(1, 1), torch.zeros(1, 1), kappa=1.0)
     gate = AdvantageGate(kappa=1.0, tau_rel=0.0, hysteresis_rel=0.0)
     assert float(lcb) < 0 < 1.5
-    assert not gate.decide(float(lcb), q_scale=10.0)
+    assert not gate.decide(float(lcb), scale=10.0)
 
 
 def test_hysteresis_prevents_chatter_and_reset_closes():
@@ -53,3 +53,27 @@ def test_batch_open_has_no_memory():
     gate = AdvantageGate(kappa=1.0, tau_rel=0.1, hysteresis_rel=0.05)
     opened = gate.batch_open(torch.tensor([0.9, 1.1, 0.7]), torch.tensor(10.0))
     assert opened.tolist() == [False, True, False]
+
+
+def test_gate_scale_follows_the_config_and_the_advantage_scale_is_mean_abs_advantage(tiny_hopper_dataset, tmp_path):
+    """With scale=advantage the thresholds multiply mean |Q(s,a_raw) - Q(s,a_lat)| on the recent states the agent
+    was last shown; with scale=q (default) they multiply the running mean |Q|, as before the option existed."""
+    from spaars_robot.config.tasks import load_task
+    from spaars_robot.data.dataset import OfflineDataset
+    from spaars_robot.train.config import resolve_config
+    from spaars_robot.train.runner import build_agent
+
+    fields = {"task": "hopper", "dataset": str(tiny_hopper_dataset), "algo": "spaars", "seed": 0}
+    dataset = OfflineDataset.load(tiny_hopper_dataset)
+    task = load_task("hopper")
+    for scale in ("q", "advantage"):
+        config = resolve_config("smoke", fields, [f"online.gate.scale={scale}"])
+        agent, nets, _ = build_agent(config, task, dataset, tmp_path / "cache", False, None)
+        obs = nets.normalizer(torch.as_tensor(dataset.obs[:500], dtype=torch.float32))
+        signals = agent.after_eval(0, {"return_mean": 0.0}, obs)
+        with torch.no_grad():
+            raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
+            expected = float((nets.critic(obs, raw) - nets.critic(obs, lat)).mean(0).abs().mean())
+        assert abs(signals["adv_scale"] - expected) <= 1e-5 * expected + 1e-7  # + the 1e-8 floor
+        assert 0 < expected < 0.5 * float(agent.q_scale)  # the two scales differ: the choice matters
+        assert agent.gate_scale() is (agent.adv_scale if scale == "advantage" else agent.q_scale)
