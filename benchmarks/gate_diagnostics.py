@@ -29,7 +29,7 @@ import yaml
 os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spaars_robot.algos.gate import gate_lcb  # noqa: E402
+from spaars_robot.algos.gate import AdvantageGate, gate_lcb  # noqa: E402
 from spaars_robot.config.tasks import load_task  # noqa: E402
 from spaars_robot.data.dataset import OfflineDataset  # noqa: E402
 from spaars_robot.data.files import atomic_write_json, safe_torch_load  # noqa: E402
@@ -41,6 +41,8 @@ from spaars_robot.train.runner import build_agent  # noqa: E402
 TAU_RELS = (0.0, 0.01, 0.02, 0.05, 0.1)
 HYSTERESIS_Q = (0.0, 0.0001, 0.001, 0.01)  # in units of mean |Q| (0.01: the gate's original default)
 HYSTERESIS_A = (0.0, 0.1, 0.25, 0.5, 1.0)  # in units of mean |A| over the same states
+# candidate advantage-scaled gates (tau_rel, hysteresis_rel) in units of mean |A|, for open share and returns
+ADVANTAGE_GATES = ((0.0, 0.25), (0.5, 0.25), (1.0, 0.5), (2.0, 1.0))
 KAPPAS = (1.0, 2.0, 3.0)
 DIAGNOSTIC_SEED_BASE = 2_000_000
 GATED_TAIL = 20_000
@@ -96,6 +98,8 @@ def gate_statistics(agent, obs: torch.Tensor, done: torch.Tensor) -> dict:
                                               for h in HYSTERESIS_Q}
     out["latched_open_share_a_hysteresis"] = {f"{h:g}": latched_gate(lcb1, done, 0.0, h * mean_abs_a)
                                               for h in HYSTERESIS_A}
+    out["advantage_gates"] = {f"tau{t:g}_h{h:g}": latched_gate(lcb1, done, t * mean_abs_a, h * mean_abs_a)
+                              for t, h in ADVANTAGE_GATES}
     for kappa in KAPPAS:
         lcb = gate_lcb(nets.critic, obs, raw, lat, kappa) / q_scale
         out[f"kappa{kappa:g}"] = {
@@ -104,19 +108,26 @@ def gate_statistics(agent, obs: torch.Tensor, done: torch.Tensor) -> dict:
     return out
 
 
-def returns_by_controller(agent, task, episodes: int) -> dict:
-    """Normalised returns of the three deployable controllers at the end of the run, same diagnostic seeds."""
+def returns_by_controller(agent, task, episodes: int, mean_abs_a: float) -> dict:
+    """Normalised returns of the deployable controllers at the end of the run, same diagnostic seeds: raw
+    everywhere, latent everywhere, the run's own gate, and the candidate advantage-scaled gates (thresholds
+    from `mean_abs_a`, the mean |A| on the run's last states)."""
     out = {}
-    saved = agent.phase, agent.force_raw
-    for name, (phase, force_raw) in {"raw": ("gated", True), "latent": ("latent", False),
-                                     "gated": ("gated", False)}.items():
+    saved = agent.phase, agent.force_raw, agent.eval_gate
+    q_scale = float(agent.q_scale)
+    controllers = {"raw": ("gated", True, None), "latent": ("latent", False, None), "gated": ("gated", False, None)}
+    for t, h in ADVANTAGE_GATES:  # expressed in q units so the agent's q-scaled gate applies them unchanged
+        controllers[f"gated_tau{t:g}_h{h:g}_advantage"] = ("gated", False, AdvantageGate(
+            agent.cfg.gate.kappa, t * mean_abs_a / q_scale, h * mean_abs_a / q_scale))
+    for name, (phase, force_raw, gate) in controllers.items():
         agent.phase, agent.force_raw = phase, force_raw
+        agent.eval_gate = gate or saved[2]
         returns, raw_rate = run_episodes(agent.act, task, episodes, DIAGNOSTIC_SEED_BASE,
                                          begin_episode=lambda: agent.begin_episode(evaluation=True))
         norm = [task.normalized_score(r) for r in returns]
         out[name] = {"normalized_mean": float(np.mean(norm)), "normalized_min": float(np.min(norm)),
                      "raw_rate": raw_rate}
-    agent.phase, agent.force_raw = saved
+    agent.phase, agent.force_raw, agent.eval_gate = saved
     return out
 
 
@@ -135,11 +146,13 @@ def main() -> None:
         n = online.size
         latent_end = switch if switch is not None else n
         record = {"run": str(run_dir), "task": config.task, "seed": config.seed, "step": step, "switch_step": switch,
-                  "latent_phase_states": gate_statistics(agent, online.obs[:latent_end], online.done[:latent_end]),
-                  "returns": returns_by_controller(agent, task, args.episodes)}
+                  "latent_phase_states": gate_statistics(agent, online.obs[:latent_end], online.done[:latent_end])}
         if switch is not None and n > switch:
             record["gated_phase_tail_states"] = gate_statistics(
                 agent, online.obs[max(switch, n - GATED_TAIL):n], online.done[max(switch, n - GATED_TAIL):n])
+        last = record.get("gated_phase_tail_states", record["latent_phase_states"])
+        record["returns"] = returns_by_controller(agent, task, args.episodes,
+                                                  last["mean_abs_advantage_rel_q"] * last["q_scale"])
         results.append(record)
         print(f"\n{run_dir} (seed {config.seed}, step {step}, switch {switch})")
         for part in ("latent_phase_states", "gated_phase_tail_states"):
@@ -157,6 +170,9 @@ def main() -> None:
                   f"(kappa 1, tau 0) the latched gate is open on (share/switches per 1000 steps): " + " ".join(
                       f"h={h}|Q|:{v['open_share']:.2f}/{v['switches_per_1000_steps']:.0f}" for h, v in st["latched_open_share_q_hysteresis"].items()) + " / " + " ".join(
                       f"h={h}|A|:{v['open_share']:.2f}/{v['switches_per_1000_steps']:.0f}" for h, v in st["latched_open_share_a_hysteresis"].items()))
+            print("    advantage-scaled gates (tau, h in mean |A|), open share/switches per 1000 steps: " + " ".join(
+                f"{name}:{v['open_share']:.2f}/{v['switches_per_1000_steps']:.0f}"
+                for name, v in st["advantage_gates"].items()))
         print("  returns (normalised, diagnostic seeds): " + ", ".join(
             f"{name} {r['normalized_mean']:.1f} (min {r['normalized_min']:.1f}, raw {r['raw_rate']:.2f})"
             for name, r in record["returns"].items()))
