@@ -50,8 +50,8 @@ def build() -> str:
     if not groups:
         return "\n".join(lines + ["No finished runs yet.", "", END])
     lines += ["| task | protocol | algorithm | seeds | offline start | final score (95% CI) | paper | "
-              "out-of-support, first 50k | falls, first 50k | raw share (thirds of run) | switch step |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "per seed | out-of-support, first 50k | falls, first 50k | raw share (thirds of run) | switch step |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, protocol, label), runs in sorted(groups.items()):
         final = mean_ci95([r["final_normalized"] for r in runs])
         start = mean_ci95([r["offline_normalized"] for r in runs])
@@ -59,8 +59,9 @@ def build() -> str:
         falls = mean_ci95([r["early_falls"] for r in runs])
         switches = [str(r["switch"][0]["step"]) for r in runs if r.get("switch")]
         paper = PAPER.get(task, {}).get(label, "")
+        per_seed = " / ".join(f"{r['final_normalized']:.1f}" for r in sorted(runs, key=lambda r: r["seed"]))
         lines.append(f"| {task} | {protocol} | {label} | {', '.join(str(r['seed']) for r in sorted(runs, key=lambda r: r['seed']))} "
-                     f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {_fmt(*oos)}% | {_fmt(*falls)} | "
+                     f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {per_seed} | {_fmt(*oos)}% | {_fmt(*falls)} | "
                      f"{_gate_profile(runs)} | {', '.join(switches) or '-'} |")
     notes = sorted({(s["tag"], _tag_note(s)) for runs in groups.values() for s in runs if s.get("tag")})
     if notes:
