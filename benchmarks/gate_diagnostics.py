@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,7 +33,7 @@ from spaars_robot.config.tasks import load_task  # noqa: E402
 from spaars_robot.data.dataset import OfflineDataset  # noqa: E402
 from spaars_robot.data.files import atomic_write_json, safe_torch_load  # noqa: E402
 from spaars_robot.envs.evaluation import run_episodes  # noqa: E402
-from spaars_robot.train.config import TrainConfig  # noqa: E402
+from spaars_robot.train.artifacts import load_run_config  # noqa: E402
 from spaars_robot.train.replay import ReplayBuffer  # noqa: E402
 from spaars_robot.train.runner import build_agent  # noqa: E402
 
@@ -49,10 +48,8 @@ GATED_TAIL = 20_000
 
 
 def load_run(run_dir: Path, cache_dir: Path):
-    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
-    dataset_path, bf16 = Path(raw.pop("dataset_path")), raw.pop("bf16")
-    raw.pop("command", None)
-    config = TrainConfig.model_validate(raw)
+    config, extra = load_run_config(run_dir)
+    dataset_path, bf16 = Path(extra["dataset_path"]), bool(extra["bf16"])
     if config.algo != "spaars":
         raise SystemExit(f"{run_dir}: algo {config.algo}; the gate exists only in spaars runs")
     task = load_task(config.task)
