@@ -28,7 +28,7 @@ import torch
 os.environ.setdefault("MUJOCO_GL", "egl")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spaars_robot.algos.gate import AdvantageGate, gate_lcb  # noqa: E402
+from spaars_robot.algos.gate import AdvantageGate, lcb_of, member_advantages  # noqa: E402
 from spaars_robot.config.tasks import load_task  # noqa: E402
 from spaars_robot.data.dataset import OfflineDataset  # noqa: E402
 from spaars_robot.data.files import atomic_write_json, safe_torch_load  # noqa: E402
@@ -63,18 +63,19 @@ def load_run(run_dir: Path, cache_dir: Path):
 
 def latched_gate(lcb: torch.Tensor, done: torch.Tensor, tau: float, hysteresis: float,
                  episode_len: int = 1000) -> dict:
-    """Replay a hysteresis gate (open: lcb > tau; stays open while lcb > tau - h) along the stored trajectories:
-    share of steps open and switches between the policies per 1000 steps. Reset at every termination and
-    every `episode_len` steps (truncations are not stored, so episode starts are approximate)."""
-    is_open, opened, toggles, since_reset = False, 0, 0, 0
+    """Replay the run's gate logic (AdvantageGate.decide, thresholds given in LCB units) along the stored
+    trajectories: share of steps open and switches between the policies per 1000 steps. Reset at every
+    termination and every `episode_len` steps (truncations are not stored, so episode starts are approximate)."""
+    gate = AdvantageGate(kappa=1.0, tau_rel=tau, hysteresis_rel=hysteresis)  # scale 1: absolute thresholds
+    opened, toggles, since_reset = 0, 0, 0
     for value, d in zip(lcb.tolist(), done.tolist()):
-        now = value > (tau - hysteresis if is_open else tau)
-        toggles += now != is_open
-        is_open = now
-        opened += is_open
+        was_open = gate.is_open
+        toggles += gate.decide(value, 1.0) != was_open
+        opened += gate.is_open
         since_reset += 1
         if d or since_reset >= episode_len:
-            is_open, since_reset = False, 0
+            gate.reset()
+            since_reset = 0
     n = max(len(lcb), 1)
     return {"open_share": opened / n, "switches_per_1000_steps": 1000 * toggles / n}
 
@@ -83,13 +84,13 @@ def latched_gate(lcb: torch.Tensor, done: torch.Tensor, tau: float, hysteresis: 
 def gate_statistics(agent, obs: torch.Tensor, done: torch.Tensor) -> dict:
     nets, q_scale = agent.nets, float(agent.q_scale)
     raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
-    advantage = nets.critic(obs, raw) - nets.critic(obs, lat)  # [E, B]
+    advantage = member_advantages(nets.critic, obs, raw, lat)  # [E, B]
     out: dict = {"states": int(obs.shape[0]), "q_scale": q_scale,
                  "action_distance": float((raw - lat).pow(2).sum(-1).mean()),
                  "member_prefers_raw": [float((a > 0).float().mean()) for a in advantage],
                  "all_members_prefer_raw": float((advantage > 0).all(0).float().mean())}
     mean_abs_a = float(advantage.mean(0).abs().mean())
-    lcb1 = gate_lcb(nets.critic, obs, raw, lat, 1.0)
+    lcb1 = lcb_of(advantage, 1.0)
     out["mean_abs_advantage_rel_q"] = mean_abs_a / q_scale
     out["latched_open_share_q_hysteresis"] = {f"{h:g}": latched_gate(lcb1, done, 0.0, h * q_scale)
                                               for h in HYSTERESIS_Q}
@@ -98,7 +99,7 @@ def gate_statistics(agent, obs: torch.Tensor, done: torch.Tensor) -> dict:
     out["advantage_gates"] = {f"tau{t:g}_h{h:g}": latched_gate(lcb1, done, t * mean_abs_a, h * mean_abs_a)
                               for t, h in ADVANTAGE_GATES}
     for kappa in KAPPAS:
-        lcb = gate_lcb(nets.critic, obs, raw, lat, kappa) / q_scale
+        lcb = lcb_of(advantage, kappa) / q_scale
         out[f"kappa{kappa:g}"] = {
             "lcb_rel_quantiles": {q: float(torch.quantile(lcb, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
             "open_share": {f"{t:g}": float((lcb > t).float().mean()) for t in TAU_RELS}}

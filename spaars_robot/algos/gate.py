@@ -15,11 +15,21 @@ import torch
 from spaars_robot.nn.critics import QEnsemble
 
 
+def member_advantages(critic: QEnsemble, obs: torch.Tensor, raw_action: torch.Tensor,
+                      latent_action: torch.Tensor) -> torch.Tensor:
+    """A_i = Q_i(s, a_raw) - Q_i(s, a_lat) for every ensemble member ([E, B])."""
+    return critic(obs, raw_action) - critic(obs, latent_action)
+
+
+def lcb_of(advantage: torch.Tensor, kappa: float) -> torch.Tensor:
+    """mean_i A_i - kappa * std_i A_i per state ([B]) from member advantages ([E, B])."""
+    return advantage.mean(0) - kappa * advantage.std(0, unbiased=False)
+
+
 def gate_lcb(critic: QEnsemble, obs: torch.Tensor, raw_action: torch.Tensor, latent_action: torch.Tensor,
              kappa: float) -> torch.Tensor:
     """Lower confidence bound of the exploitation advantage over the ensemble, per state ([B])."""
-    advantage = critic(obs, raw_action) - critic(obs, latent_action)  # [E, B]
-    return advantage.mean(0) - kappa * advantage.std(0, unbiased=False)
+    return lcb_of(member_advantages(critic, obs, raw_action, latent_action), kappa)
 
 
 class AdvantageGate:

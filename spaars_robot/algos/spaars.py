@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from spaars_robot.algos.base import fused_adam, polyak_update
-from spaars_robot.algos.gate import AdvantageGate, gate_lcb
+from spaars_robot.algos.gate import AdvantageGate, gate_lcb, lcb_of, member_advantages
 from spaars_robot.algos.transition import TransitionMonitor
 from spaars_robot.nn.rnd import RND
 from spaars_robot.train.config import TrainConfig
@@ -190,9 +190,9 @@ class SPAARSAgent:
         lat = nets.decoded_latent_mean(recent_obs)
         bc_error = float((raw - lat).pow(2).sum(-1).mean())
         novelty = float(self.rnd.novelty(recent_obs).mean())
-        lcb = gate_lcb(nets.critic, recent_obs, raw, lat, self.cfg.gate.kappa)
-        self.adv_scale.fill_(float((nets.critic(recent_obs, raw) - nets.critic(recent_obs, lat)).mean(0).abs().mean())
-                             + 1e-8)
+        advantage = member_advantages(nets.critic, recent_obs, raw, lat)
+        lcb = lcb_of(advantage, self.cfg.gate.kappa)
+        self.adv_scale.fill_(float(advantage.mean(0).abs().mean()) + 1e-8)
         gate_rate = float(self.gate.batch_open(lcb, self.gate_scale()).float().mean())
         signals = {"novelty": novelty, "bc_error": bc_error, "gate_rate_recent": gate_rate,
                    "q_scale": float(self.q_scale), "adv_scale": float(self.adv_scale)}

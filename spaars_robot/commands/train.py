@@ -90,7 +90,7 @@ def train(
             if set_:
                 default = resolve_config(protocol, fields, variant_sets)
                 tag = hyperparameter_tag(cfg, default)
-                cfg = cfg.model_copy(update={"tag": tag, "tag_sets": hyperparameter_changes(cfg, default) if tag else {}})
+                cfg = cfg.model_copy(update={"tag": tag, "tag_sets": hyperparameter_changes(cfg, default)})
             group = runs_root / run_name(task, algo, cfg.protocol, cfg.online.concurrent_bc, cfg.online.hard_switch,
                                          cfg.tag, bf16)
             jobs.append({"config": cfg, "run_dir": run_dir or group / f"seed{seed}", "cache_dir": cache_dir,
