@@ -10,9 +10,29 @@ advantage`). Why both: on hopper the advantages are ~3e-4 of |Q|, so a hysteresi
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 
 from spaars_robot.nn.critics import QEnsemble
+
+Scale = TypeVar("Scale", torch.Tensor, float)
+
+
+def choose_scale(kind: str, q_scale: Scale, adv_scale: Scale | None) -> Scale:
+    """The quantity the gate's relative thresholds multiply, for GateConfig.scale = `kind`.
+
+    One place for the choice, because training (live tensors) and export (a checkpoint's values)
+    must agree on it or the deployed gate fires at different states than the trained one.
+    """
+    if kind == "advantage":
+        if adv_scale is None:
+            raise ValueError("gate.scale is 'advantage' but no advantage scale was recorded "
+                             "(a checkpoint written before gate.scale existed)")
+        return adv_scale
+    if kind != "q":
+        raise ValueError(f"unknown gate scale {kind!r} (q | advantage)")
+    return q_scale
 
 
 def member_advantages(critic: QEnsemble, obs: torch.Tensor, raw_action: torch.Tensor,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from spaars_robot.algos.base import fused_adam, polyak_update
-from spaars_robot.algos.gate import AdvantageGate, gate_lcb, lcb_of, member_advantages
+from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
 from spaars_robot.algos.transition import TransitionMonitor
 from spaars_robot.nn.rnd import RND
 from spaars_robot.train.config import TrainConfig
@@ -63,7 +63,7 @@ class SPAARSAgent:
 
     def gate_scale(self) -> torch.Tensor:
         """What the gate's relative thresholds multiply (GateConfig.scale)."""
-        return self.adv_scale if self.cfg.gate.scale == "advantage" else self.q_scale
+        return choose_scale(self.cfg.gate.scale, self.q_scale, self.adv_scale)
 
     # -- acting ------------------------------------------------------------------------------------
     def _s(self, obs: np.ndarray) -> torch.Tensor:

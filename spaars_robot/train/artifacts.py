@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from spaars_robot.algos.gate import choose_scale
 from spaars_robot.data.episodes import read_metadata
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import safe_torch_load
@@ -41,13 +42,11 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
     nets = OfflineNets(task.obs_dim, task.action_dim, config.pretrain)
     nets.load_state_dict(state["agent"]["nets"])
     gate = config.online.gate
-    if gate.scale == "advantage":
-        if "adv_scale" not in state["agent"]:
-            raise SpaarsError(f"{run_dir}: gate.scale is 'advantage' but the checkpoint has no advantage scale "
-                              "(written before gate.scale existed); export it with a config that says scale: q")
-        gate_scale = float(state["agent"]["adv_scale"])
-    else:
-        gate_scale = float(state["agent"].get("q_scale", nets.q_scale))
+    agent = state["agent"]
+    try:
+        gate_scale = float(choose_scale(gate.scale, agent.get("q_scale", nets.q_scale), agent.get("adv_scale")))
+    except ValueError as err:
+        raise SpaarsError(f"{run_dir}: {err}; export it with a config that says gate.scale: q") from err
     stack = PolicyStack(nets.normalizer, nets.raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
                         gate_scale=gate_scale).eval()
     dataset_path = Path(extra["dataset_path"])

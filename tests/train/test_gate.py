@@ -1,10 +1,11 @@
 """Advantage gate on hand-built critics: the LCB maths, the threshold and the hysteresis."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from spaars_robot.algos.gate import AdvantageGate, gate_lcb
+from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb
 
 
 class HandCritic(nn.Module):
@@ -77,3 +78,14 @@ def test_gate_scale_follows_the_config_and_the_advantage_scale_is_mean_abs_advan
         assert abs(signals["adv_scale"] - expected) <= 1e-5 * expected + 1e-7  # + the 1e-8 floor
         assert 0 < expected < 0.5 * float(agent.q_scale)  # the two scales differ: the choice matters
         assert agent.gate_scale() is (agent.adv_scale if scale == "advantage" else agent.q_scale)
+
+
+def test_choose_scale_is_the_one_rule_for_training_and_export():
+    """Training and export both ask choose_scale; a checkpoint without an advantage scale cannot be exported as
+    advantage-scaled (its gate would fire at states the trained one did not), and an unknown kind is refused."""
+    assert choose_scale("q", 120.0, 0.03) == 120.0
+    assert choose_scale("advantage", 120.0, 0.03) == 0.03
+    with pytest.raises(ValueError, match="no advantage scale"):
+        choose_scale("advantage", 120.0, None)
+    with pytest.raises(ValueError, match="unknown gate scale"):
+        choose_scale("Q", 120.0, 0.03)
