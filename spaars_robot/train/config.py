@@ -94,7 +94,8 @@ class OnlineConfig(_Strict):
 class EvalConfig(_Strict):
     every: int = Field(5_000, ge=1, description="env steps between evaluations")
     episodes: int = Field(10, ge=1)
-    checkpoint_every: int = Field(5_000, ge=1, description="env steps between resumable checkpoints")
+    checkpoint_every: int = Field(5_000, ge=1, description="env steps (online) and updates (offline pretraining) "
+                                                       "between resumable checkpoints")
     seed_base: int = Field(1_000_000, description="eval episode seeds (never used for training)")
 
 

@@ -7,7 +7,10 @@ One loop trains, per gradient step on a dataset batch:
 Then the support threshold is calibrated as a quantile of dataset support scores.
 
 The result depends only on (dataset content, seed, PretrainConfig), so it is cached under a hash of
-those and reused by spaars, iql, latent and raw runs: compute is never paid twice.
+those and reused by spaars, iql, latent and raw runs: compute is never paid twice. Pretraining is the
+longest single stretch of a run (about 20 min of the `short` protocol), so it also writes an exact-resume
+checkpoint (`<key>.partial.pt` beside the cache entry) every `checkpoint_every` updates: a run killed
+half-way through pretraining continues from there, bit for bit, instead of starting again.
 """
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ import copy
 import fcntl
 import hashlib
 import json
+import os
+import pickle
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +98,9 @@ def normalized_offline_buffer(dataset: OfflineDataset, nets: OfflineNets) -> Rep
 
 
 def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool = False,
-             progress: Progress | None = None, log: Callable[[str], None] | None = None) -> tuple[OfflineNets, dict]:
+             progress: Progress | None = None, log: Callable[[str], None] | None = None,
+             checkpoint: Path | None = None, checkpoint_every: int = 5_000) -> tuple[OfflineNets, dict]:
+    """Run (or continue, from `checkpoint`) the offline pretraining loop and calibrate the support threshold."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
@@ -107,12 +115,22 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
     cvae_opt = fused_adam(nets.cvae.parameters(), cfg.cvae_lr)
     latent_params = list(nets.latent_policy.parameters())
     latent_opt = fused_adam(latent_params, cfg.lr)
+    resumable = {"nets": nets, "critic_target": critic_target, "main_opt": main_opt, "cvae_opt": cvae_opt,
+                 "latent_opt": latent_opt}
+    start, history, seconds_before = 0, [], 0.0
+    state = _load_partial(checkpoint, cfg.steps, log) if checkpoint is not None else None
+    if state is not None:
+        for name, obj in resumable.items():
+            obj.load_state_dict(state[name])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start, history, seconds_before = int(state["step"]), json.loads(state["history"]), float(state["seconds"])
+        _say(log, f"pretrain resumed at step {start}/{cfg.steps} from {checkpoint}")
     latent_start = int(cfg.latent_actor_start * cfg.steps)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-    bar = progress.add_task("offline pretraining", total=cfg.steps) if progress else None
-    history: list[dict] = []
+    bar = progress.add_task("offline pretraining", total=cfg.steps, completed=start) if progress else None
     t0 = time.perf_counter()
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         batch = buffer.sample(cfg.batch_size, generator)
         with autocast:
             cvae_loss, cvae_metrics = nets.cvae.loss(batch["obs"], batch["action"], generator)
@@ -138,13 +156,43 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
             if bar is not None:
                 progress.update(bar, completed=step + 1)
             if log is not None:
-                rate = (step + 1) / (time.perf_counter() - t0)
+                rate = (step + 1 - start) / (time.perf_counter() - t0)
                 log(f"pretrain step {step + 1}/{cfg.steps} ({rate:.0f} updates/s) "
                     + " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k != "step"))
-    elapsed = time.perf_counter() - t0
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+            atomic_torch_save(checkpoint, {
+                **{name: obj.state_dict() for name, obj in resumable.items()},
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "step": step + 1,
+                "total_steps": cfg.steps, "history": json.dumps(history),
+                "seconds": seconds_before + time.perf_counter() - t0})
+    elapsed = seconds_before + time.perf_counter() - t0
     info = calibrate(nets, buffer, cfg, generator)
     info |= {"updates_per_second": cfg.steps / elapsed, "seconds": elapsed, "history": history}
+    if start:
+        info["resumed_at_step"] = start
     return nets, info
+
+
+def _say(log: Callable[[str], None] | None, message: str) -> None:
+    (log or (lambda m: print(m, file=sys.stderr)))(message)
+
+
+def _load_partial(path: Path, total_steps: int, log: Callable[[str], None] | None) -> dict | None:
+    """The partial-pretraining checkpoint, or None. An unreadable one is set aside (never deleted) and
+    pretraining starts again: the result is then still exact, only the compute is paid again."""
+    if not path.exists():
+        return None
+    try:
+        state = safe_torch_load(path)
+        if not isinstance(state, dict) or int(state["total_steps"]) != total_steps:
+            raise ValueError("not a partial-pretraining checkpoint for this configuration")
+        return state
+    except (RuntimeError, ValueError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        _say(log, f"pretrain checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
+                  f"moved to {aside.name}, pretraining starts from step 0")
+        return None
 
 
 @torch.no_grad()
@@ -161,12 +209,16 @@ def calibrate(nets: OfflineNets, buffer: ReplayBuffer, cfg: PretrainConfig, gene
 
 
 def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cache_dir: Path, bf16: bool = False,
-                    progress: Progress | None = None, log: Callable[[str], None] | None = None
-                    ) -> tuple[OfflineNets, dict]:
-    """Load the pretraining result for (dataset, seed, cfg) or compute and store it (file-locked)."""
+                    progress: Progress | None = None, log: Callable[[str], None] | None = None,
+                    checkpoint_every: int = 5_000) -> tuple[OfflineNets, dict]:
+    """Load the pretraining result for (dataset, seed, cfg) or compute and store it (file-locked).
+
+    While it computes, `<key>.partial.pt` holds an exact-resume checkpoint; it is removed once the result is stored.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(dataset, seed, cfg) + ("-bf16" if bf16 else "")
     path = cache_dir / f"{key}.pt"
+    partial = cache_dir / f"{key}.partial.pt"
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run with the same key waits and then reuses
         if path.exists():
@@ -175,10 +227,10 @@ def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cac
             nets.load_state_dict(state["nets"])
             info = json.loads(state["info"])
             return nets, {**info, "cache": str(path), "cache_hit": True}
-        nets, info = pretrain(dataset, cfg, seed, bf16, progress, log)
+        nets, info = pretrain(dataset, cfg, seed, bf16, progress, log, checkpoint=partial,
+                              checkpoint_every=checkpoint_every)
         atomic_torch_save(path, {"nets": nets.state_dict(), "info": json.dumps(info)})
+        partial.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         (cache_dir / f"{key}.lock").unlink()
     return nets, {**info, "cache": str(path), "cache_hit": False}
-
-

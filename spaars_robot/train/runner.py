@@ -59,7 +59,8 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
     from spaars_robot.train.pretrain import pretrain_cached
 
     assert dataset is not None
-    nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log)
+    nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log,
+                                 checkpoint_every=config.eval.checkpoint_every)
     if config.algo == "iql":
         from spaars_robot.algos.iql import IQLAgent
 
