@@ -32,3 +32,7 @@ class SecurityError(SpaarsError):
 
 class BundleSignatureError(SecurityError):
     """A bundle manifest's signature is missing or does not verify against the trusted key."""
+
+
+class TrainingDiverged(SpaarsError):
+    """Training produced NaN/inf (losses, weights or actions); nothing non-finite is cached or summarised."""

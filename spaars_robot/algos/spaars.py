@@ -202,7 +202,8 @@ class SPAARSAgent:
             if switch:
                 self.phase = "gated"
                 self.force_raw = self.cfg.hard_switch
-                self.switch_log.append({"step": step, "reason": reason, **signals})
+                self.switch_log.append({"step": step, "reason": reason, **signals,
+                                        "thresholds": self.cfg.transition.model_dump(mode="json")})
                 signals["switched"] = reason
         return signals
 

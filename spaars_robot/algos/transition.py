@@ -40,25 +40,31 @@ class TransitionMonitor:
         cfg = self.config
         self.returns.append(eval_return)
         self.novelty.append(novelty)
-        if step >= cfg.t_max:
-            return True, f"hard cap t_max={cfg.t_max} reached at step {step}"
+        checks = self._checks(bc_error, gate_rate) if step >= cfg.t_min and len(self.returns) >= cfg.window else {}
+        summary = "; ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in checks.items())
+        if step >= cfg.t_max:  # the hard cap still records where every check stood
+            return True, f"hard cap t_max={cfg.t_max} reached at step {step}" + (f"; checks: {summary}" if checks else "")
         if step < cfg.t_min:
             return False, f"before t_min={cfg.t_min}"
-        if len(self.returns) < cfg.window:
+        if not checks:
             return False, f"fewer than {cfg.window} evaluations"
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            return False, "not yet: " + "; ".join(failed)
+        return True, "plateau and calibration: " + "; ".join(checks)
+
+    def _checks(self, bc_error: float, gate_rate: float) -> dict[str, bool]:
+        """Each switch condition, named with its measured value and its threshold, -> whether it holds."""
+        cfg = self.config
         return_change = relative_change(self.returns[-cfg.window:])
         reference = self.novelty[0] if cfg.novelty_reference == "initial" else None
         novelty_change = abs(relative_change(self.novelty[-cfg.window:], reference))
-        checks = {
+        return {
             f"return improvement {return_change:+.3f} < {cfg.plateau_eps}": return_change < cfg.plateau_eps,
             f"novelty change {novelty_change:.3f} < {cfg.plateau_eps}": novelty_change < cfg.plateau_eps,
             f"bc error {bc_error:.4f} < {cfg.bc_error_max}": bc_error < cfg.bc_error_max,
             f"gate rate {gate_rate:.2f} < {cfg.max_gate_rate}": gate_rate < cfg.max_gate_rate,
         }
-        failed = [name for name, ok in checks.items() if not ok]
-        if failed:
-            return False, "not yet: " + "; ".join(failed)
-        return True, "plateau and calibration: " + "; ".join(checks)
 
     def state_dict(self) -> dict:
         return {"returns": list(self.returns), "novelty": list(self.novelty)}

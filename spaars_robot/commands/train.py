@@ -35,6 +35,29 @@ def _train_one(kwargs: dict) -> dict:
     return runner.run(resume=kwargs["resume"])
 
 
+def _load_run_config(path: Path):
+    """A run directory's resolved config.yaml -> (TrainConfig, dataset path, bf16); a damaged one is a clear error."""
+    import yaml
+    from pydantic import ValidationError
+
+    from spaars_robot.config.loading import format_validation_error
+    from spaars_robot.errors import ConfigError
+    from spaars_robot.train.config import TrainConfig
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict) or "dataset_path" not in raw or "bf16" not in raw:
+            raise ConfigError(f"{path}: not a run config written by `spaars-robot train` (no dataset_path/bf16)")
+        ds_path, use_bf16 = raw.pop("dataset_path"), raw.pop("bf16")
+        raw.pop("command", None)
+        return TrainConfig.model_validate(raw), ds_path, use_bf16
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); the run cannot be resumed "
+                          "from it") from exc
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from exc
+
+
 @app.command()
 def train(
     task: Optional[str] = typer.Option(None, help="Task name (sim/tasks) — required unless --resume."),
@@ -53,10 +76,8 @@ def train(
     results_dir: Path = typer.Option(Path("benchmarks/results/train"), help="Where compact JSON summaries go."),
 ) -> None:
     """Offline pretraining (cached) then online fine-tuning in MuJoCo, for any algorithm, several seeds."""
-    import yaml
-
     from spaars_robot.commands.data import resolve_dataset
-    from spaars_robot.train.config import TrainConfig, hyperparameter_changes, hyperparameter_tag, resolve_config
+    from spaars_robot.train.config import hyperparameter_changes, hyperparameter_tag, resolve_config
     from spaars_robot.train.summaries import run_name, write_compact_summary
 
     jobs: list[dict] = []
@@ -66,10 +87,7 @@ def train(
         if not dirs:
             raise SpaarsError(f"{resume}: no run (config.yaml) found to resume")
         for d in dirs:
-            raw = yaml.safe_load((d / "config.yaml").read_text())
-            ds_path, use_bf16 = raw.pop("dataset_path"), raw.pop("bf16")
-            raw.pop("command", None)
-            cfg = TrainConfig.model_validate(raw)
+            cfg, ds_path, use_bf16 = _load_run_config(d / "config.yaml")
             jobs.append({"config": cfg, "run_dir": d, "cache_dir": cache_dir, "resume": (d / "checkpoint.pt").exists(),
                          "dataset_path": None if ds_path == "None" else Path(ds_path), "bf16": use_bf16})
     else:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from spaars_robot.data.episodes import Episode, iter_episodes, read_metadata
+from spaars_robot.errors import DatasetError
+
+if TYPE_CHECKING:
+    from spaars_robot.config.tasks import TaskSpec
 
 
 @dataclass
@@ -51,6 +56,27 @@ class OfflineDataset:
 
     def __len__(self) -> int:
         return self.obs.shape[0]
+
+    def check_fits(self, task: "TaskSpec") -> None:
+        """Refuse a dataset recorded on another task before any compute is spent on it.
+
+        Shapes alone do not tell tasks apart (walker2d and halfcheetah are both 17 x 6), so the recorded
+        environment id and D4RL reference scores are compared as well when the dataset carries them.
+        """
+        problems = []
+        if (self.obs_dim, self.action_dim) != (task.obs_dim, task.action_dim):
+            problems.append(f"shapes obs {self.obs_dim} / action {self.action_dim}, task expects "
+                            f"{task.obs_dim} / {task.action_dim}")
+        env_id = self.metadata.get("spaars_env_id")
+        if env_id and task.backend == "gymnasium" and env_id != task.env_id:
+            problems.append(f"recorded on {env_id}, task runs {task.env_id}")
+        for key in ("ref_min_score", "ref_max_score"):
+            recorded = self.metadata.get(key)
+            if recorded is not None and abs(float(recorded) - getattr(task, key)) > 1e-6 * max(1.0, abs(recorded)):
+                problems.append(f"{key} {recorded} vs the task's {getattr(task, key)}")
+        if problems:
+            name = self.metadata.get("dataset_id", "dataset")
+            raise DatasetError(f"{name} does not fit task {task.name!r}: " + "; ".join(problems))
 
     @property
     def obs_dim(self) -> int:

@@ -71,7 +71,8 @@ class TransitionConfig(_Strict):
     novelty_reference: Literal["window", "initial"] = Field(
         "window", description="what the novelty change is relative to: the window's own mean, or the novelty at the "
                               "first evaluation (methods.md 6.4's Definition-1 reading)")
-    bc_error_max: float = Field(0.01, gt=0, description="max raw-vs-decoded-latent BC error (MSE)")
+    bc_error_max: float = Field(0.01, gt=0, description="max raw-vs-decoded-latent BC error: squared error summed over "
+                                                        "action dimensions, mean over recently visited states")
     max_gate_rate: float = Field(0.5, gt=0, le=1, description="switch only if the gate would fire below this rate")
 
 
@@ -129,6 +130,11 @@ def _set_path(tree: dict, dotted: str, value: object) -> None:
     node[keys[-1]] = value
 
 
+# Set by the command (and naming the run directory and summary), so never by --set: `--set seed=1` with
+# `--seeds 0` would train seed 1 into seed0/ and overwrite another run's committed summary.
+COMMAND_FIELDS = frozenset({"protocol", "task", "dataset", "algo", "seed", "tag", "tag_sets"})
+
+
 def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None) -> TrainConfig:
     """Protocol YAML + explicit fields + `--set a.b=value` strings (YAML-parsed values) -> TrainConfig."""
     import yaml
@@ -145,9 +151,18 @@ def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None
     tree: dict = {**base, "protocol": path.stem, **overrides}
     for item in sets or []:
         key, sep, raw = item.partition("=")
-        if not sep:
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
-        _set_path(tree, key.strip(), yaml.safe_load(raw))
+        if key.split(".")[0] in COMMAND_FIELDS:
+            raise ConfigError(f"--set {key}: {key.split('.')[0]} comes from the command line "
+                              f"(--task, --dataset, --algo, --seeds, --protocol), not from --set")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc.__class__.__name__}: "
+                              f"{str(exc).splitlines()[0]})") from exc
+        _set_path(tree, key, value)
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as exc:

@@ -19,6 +19,7 @@ import copy
 import fcntl
 import hashlib
 import json
+import math
 import os
 import pickle
 import sys
@@ -35,6 +36,7 @@ from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.iql import iql_losses
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_torch_save, safe_torch_load
+from spaars_robot.errors import TrainingDiverged
 from spaars_robot.nn.critics import QEnsemble, ValueNet
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
@@ -153,6 +155,10 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
             metrics["plas/latent_q"] = -latent_loss.detach()
         if (step + 1) % max(cfg.steps // 20, 1) == 0 or step + 1 == cfg.steps:
             history.append({"step": step + 1, **{k: float(v) for k, v in {**metrics, **cvae_metrics}.items()}})
+            diverged = sorted(k for k, v in history[-1].items() if not math.isfinite(v))
+            if diverged:  # checked where the metrics are synchronised anyway: no per-step .item()
+                raise TrainingDiverged(f"offline pretraining diverged by step {step + 1}: {', '.join(diverged)} "
+                                       "non-finite; nothing was cached (try a lower pretrain.lr)")
             if bar is not None:
                 progress.update(bar, completed=step + 1)
             if log is not None:
@@ -166,11 +172,37 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
                 "total_steps": cfg.steps, "history": json.dumps(history),
                 "seconds": seconds_before + time.perf_counter() - t0})
     elapsed = seconds_before + time.perf_counter() - t0
+    _require_finite(nets, "offline pretraining result (nothing was cached)")
     info = calibrate(nets, buffer, cfg, generator)
     info |= {"updates_per_second": cfg.steps / elapsed, "seconds": elapsed, "history": history}
     if start:
         info["resumed_at_step"] = start
     return nets, info
+
+
+def _load_cached(path: Path, dataset: OfflineDataset, cfg: PretrainConfig,
+                 log: Callable[[str], None] | None) -> tuple[OfflineNets, dict] | None:
+    """A cache entry, or None when it is unreadable: it is set aside and recomputed (a cache is derived data)."""
+    try:
+        state = safe_torch_load(path)
+        nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
+        nets.load_state_dict(state["nets"])
+        _require_finite(nets, f"cache entry {path}")
+        return nets, json.loads(state["info"])
+    except Exception as exc:  # torch.load and load_state_dict raise many types on a damaged file
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        _say(log, f"pretraining cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
+                  f"moved to {aside.name}, pretraining again")
+        return None
+
+
+def _require_finite(nets: nn.Module, what: str) -> None:
+    bad = [name for name, tensor in nets.state_dict().items()
+           if tensor.is_floating_point() and name != "support_threshold" and not torch.isfinite(tensor).all()]
+    if bad:
+        raise TrainingDiverged(f"{what}: non-finite values in {', '.join(bad[:5])}"
+                               + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
 
 
 def _say(log: Callable[[str], None] | None, message: str) -> None:
@@ -221,11 +253,9 @@ def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cac
     partial = cache_dir / f"{key}.partial.pt"
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run with the same key waits and then reuses
-        if path.exists():
-            state = safe_torch_load(path)
-            nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
-            nets.load_state_dict(state["nets"])
-            info = json.loads(state["info"])
+        cached = _load_cached(path, dataset, cfg, log) if path.exists() else None
+        if cached is not None:
+            nets, info = cached
             return nets, {**info, "cache": str(path), "cache_hit": True}
         nets, info = pretrain(dataset, cfg, seed, bf16, progress, log, checkpoint=partial,
                               checkpoint_every=checkpoint_every)

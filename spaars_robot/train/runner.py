@@ -24,7 +24,7 @@ from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
 from spaars_robot.envs import make_env
 from spaars_robot.envs.evaluation import run_episodes
-from spaars_robot.errors import SpaarsError
+from spaars_robot.errors import SpaarsError, TrainingDiverged
 from spaars_robot.train.config import TrainConfig
 from spaars_robot.train.replay import ReplayBuffer, mixed_batch
 
@@ -35,6 +35,19 @@ METRIC_FIELDS = (
     "train_raw_rate", "out_of_support_rate", "falls", "train_episodes", "novelty", "bc_error",
     "gate_rate_recent", "q_scale", "adv_scale", "wall_seconds", "env_steps_per_second", "event",
 )
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A run's checkpoint.pt, or a clear error naming it (it is never modified or removed here)."""
+    try:
+        state = safe_torch_load(path)
+        missing = {"agent", "online", "generator", "counters", "rows", "step", "episode", "wall"} - set(state)
+    except Exception as exc:  # torch.load raises many types (pickle, zip, EOF, RuntimeError) on a damaged file
+        raise SpaarsError(f"{path}: checkpoint unreadable ({type(exc).__name__}: {exc}); it was left as it is. "
+                          "Restore it from a copy, or move it away to restart the run from step 0") from exc
+    if missing:
+        raise SpaarsError(f"{path}: not a training checkpoint (missing {sorted(missing)}); it was left as it is")
+    return state
 
 
 def evaluate(agent, task: TaskSpec, episodes: int, seed_base: int) -> dict:
@@ -100,6 +113,8 @@ class Runner:
             raise SpaarsError(f"{self.run_dir} already holds a run; use --resume or another --run-dir")
         self._write_config()
         dataset = OfflineDataset.load(self.dataset_path) if cfg.algo != "sac" else None
+        if dataset is not None:
+            dataset.check_fits(task)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), disable=not self.show_progress)
         with progress:
@@ -128,7 +143,7 @@ class Runner:
         rows: list[dict] = []
         step, episode, wall_before = 0, 0, 0.0
         if resume:
-            state = safe_torch_load(checkpoint_path)
+            state = load_checkpoint(checkpoint_path)
             agent.load_state_dict(state["agent"])
             online.load_state_dict(state["online"])
             agent.generator.set_state(state["generator"])
@@ -177,7 +192,9 @@ class Runner:
         while step < oc.env_steps:
             action, source = agent.explore(obs)
             if not np.isfinite(action).all():
-                raise RuntimeError(f"{cfg.algo} produced a non-finite action at step {step}")
+                raise TrainingDiverged(f"{cfg.algo} produced a non-finite action at online step {step} (its networks "
+                                       f"hold NaN/inf); {checkpoint_path.name} keeps the last finite state, but a "
+                                       "resume replays the same steps: change the config (e.g. a lower lr)")
             score = agent.support_score(obs, action)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             online.add(normalize(torch.as_tensor(obs, dtype=torch.float32)), action, float(reward) * reward_scale,
@@ -208,6 +225,8 @@ class Runner:
                     next_checkpoint = (step // cfg.eval.checkpoint_every + 1) * cfg.eval.checkpoint_every
                 obs, _ = env.reset(seed=cfg.seed * EPISODE_SEED_STRIDE + episode)
                 agent.begin_episode()
+        if rows[-1]["step"] != step:
+            do_eval()  # env_steps not a multiple of eval.every: the final policy is still evaluated
         env.close()
         writer.close()
         atomic_torch_save(checkpoint_path, {
@@ -227,7 +246,7 @@ class Runner:
 
     def _summary(self, rows: list[dict], agent, pre_info: dict) -> dict:
         cfg = self.config
-        last = rows[-5:]
+        last = (rows[1:] or rows)[-5:]  # the last 5 online evaluations (the offline start is not one of them)
         early = [r for r in rows[1:] if r["step"] <= min(50_000, cfg.online.env_steps)]
         early_steps = sum(cfg.eval.every for _ in early) or 1
         return {

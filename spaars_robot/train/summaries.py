@@ -12,17 +12,15 @@ import numpy as np
 
 from spaars_robot.data.files import atomic_write_json
 
-# two-sided 95% Student-t quantiles by degrees of freedom (scipy-free)
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
 def mean_ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval over seeds (nan half-width for a single seed)."""
+    """Mean and half-width of the 95% Student-t interval over seeds (nan half-width for a single seed)."""
+    from scipy.stats import t as student_t
+
     x = np.asarray(values, dtype=np.float64)
     if len(x) < 2:
         return float(x.mean()) if len(x) else math.nan, math.nan
-    t = _T95.get(len(x) - 1, 1.96)
-    return float(x.mean()), float(t * x.std(ddof=1) / math.sqrt(len(x)))
+    quantile = float(student_t.ppf(0.975, len(x) - 1))
+    return float(x.mean()), float(quantile * x.std(ddof=1) / math.sqrt(len(x)))
 
 
 def variant_label(algo: str, concurrent_bc: bool, hard_switch: bool, bf16: bool, tag: str = "") -> str:

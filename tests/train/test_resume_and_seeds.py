@@ -41,15 +41,19 @@ def test_kill9_then_resume_equals_uninterrupted(tiny_hopper_dataset, tmp_path):
                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 240
-    while time.time() < deadline and not checkpoint.exists():
-        time.sleep(0.02)
-    time.sleep(0.5)
+    # kill once a checkpoint from the gated phase exists (smoke switches at t_max=400), so that restoring
+    # phase, gate hysteresis state and switch log is exercised, not only the latent phase
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoint.exists() and safe_torch_load(checkpoint)["step"] > 400:
+            break
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert checkpoint.exists(), "no checkpoint was written before the kill"
     assert not (tmp_path / "killed" / "summary.json").exists(), "run finished before it could be killed"
-    killed_at = safe_torch_load(checkpoint)["step"]
-    assert 0 < killed_at < 1600
+    state = safe_torch_load(checkpoint)
+    killed_at = state["step"]
+    assert 400 < killed_at < 1600 and state["agent"]["phase"] == "gated"
     run_cli("train", "--resume", str(tmp_path / "killed"), "--results-dir", str(tmp_path / "results"), env=env)
     assert _rows(tmp_path / "killed") == _rows(tmp_path / "full")
     full, resumed = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "killed")

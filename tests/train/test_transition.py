@@ -53,6 +53,14 @@ def test_t_min_blocks_and_t_max_forces():
     assert forced and "t_max" in reason
 
 
+def test_hard_cap_reports_where_each_check_stood():
+    monitor = TransitionMonitor(CFG)
+    feed(monitor, [(s, (1000.0, 0.5, 0.001, 0.1)) for s in (20, 40, 60)])
+    forced, reason = monitor.update(100, 1000.0, 0.5, 0.2, 0.1)  # calibrated-policy check fails at the cap
+    assert forced and "t_max=100" in reason
+    assert "bc error 0.2000 < 0.01 FAILED" in reason and "gate rate 0.10 < 0.5 ok" in reason
+
+
 def _decaying_novelty_run(reference: str):
     """Novelty falls 15 % per evaluation after a large untrained first value; return and calibration are flat."""
     cfg = CFG.model_copy(update={"novelty_reference": reference})
