@@ -55,13 +55,14 @@ def build() -> str:
     for (task, protocol, label), runs in sorted(groups.items()):
         final = mean_ci95([r["final_normalized"] for r in runs])
         start = mean_ci95([r["offline_normalized"] for r in runs])
-        oos = mean_ci95([100 * r["early_out_of_support_rate"] for r in runs])
+        measured = [100 * r["early_out_of_support_rate"] for r in runs if r["early_out_of_support_rate"] is not None]
+        oos_text = f"{_fmt(*mean_ci95(measured))}%" if measured else "n/a"  # sac has no CVAE to score support
         falls = mean_ci95([r["early_falls"] for r in runs])
         switches = [str(r["switch"][0]["step"]) for r in runs if r.get("switch")]
         paper = PAPER.get(task, {}).get(label, "")
         per_seed = " / ".join(f"{r['final_normalized']:.1f}" for r in sorted(runs, key=lambda r: r["seed"]))
         lines.append(f"| {task} | {protocol} | {label} | {', '.join(str(r['seed']) for r in sorted(runs, key=lambda r: r['seed']))} "
-                     f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {per_seed} | {_fmt(*oos)}% | {_fmt(*falls)} | "
+                     f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {per_seed} | {oos_text} | {_fmt(*falls)} | "
                      f"{_gate_profile(runs)} | {', '.join(switches) or '-'} |")
     notes = sorted({(s["tag"], _tag_note(s)) for runs in groups.values() for s in runs if s.get("tag")})
     if notes:

@@ -138,6 +138,7 @@ class Runner:
         else:
             offline = ReplayBuffer(1, task.obs_dim, task.action_dim)
             normalize, reward_scale, support_threshold, offline_ratio = (lambda x: x), 1.0, float("inf"), 0.0
+        support_measured = nets is not None  # the support score needs the dataset's CVAE
         online = ReplayBuffer(max(oc.env_steps, 1), task.obs_dim, task.action_dim)
         counters = {"raw": 0, "oos": 0, "falls": 0, "steps": 0, "episodes": 0}
         rows: list[dict] = []
@@ -167,7 +168,8 @@ class Runner:
             signals = agent.after_eval(step, record, recent)
             n = max(counters["steps"], 1)
             row = {"step": step, "phase": agent.phase, **{k: record[k] for k in METRIC_FIELDS if k in record},
-                   "train_raw_rate": counters["raw"] / n, "out_of_support_rate": counters["oos"] / n,
+                   "train_raw_rate": counters["raw"] / n,
+                   "out_of_support_rate": counters["oos"] / n if support_measured else "",  # sac: no CVAE, n/a
                    "falls": counters["falls"], "train_episodes": counters["episodes"],
                    "novelty": signals.get("novelty", ""), "bc_error": signals.get("bc_error", ""),
                    "gate_rate_recent": signals.get("gate_rate_recent", ""), "q_scale": signals.get("q_scale", ""),
@@ -176,9 +178,9 @@ class Runner:
                    "env_steps_per_second": round(step / max(wall(), 1e-9), 1),  # online phase only
                    "event": signals.get("switched", "")}
             rows.append(row)
+            oos = "n/a" if row["out_of_support_rate"] == "" else f"{row['out_of_support_rate']:.3f}"
             self.log(f"eval step {step} [{agent.phase}] normalised {row['normalized_mean']:.1f} "
-                     f"raw {row['train_raw_rate']:.2f} oos {row['out_of_support_rate']:.3f} falls {row['falls']} "
-                     f"{row['event']}")
+                     f"raw {row['train_raw_rate']:.2f} oos {oos} falls {row['falls']} {row['event']}")
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "step":
                     writer.add_scalar(f"eval/{key}", value, step)
@@ -256,8 +258,9 @@ class Runner:
             **({"tag": cfg.tag, "tag_sets": cfg.tag_sets} if cfg.tag else {}),
             "final_normalized": float(np.mean([r["normalized_mean"] for r in last])),
             "offline_normalized": rows[0]["normalized_mean"],
-            "early_out_of_support_rate": float(sum(r["out_of_support_rate"] * cfg.eval.every for r in early)
-                                               / early_steps),
+            "early_out_of_support_rate": (float(sum(r["out_of_support_rate"] * cfg.eval.every for r in early)
+                                                / early_steps) if all(r["out_of_support_rate"] != "" for r in early)
+                                           else None),
             "early_falls": int(sum(r["falls"] for r in early)),
             "switch": getattr(agent, "switch_log", []),
             "pretrain_updates_per_second": pre_info.get("updates_per_second"),

@@ -56,6 +56,10 @@ def test_smoke_protocol(algo, flags, tiny_hopper_dataset, tmp_path, cache_env):
         assert set(phases) == {"gated"} and float(rows[-1]["train_raw_rate"]) == 1.0
     if algo != "sac":
         assert (run_dir / "pretrain.json").exists()
+        assert 0.0 <= summary["early_out_of_support_rate"] <= 1.0
+    else:  # no dataset CVAE to score support with: not measured, never a made-up 0 %
+        assert summary["early_out_of_support_rate"] is None
+        assert all(r["out_of_support_rate"] == "" for r in rows)
 
 
 def test_pretraining_is_cached_across_algorithms(tiny_hopper_dataset, tmp_path, cache_env):
