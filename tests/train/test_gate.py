@@ -89,3 +89,72 @@ def test_choose_scale_is_the_one_rule_for_training_and_export():
         choose_scale("advantage", 120.0, None)
     with pytest.raises(ValueError, match="unknown gate scale"):
         choose_scale("Q", 120.0, 0.03)
+
+
+class PrefersRawWhereFirstCoordinatePositive(nn.Module):
+    """Q_i(s, a) = -c_i * s_0 * ||a - mu_raw(s)||^2, so A_i = c_i * s_0 * ||a_lat - a_raw||^2: with c = (1, 2) and
+    kappa = 1 the LCB is positive exactly where s_0 > 0. The agent's gate must then pick raw there and latent
+    elsewhere, when acting, exploring and building critic targets."""
+
+    def __init__(self, raw_policy: nn.Module) -> None:
+        super().__init__()
+        self.raw_policy = raw_policy
+        self.c = torch.tensor([[1.0], [2.0]])
+        self.unused = nn.Parameter(torch.zeros(1))  # the agent builds an optimiser over the critic
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        gap = (action - self.raw_policy.mean_action(obs)).pow(2).sum(-1)
+        return -self.c * (obs[:, 0] * gap).unsqueeze(0)
+
+
+def _agent():
+    from spaars_robot.algos.spaars import SPAARSAgent
+    from spaars_robot.train.config import resolve_config
+    from spaars_robot.train.pretrain import OfflineNets
+
+    config = resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "spaars", "seed": 0},
+                            ["online.gate.hysteresis_rel=0", "online.gate.kappa=1"])
+    torch.manual_seed(0)
+    nets = OfflineNets(11, 3, config.pretrain)
+    nets.critic = PrefersRawWhereFirstCoordinatePositive(nets.raw_policy)
+    agent = SPAARSAgent(nets, config, torch.Generator().manual_seed(0))
+    agent.phase = "gated"
+    return agent, nets
+
+
+def _obs(first: float):
+    import numpy as np
+
+    obs = np.full(11, 0.3, dtype=np.float32)
+    obs[0] = first
+    return obs
+
+
+def test_agent_acts_raw_only_where_the_critic_prefers_raw():
+    agent, nets = _agent()
+    for first, expected in ((1.0, "raw"), (-1.0, "latent")):
+        agent.begin_episode(evaluation=True)
+        action, source = agent.act(_obs(first))
+        s = torch.as_tensor(_obs(first)).unsqueeze(0)
+        chosen = nets.raw_policy.mean_action(s) if expected == "raw" else nets.decoded_latent_mean(s)
+        assert source == expected and torch.allclose(torch.as_tensor(action), chosen[0])
+        agent.begin_episode()
+        assert agent.explore(_obs(first))[1] == expected
+
+
+def test_training_and_evaluation_gates_keep_separate_state():
+    agent, _ = _agent()
+    agent.begin_episode()
+    agent.explore(_obs(1.0))
+    assert agent.gate.is_open and not agent.eval_gate.is_open
+    agent.begin_episode(evaluation=True)
+    assert agent.gate.is_open  # an evaluation episode does not reset the training trajectory's gate
+
+
+def test_critic_targets_follow_the_gate_state_by_state():
+    agent, nets = _agent()
+    next_obs = torch.stack([torch.as_tensor(_obs(f)) for f in (1.0, -1.0, 2.0, -0.5)])
+    target_actions = agent._next_action(next_obs)
+    raw = nets.raw_policy.mean_action(next_obs)
+    for row, raw_expected in enumerate((True, False, True, False)):
+        assert torch.equal(target_actions[row], raw[row]) == raw_expected, row
