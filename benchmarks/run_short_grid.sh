@@ -20,17 +20,22 @@ for task in $TASKS; do
       [ -f "benchmarks/results/train/${task}_${algo}${SUFFIX}_short_seed${seed}.json" ] || todo+=("$seed")
     done
     [ ${#todo[@]} -eq 0 ] && continue
-    # run seeds two at a time (one process per core); resume a group that was interrupted
+    # run seeds two at a time (one process per core). A seed whose run directory exists continues with
+    # --resume: from its checkpoint.pt, or (killed during pretraining) from the partial pretraining checkpoint.
     for ((i = 0; i < ${#todo[@]}; i += 2)); do
-      pair=$(IFS=,; echo "${todo[*]:i:2}")
-      group="runs/${task}-${algo}${SUFFIX}-short"
-      resumable=1
-      for s in ${pair//,/ }; do [ -f "$group/seed$s/checkpoint.pt" ] || resumable=0; done
-      if [ $resumable -eq 1 ]; then
-        for s in ${pair//,/ }; do $BIN train --resume "$group/seed$s" & done; wait
-      else
-        $BIN train --task "$task" --dataset "$task-medium" --algo "$algo" --seeds "$pair" --protocol short --workers 2 $ABLATION
-      fi
+      pids=()
+      for s in "${todo[@]:i:2}"; do
+        dir="runs/${task}-${algo}${SUFFIX}-short/seed$s"
+        if [ -f "$dir/config.yaml" ]; then
+          $BIN train --resume "$dir" &
+        else
+          $BIN train --task "$task" --dataset "$task-medium" --algo "$algo" --seeds "$s" --protocol short $ABLATION &
+        fi
+        pids+=($!)
+      done
+      failed=0
+      for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+      if [ $failed -ne 0 ]; then echo "run_short_grid: a $task $algo run failed; see its train.log" >&2; exit 1; fi
     done
   done
 done
