@@ -47,10 +47,11 @@ PROCESS_CONFIGS = {"1 process x 2 threads": (1, 2), "1 process x 1 thread": (1, 
 class IQLNets(nn.Module):
     """The networks one IQL update trains, plus its target critic, as one module (for stacking)."""
 
-    def __init__(self, nets) -> None:
+    def __init__(self, nets, pretrain_cfg) -> None:
         super().__init__()
         self.critic, self.value, self.actor = nets.critic, nets.value, nets.raw_policy
         self.critic_target = copy.deepcopy(nets.critic)
+        self.pretrain_cfg = pretrain_cfg
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         cfg = self.pretrain_cfg
@@ -67,15 +68,12 @@ def batched_iql_step(dataset: OfflineDataset, dataset_path: str, seeds: int):
     for seed in range(seeds):
         torch.manual_seed(seed)
         nets = tt.random_nets(dataset, config.pretrain)
-        module = IQLNets(nets)
-        module.pretrain_cfg = config.pretrain
-        models.append(module)
+        models.append(IQLNets(nets, config.pretrain))
     offline = normalized_offline_buffer(dataset, tt.random_nets(dataset, config.pretrain))
     params, buffers = stack_module_state(models)
     trainable = {k: v for k, v in params.items() if not k.startswith("critic_target.")}
     target = {k: v for k, v in params.items() if k.startswith("critic_target.")}
-    base = copy.deepcopy(models[0]).to("meta")
-    base.pretrain_cfg = config.pretrain
+    base = copy.deepcopy(models[0]).to("meta")  # structure only; the stacked tensors are passed in
 
     def loss(p, t, b, batch):
         return functional_call(base, ({**p, **t}, b), (batch,))

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import sys
 import time
 from collections.abc import Callable
@@ -190,14 +189,11 @@ def _load_cached(path: Path, dataset: OfflineDataset, cfg: PretrainConfig,
         _require_finite(nets, f"cache entry {path}")
         return nets, json.loads(state["info"])
     except Exception as exc:  # torch.load and load_state_dict raise many types on a damaged file
-        aside = path.with_name(path.name + ".corrupt")
-        os.replace(path, aside)
-        _say(log, f"pretraining cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
-                  f"moved to {aside.name}, pretraining again")
-        return None
+        return _set_aside(path, exc, log, "pretraining again")
 
 
 def _require_finite(nets: nn.Module, what: str) -> None:
+    # support_threshold is +inf until calibrate() sets it: the one value allowed to be non-finite here
     bad = [name for name, tensor in nets.state_dict().items()
            if tensor.is_floating_point() and name != "support_threshold" and not torch.isfinite(tensor).all()]
     if bad:
@@ -219,12 +215,15 @@ def _load_partial(path: Path, total_steps: int, log: Callable[[str], None] | Non
         if not isinstance(state, dict) or int(state["total_steps"]) != total_steps:
             raise ValueError("not a partial-pretraining checkpoint for this configuration")
         return state
-    except (RuntimeError, ValueError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError) as err:
-        aside = path.with_name(path.name + ".corrupt")
-        os.replace(path, aside)
-        _say(log, f"pretrain checkpoint {path} is unreadable ({type(err).__name__}: {err}); "
-                  f"moved to {aside.name}, pretraining starts from step 0")
-        return None
+    except Exception as exc:  # as for cache entries: any failure to read it means it cannot be trusted
+        return _set_aside(path, exc, log, "pretraining starts from step 0")
+
+
+def _set_aside(path: Path, exc: Exception, log: Callable[[str], None] | None, consequence: str) -> None:
+    """Move an unreadable cache file to `<name>.corrupt` (kept for inspection, never deleted) and say so."""
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    _say(log, f"{path} is unreadable ({type(exc).__name__}: {exc}); moved to {aside.name}, {consequence}")
 
 
 @torch.no_grad()
