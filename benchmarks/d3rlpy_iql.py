@@ -7,12 +7,14 @@ are compared under the same machine load. d3rlpy is not a project dependency, so
 nothing from spaars_robot: it reads main_data.hdf5 with h5py (episode groups: observations [T+1],
 actions, rewards, terminations, truncations) and builds a d3rlpy MDPDataset. The timed loop is the
 body of d3rlpy's own `fit()` (sample_transition_batch + update) without its logger and progress bar.
-Prints one JSON line.
+Prints one JSON line. With --wait-go (used by benchmarks/seed_parallelism.py to start several processes'
+windows together) it prints `ready` after the warm-up and starts its window when a line arrives on stdin.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--wait-go", action="store_true", help="print ready, then wait for a line on stdin")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     d3rlpy.seed(0)
@@ -64,6 +67,10 @@ def main() -> None:
         step()
     with FlopCounterMode(display=False) as counter:
         step()
+    if args.wait_go:
+        print("ready", flush=True)
+        sys.stdin.readline()
+    start = time.time()
     n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         step()
@@ -73,7 +80,8 @@ def main() -> None:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({"d3rlpy": d3rlpy.__version__, "torch": torch.__version__, "updates": n,
                       "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "updates_per_s": round(n / wall, 2),
-                      "flops_per_update": int(counter.get_total_flops()), "transitions": dataset.transition_count}))
+                      "flops_per_update": int(counter.get_total_flops()), "transitions": dataset.transition_count,
+                      "start": start, "end": time.time()}))
 
 
 if __name__ == "__main__":

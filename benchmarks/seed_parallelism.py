@@ -8,6 +8,8 @@ included, via train_throughput.build_step) it measures aggregate updates/s over 
   1 process x 2 threads (one seed), 1 process x 1 thread (one seed),
   2 processes x 1 thread (two seeds side by side: how `run_short_grid.sh` runs the grid),
   5 processes x 1 thread (five seeds at once),
+the same process configurations of d3rlpy's IQL (`d3rlpy_iql`, in its own venv, BENCHMARKS.md says how to make
+it; skipped with a note if that venv is missing), so our IQL is compared with it seed count by seed count,
 and for the IQL update also 5 seeds stacked into one batched network (torch.func.vmap over stacked
 parameters, one fused Adam over the stacked tensors) at 2 and 1 threads. The processes of a configuration
 load, warm up, then start their timed windows together on a signal from this script, so start-up is not
@@ -38,7 +40,7 @@ from spaars_robot.data.dataset import OfflineDataset  # noqa: E402
 from spaars_robot.train.pretrain import normalized_offline_buffer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "seed_parallelism.json"
-ALGOS = ("iql", "spaars_latent", "spaars_gated", "sac")
+ALGOS = ("iql", "spaars_latent", "spaars_gated", "sac", "d3rlpy_iql")
 SEEDS = 5
 PROCESS_CONFIGS = {"1 process x 2 threads": (1, 2), "1 process x 1 thread": (1, 1),
                    "2 processes x 1 thread": (2, 1), "5 processes x 1 thread": (5, 1)}
@@ -127,22 +129,33 @@ def worker(dataset_path: Path, name: str, threads: int, seconds: float, batched:
                       "cpu_s": rate.cpu_s, "check_max_abs_diff": error}), flush=True)
 
 
+def worker_command(dataset_path: Path, name: str, threads: int, seconds: float, batched: int) -> list[str]:
+    """The child process for one seed: this script's worker, or d3rlpy's IQL in d3rlpy's venv."""
+    common = ["--dataset", str(dataset_path), "--threads", str(threads), "--seconds", str(seconds)]
+    if name == "d3rlpy_iql":
+        return [str(tt.D3RLPY_PYTHON), str(tt.HERE / "d3rlpy_iql.py"), *common, "--wait-go"]
+    return [sys.executable, __file__, *common, "--worker", name, "--batched", str(batched)]
+
+
 def run_config(dataset_path: Path, name: str, processes: int, threads: int, seconds: float, batched: int = 0) -> dict:
-    cmd = [sys.executable, __file__, "--dataset", str(dataset_path), "--worker", name, "--threads", str(threads),
-           "--seconds", str(seconds), "--batched", str(batched)]
+    cmd = worker_command(dataset_path, name, threads, seconds, batched)
     procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     for p in procs:
-        line = p.stdout.readline().strip()
-        if line != "ready":
-            raise SystemExit(f"worker for {name} failed before its window: {line!r}")
+        line = "?"
+        while line and line.strip() != "ready":  # d3rlpy logs to stdout before it is ready
+            line = p.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker for {name} exited before its window (exit code {p.wait()})")
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
     reports = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    if any(p.returncode != 0 for p in procs):
+        raise SystemExit(f"a worker for {name} failed in its window")
     makespan = max(r["end"] for r in reports) - min(r["start"] for r in reports)
     updates = sum(r["updates"] for r in reports)
     return {"aggregate_updates_per_s": round(updates / makespan, 2), "makespan_s": round(makespan, 2),
-            "updates": updates, "check_max_abs_diff": max(r["check_max_abs_diff"] for r in reports)}
+            "updates": updates, "check_max_abs_diff": max(r.get("check_max_abs_diff", 0.0) for r in reports)}
 
 
 def main() -> None:
@@ -160,9 +173,12 @@ def main() -> None:
     if args.worker:
         worker(dataset_path, args.worker, args.threads, args.seconds, args.batched)
         return
-    configs = [(algo, label, procs, threads, 0) for algo in args.algos.split(",")
-               for label, (procs, threads) in PROCESS_CONFIGS.items()]
-    if "iql" in args.algos.split(","):
+    algos = args.algos.split(",")
+    if "d3rlpy_iql" in algos and not tt.D3RLPY_PYTHON.exists():
+        print(f"skipping d3rlpy_iql: {tt.D3RLPY_PYTHON} missing (BENCHMARKS.md says how to create it)", flush=True)
+        algos.remove("d3rlpy_iql")
+    configs = [(algo, label, procs, threads, 0) for algo in algos for label, (procs, threads) in PROCESS_CONFIGS.items()]
+    if "iql" in algos:
         configs += [("iql", f"1 batched network of {SEEDS} seeds x 2 threads", 1, 2, SEEDS),
                     ("iql", f"1 batched network of {SEEDS} seeds x 1 thread", 1, 1, SEEDS)]
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": tt.machine_info(),
@@ -188,6 +204,14 @@ def main() -> None:
             print(f"{algo:<15}{label:<42}{row['aggregate_updates_per_s']:>16.1f}"
                   f"{row['x_one_process_two_threads_paired_median']:>15.2f}  "
                   + " ".join(f"{x['aggregate_updates_per_s']:.0f}" for x in rounds))
+    if "iql" in algos and "d3rlpy_iql" in algos:
+        print(f"\n{'ours IQL / d3rlpy IQL, paired median per configuration':<57}  rounds")
+        report["iql_vs_d3rlpy_paired_median"] = {}
+        for label in PROCESS_CONFIGS:
+            ratios = [o["aggregate_updates_per_s"] / d["aggregate_updates_per_s"]
+                      for o, d in zip(runs[("iql", label)], runs[("d3rlpy_iql", label)])]
+            report["iql_vs_d3rlpy_paired_median"][label] = round(statistics.median(ratios), 3)
+            print(f"  {label:<55}{statistics.median(ratios):>5.2f}x  " + " ".join(f"{r:.2f}" for r in ratios))
     checks = [x["check_max_abs_diff"] for rows in runs.values() for x in rows]
     report["batched_loss_max_abs_diff_vs_alone"] = max(checks)
     report["load_end"] = tt.load_average()
