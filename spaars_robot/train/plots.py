@@ -55,6 +55,18 @@ def collect_curves(run_dirs: list[Path]) -> dict[str, list[list[dict]]]:
     return dict(groups)
 
 
+def seed_matrix(runs: list[list[dict]], key: str) -> tuple[list[int], np.ndarray]:
+    """(steps every seed evaluated at, seeds x steps values of `key`).
+
+    The gate's raw share at step 0 is left out: no training action has been taken before the first
+    evaluation, and the 0 the runner writes there would draw a ramp that no policy made."""
+    steps = sorted(set.intersection(*[{int(r["step"]) for r in rows} for rows in runs]))
+    if key == "train_raw_rate":
+        steps = [s for s in steps if s > 0]
+    values = np.array([[float(next(r[key] for r in rows if int(r["step"]) == s)) for s in steps] for rows in runs])
+    return steps, values
+
+
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     import matplotlib
 
@@ -65,10 +77,8 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     fig, (ax_score, ax_gate) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, height_ratios=[2, 1])
     seen: dict[str, list[float]] = {"normalized_mean": [], "train_raw_rate": []}
     for label, runs in groups.items():
-        steps = sorted(set.intersection(*[{int(r["step"]) for r in rows} for rows in runs]))
         for key, ax in (("normalized_mean", ax_score), ("train_raw_rate", ax_gate)):
-            per_seed = np.array([[float(next(r[key] for r in rows if int(r["step"]) == s)) for s in steps]
-                                 for rows in runs])
+            steps, per_seed = seed_matrix(runs, key)
             stats = [mean_ci95(list(per_seed[:, i])) for i in range(len(steps))]
             mean = np.array([m for m, _ in stats])
             half = np.nan_to_num(np.array([h for _, h in stats]))

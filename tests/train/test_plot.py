@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spaars_robot.train.plots import collect_curves
+from spaars_robot.train.plots import collect_curves, seed_matrix
 from tests.conftest import REPO, run_cli
 
 
@@ -39,3 +39,12 @@ def test_plot_rejects_a_corrupt_summary_in_one_line(tmp_path):
     proc = run_cli("plot", str(bad), "--out", str(tmp_path / "x.png"), check=False)
     assert proc.returncode == 2 and "not a run summary" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_gate_share_starts_after_the_first_training_steps_scores_at_step_0(tmp_path):
+    groups = collect_curves([_summary(tmp_path, 0, [10, 20, 30]), _summary(tmp_path, 1, [30, 40, 50])])
+    runs = groups["hopper-spaars-short"]
+    steps, scores = seed_matrix(runs, "normalized_mean")
+    assert steps == [0, 5000, 10000] and scores.tolist() == [[10, 20, 30], [30, 40, 50]]
+    steps, share = seed_matrix(runs, "train_raw_rate")
+    assert steps == [5000, 10000] and share.shape == (2, 2)
