@@ -38,7 +38,7 @@ import torch
 
 from cvae_width import WidthRun, evaluate, heldout_split, resolve_dataset
 from spaars_robot.data.dataset import OfflineDataset
-from spaars_robot.train.config import PretrainConfig
+from spaars_robot.config.training import PretrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cvae_kl_weight.json"
 

@@ -36,7 +36,7 @@ from spaars_robot.algos.base import fused_adam
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
-from spaars_robot.train.config import PretrainConfig
+from spaars_robot.config.training import PretrainConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cvae_width.json"
@@ -154,9 +154,15 @@ def heldout_split(dataset: OfflineDataset, heldout: float, eval_pairs: int, seed
 
 
 def resolve_dataset(path: str | None) -> Path:
-    for candidate in ([Path(path)] if path else list(DEFAULT_DATASETS)):
-        if (candidate / "data" / "main_data.hdf5").exists():
-            return candidate
+    """--dataset through the project's resolver (ids or paths), else the first generated medium dataset."""
+    from spaars_robot.data.locate import resolve_dataset as locate
+    from spaars_robot.errors import SpaarsError
+
+    for candidate in ([path] if path else [str(p) for p in DEFAULT_DATASETS]):
+        try:
+            return locate(candidate)
+        except SpaarsError:
+            continue
     raise SystemExit(f"no dataset at {path or [str(p) for p in DEFAULT_DATASETS]}: pass --dataset (a medium one; "
                      "a random dataset makes uniform actions in-support and the test meaningless)")
 

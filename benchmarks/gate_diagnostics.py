@@ -33,9 +33,9 @@ from spaars_robot.config.tasks import load_task  # noqa: E402
 from spaars_robot.data.dataset import OfflineDataset  # noqa: E402
 from spaars_robot.data.files import atomic_write_json, safe_torch_load  # noqa: E402
 from spaars_robot.envs.evaluation import run_episodes  # noqa: E402
-from spaars_robot.train.artifacts import load_run_config  # noqa: E402
-from spaars_robot.train.replay import ReplayBuffer  # noqa: E402
-from spaars_robot.train.runner import build_agent  # noqa: E402
+from spaars_robot.config.training import load_run_config  # noqa: E402
+from spaars_robot.data.replay import ReplayBuffer  # noqa: E402
+from spaars_robot.train.agents import build_agent  # noqa: E402
 
 TAU_RELS = (0.0, 0.01, 0.02, 0.05, 0.1)
 HYSTERESIS_Q = (0.0, 0.0001, 0.001, 0.01)  # in units of mean |Q| (0.01: the gate's original default)
@@ -48,12 +48,12 @@ GATED_TAIL = 20_000
 
 
 def load_run(run_dir: Path, cache_dir: Path):
-    config, extra = load_run_config(run_dir)
-    dataset_path, bf16 = Path(extra["dataset_path"]), bool(extra["bf16"])
+    config, facts = load_run_config(run_dir)
+    dataset_path, bf16 = facts.dataset_path, facts.bf16
     if config.algo != "spaars":
         raise SystemExit(f"{run_dir}: algo {config.algo}; the gate exists only in spaars runs")
     task = load_task(config.task)
-    agent, nets, _ = build_agent(config, task, OfflineDataset.load(dataset_path), cache_dir, bf16, None)
+    agent = build_agent(config, task, OfflineDataset.load(dataset_path), cache_dir, bf16, None).agent
     state = safe_torch_load(run_dir / "checkpoint.pt")
     agent.load_state_dict(state["agent"])
     online = ReplayBuffer(max(config.online.env_steps, 1), task.obs_dim, task.action_dim)
@@ -66,7 +66,7 @@ def latched_gate(lcb: torch.Tensor, done: torch.Tensor, tau: float, hysteresis: 
     """Replay the run's gate logic (AdvantageGate.decide, thresholds given in LCB units) along the stored
     trajectories: share of steps open and switches between the policies per 1000 steps. Reset at every
     termination and every `episode_len` steps (truncations are not stored, so episode starts are approximate)."""
-    gate = AdvantageGate(kappa=1.0, tau_rel=tau, hysteresis_rel=hysteresis)  # scale 1: absolute thresholds
+    gate = AdvantageGate(tau_rel=tau, hysteresis_rel=hysteresis)  # scale 1: absolute thresholds
     opened, toggles, since_reset = 0, 0, 0
     for value, d in zip(lcb.tolist(), done.tolist()):
         was_open = gate.is_open
@@ -116,7 +116,7 @@ def returns_by_controller(agent, task, episodes: int, mean_abs_a: float) -> dict
     controllers = {"raw": ("gated", True, None), "latent": ("latent", False, None), "gated": ("gated", False, None)}
     for t, h in ADVANTAGE_GATES:  # expressed in q units so the agent's q-scaled gate applies them unchanged
         controllers[f"gated_tau{t:g}_h{h:g}_advantage"] = ("gated", False, AdvantageGate(
-            agent.cfg.gate.kappa, t * mean_abs_a / q_scale, h * mean_abs_a / q_scale))
+            t * mean_abs_a / q_scale, h * mean_abs_a / q_scale))
     for name, (phase, force_raw, gate) in controllers.items():
         agent.phase, agent.force_raw = phase, force_raw
         agent.eval_gate = gate or saved[2]

@@ -27,9 +27,9 @@ for task in $TASKS; do
       for s in "${todo[@]:i:2}"; do
         dir="runs/${task}-${algo}${SUFFIX}-short/seed$s"
         if [ -f "$dir/config.yaml" ]; then
-          $BIN train --resume "$dir" &
+          $BIN train --resume "$dir" --results-dir benchmarks/results/train &
         else
-          $BIN train --task "$task" --dataset "$task-medium" --algo "$algo" --seeds "$s" --protocol short $ABLATION &
+          $BIN train --task "$task" --dataset "$task-medium" --algo "$algo" --seeds "$s" --protocol short $ABLATION --results-dir benchmarks/results/train &
         fi
         pids+=($!)
       done

@@ -116,7 +116,7 @@ def full_server(bundle_path: str, endpoint: str, safety: bool, busy: bool, ready
 
 
 def safety_layer(bundle):
-    from spaars_robot.safety.binding import bind_spec
+    from spaars_robot.export.safety_binding import bind_spec
     from spaars_robot.safety.limits import SafetyLayer
 
     m = bundle.manifest

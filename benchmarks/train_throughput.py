@@ -47,9 +47,9 @@ from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
 from spaars_robot.train import pretrain as pretrain_module
-from spaars_robot.train.config import PretrainConfig, TrainConfig
+from spaars_robot.config.training import PretrainConfig, TrainConfig
 from spaars_robot.train.pretrain import OfflineNets, normalized_offline_buffer, pretrain
-from spaars_robot.train.replay import ReplayBuffer, mixed_batch
+from spaars_robot.data.replay import ReplayBuffer, mixed_batch
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "train_throughput.json"
@@ -390,12 +390,14 @@ def measure_omp(dataset_path: Path, seconds: float, rounds: int) -> dict:
 # -- main ------------------------------------------------------------------------------------------------
 def resolve_dataset(path: str | None) -> Path:
     """--dataset, else the generated hopper-medium, else a small random one (throughput ignores quality)."""
-    candidates = [Path(path)] if path else [Path("datasets/spaars/hopper-medium-v0")]
-    for candidate in candidates:
-        if (candidate / "data" / "main_data.hdf5").exists():
-            return candidate
-    if path:
-        raise SystemExit(f"--dataset {path}: no data/main_data.hdf5 there")
+    from spaars_robot.data.locate import resolve_dataset as locate
+    from spaars_robot.errors import SpaarsError
+
+    try:
+        return locate(path or "hopper-medium")
+    except SpaarsError as exc:
+        if path:
+            raise SystemExit(f"--dataset {path}: {exc}") from exc
     fallback = FALLBACK_ROOT / FALLBACK_ID
     if not (fallback / "data" / "main_data.hdf5").exists():
         subprocess.run(["spaars-robot", "data", "collect", "--task", "hopper", "--quality", "random", "--steps",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from spaars_robot.app import app
+from spaars_robot.commands.app import app
 from spaars_robot.cli import main
 
 runner = CliRunner()
@@ -66,7 +66,7 @@ def test_data_import_help_explains_formats() -> None:
             ["data", "collect", "--task", "hoper", "--root", "/tmp/unused"],
             "error: unknown task 'hoper'; known tasks:",
         ),
-        (["data", "collect", "--task", "hopper", "--quality", "great"], "error: unknown quality 'great'"),
+        (["data", "collect", "--task", "hopper", "--quality", "great"], "error: Invalid value for '--quality': 'great' is not one of"),
         (
             ["data", "collect", "--task", "hopper", "--steps", "0"],
             "error: command-line options: steps: Input should",

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import torch
 
+from spaars_robot.algos.latch import Latch
 from spaars_robot.nn.critics import QEnsemble
 
 Scale = TypeVar("Scale", torch.Tensor, float)
@@ -53,24 +54,32 @@ def gate_lcb(critic: QEnsemble, obs: torch.Tensor, raw_action: torch.Tensor, lat
 
 
 class AdvantageGate:
-    """Stateful per-trajectory decision with hysteresis; `reset()` at every episode start."""
+    """Per-trajectory gate decision: the shared Latch, its thresholds rescaled at every call.
 
-    def __init__(self, kappa: float, tau_rel: float, hysteresis_rel: float) -> None:
-        self.kappa, self.tau_rel, self.hysteresis_rel = kappa, tau_rel, hysteresis_rel
-        self.is_open = False
+    tau and h are stored relative to a scale that moves during training (running mean |Q|, or mean |A|),
+    so the latch's absolute thresholds are set from the current scale before each update. `reset()` at
+    every episode start. kappa is not here: it shapes the LCB (`lcb_of`), which the caller computes.
+    """
+
+    def __init__(self, tau_rel: float, hysteresis_rel: float) -> None:
+        self.tau_rel, self.hysteresis_rel = tau_rel, hysteresis_rel
+        self.latch = Latch(0.0, 0.0)
+
+    @property
+    def is_open(self) -> bool:
+        return self.latch.on
+
+    @is_open.setter
+    def is_open(self, value: bool) -> None:
+        self.latch.on = bool(value)
 
     def reset(self) -> None:
-        self.is_open = False
-
-    def thresholds(self, scale: float) -> tuple[float, float]:
-        """(open threshold tau, close threshold tau - h) in Q units."""
-        tau = self.tau_rel * scale
-        return tau, tau - self.hysteresis_rel * scale
+        self.latch.reset()
 
     def decide(self, lcb: float, scale: float) -> bool:
-        tau, close = self.thresholds(scale)
-        self.is_open = lcb > (close if self.is_open else tau)
-        return self.is_open
+        self.latch.threshold = self.tau_rel * scale
+        self.latch.hysteresis = self.hysteresis_rel * scale
+        return self.latch.update(lcb)
 
     def batch_open(self, lcb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Stateless version for critic targets on a batch (no hysteresis: no trajectory context)."""

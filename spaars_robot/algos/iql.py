@@ -19,8 +19,8 @@ from spaars_robot.nn.critics import QEnsemble, ValueNet
 from spaars_robot.nn.policies import TanhGaussianPolicy
 
 if TYPE_CHECKING:
-    from spaars_robot.train.config import TrainConfig
-    from spaars_robot.train.pretrain import OfflineNets
+    from spaars_robot.algos.offline import OfflineNets
+    from spaars_robot.config.training import TrainConfig
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -55,7 +55,7 @@ class IQLAgent:
     """IQL fine-tuning (IQL `train_finetune.py`): same losses online; acts with the stochastic AWR policy."""
 
     def __init__(self, nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> None:
-        self.pre, self.online_cfg = config.pretrain, config.online
+        self.online_cfg = config.online
         self.nets = nets
         self.critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
         self.generator = generator
@@ -80,22 +80,20 @@ class IQLAgent:
         pass
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        pre = self.pre
+        cfg = self.online_cfg
         value_loss, critic_loss, actor_loss, metrics = iql_losses(
             batch, self.nets.critic, self.critic_target, self.nets.value, self.nets.raw_policy,
-            pre.gamma, pre.expectile, pre.awr_beta, pre.awr_max_weight)
+            cfg.gamma, cfg.expectile, cfg.awr_beta, cfg.awr_max_weight)
         self.opt.zero_grad(set_to_none=True)
         (value_loss + critic_loss + actor_loss).backward()
         self.opt.step()
-        polyak_update(self.critic_target, self.nets.critic, pre.tau)
+        polyak_update(self.critic_target, self.nets.critic, cfg.tau)
         return metrics
 
-    @torch.no_grad()
-    def support_score(self, obs: np.ndarray, action: np.ndarray) -> float:
-        a = torch.as_tensor(action, dtype=torch.float32).unsqueeze(0)
-        return float(self.nets.cvae.support_score(self.policy_input(obs), a)[0])
-
     def after_eval(self, step: int, record: dict, recent_obs: torch.Tensor) -> dict:
+        return {}
+
+    def run_summary(self) -> dict:
         return {}
 
     def state_dict(self) -> dict:
@@ -106,5 +104,3 @@ class IQLAgent:
         self.nets.load_state_dict(state["nets"])
         self.critic_target.load_state_dict(state["critic_target"])
         self.opt.load_state_dict(state["opt"])
-
-

@@ -1,7 +1,7 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, "SAC: Algorithms and Applications", Alg. 1).
 
 Used as the behaviour-policy trainer for dataset collection and as the online-from-scratch reference
-(`--algo sac`). Twin Q as a 2-member batched ensemble, automatic entropy tuning, fused Adam.
+(`--algo sac`), through the same runner loop (train/online_loop.py) in both. Twin Q as a 2-member batched ensemble, automatic entropy tuning, fused Adam.
 """
 from __future__ import annotations
 
@@ -28,9 +28,17 @@ class SACConfig(BaseModel):
 
 
 class SAC:
-    def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, seed: int) -> None:
+    """SAC as an `Agent`: the same object is the behaviour-policy trainer of `data collect` and `--algo sac`.
+
+    `explore` draws uniform actions for the first `random_steps` calls (warm-up), then samples the policy.
+    """
+
+    phase = "sac"
+
+    def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, seed: int,
+                 generator: torch.Generator | None = None, random_steps: int = 0) -> None:
         self.config = config
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.actor = TanhGaussianPolicy(obs_dim, action_dim, config.hidden)
         self.critic = QEnsemble(obs_dim, action_dim, config.hidden, ensemble_size=2, layer_norm=False)
@@ -40,13 +48,23 @@ class SAC:
         self.actor_opt = fused_adam(self.actor.parameters(), config.lr)
         self.critic_opt = fused_adam(self.critic.parameters(), config.lr)
         self.alpha_opt = fused_adam([self.log_alpha], config.lr)
+        self.random_steps = random_steps
+        self.explore_steps = 0
+
+    def begin_episode(self, evaluation: bool = False) -> None:
+        pass
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        self.explore_steps += 1
+        if self.explore_steps <= self.random_steps:
+            return (torch.rand(self.actor.out_dim, generator=self.generator) * 2 - 1).numpy(), "raw"
         obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-        if deterministic:
-            return self.actor.mean_action(obs_t)[0].numpy()
-        return self.actor.sample(obs_t, self.generator)[0][0].numpy()
+        return self.actor.sample(obs_t, self.generator)[0][0].numpy(), "raw"
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        return self.actor.mean_action(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))[0].numpy(), "raw"
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -76,15 +94,24 @@ class SAC:
         return {"sac/critic_loss": critic_loss.detach(), "sac/actor_loss": actor_loss.detach(),
                 "sac/alpha": alpha, "sac/q": q.mean().detach()}
 
+    def after_eval(self, step: int, record: dict, recent_obs: torch.Tensor) -> dict:
+        return {}
+
+    def run_summary(self) -> dict:
+        return {}
+
     def state_dict(self) -> dict:
         return {
             "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach().clone(),
             "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
             "alpha_opt": self.alpha_opt.state_dict(), "generator": self.generator.get_state(),
+            "explore_steps": self.explore_steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if "sac" in state:  # a `train --algo sac` checkpoint written before SAC implemented Agent itself
+            state = {**state["sac"], "explore_steps": state["steps"]}
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
@@ -94,43 +121,4 @@ class SAC:
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.generator.set_state(state["generator"])
-
-
-class SACAgent:
-    """`--algo sac`: online from scratch, the reference with no offline data; runner-facing adapter."""
-
-    phase = "sac"
-
-    def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, seed: int, random_steps: int) -> None:
-        self.sac = SAC(obs_dim, action_dim, config, seed)
-        self.generator = self.sac.generator
-        self.random_steps = random_steps
-        self.steps = 0
-
-    def begin_episode(self, evaluation: bool = False) -> None:
-        pass
-
-    def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
-        self.steps += 1
-        if self.steps <= self.random_steps:
-            return (torch.rand(self.sac.actor.out_dim, generator=self.generator) * 2 - 1).numpy(), "raw"
-        return self.sac.act(obs, deterministic=False), "raw"
-
-    def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
-        return self.sac.act(obs, deterministic=True), "raw"
-
-    def support_score(self, obs: np.ndarray, action: np.ndarray) -> float:
-        return float("nan")  # no dataset, no support model
-
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.sac.update(batch)
-
-    def after_eval(self, step: int, record: dict, recent_obs: torch.Tensor) -> dict:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {"sac": self.sac.state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sac.load_state_dict(state["sac"])
-        self.steps = int(state["steps"])
+        self.explore_steps = int(state.get("explore_steps", 0))

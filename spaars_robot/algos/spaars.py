@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from spaars_robot.algos.base import fused_adam, polyak_update
+from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
 from spaars_robot.algos.transition import TransitionMonitor
 from spaars_robot.nn.rnd import RND
-from spaars_robot.train.config import TrainConfig
-from spaars_robot.train.pretrain import OfflineNets
+from spaars_robot.config.training import TrainConfig
 
 
 class SPAARSAgent:
@@ -40,15 +40,15 @@ class SPAARSAgent:
         self.variant = config.algo  # spaars | latent | raw
         self.critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
         gate_cfg = self.cfg.gate
-        self.gate = AdvantageGate(gate_cfg.kappa, gate_cfg.tau_rel, gate_cfg.hysteresis_rel)
-        self.eval_gate = AdvantageGate(gate_cfg.kappa, gate_cfg.tau_rel, gate_cfg.hysteresis_rel)
+        self.gate = AdvantageGate(gate_cfg.tau_rel, gate_cfg.hysteresis_rel)
+        self.eval_gate = AdvantageGate(gate_cfg.tau_rel, gate_cfg.hysteresis_rel)
         self.transition = TransitionMonitor(self.cfg.transition)
         self.phase = "gated" if self.variant == "raw" else "latent"
         self.force_raw = self.variant == "raw"
         k = nets.latent_dim
         self.log_alpha = torch.tensor(math.log(self.cfg.init_temperature), requires_grad=True)
         self.target_entropy = -k / 2.0
-        self.rnd = RND(nets.normalizer.mean.numel(), config.pretrain.hidden, self.cfg.rnd_feature_dim)
+        self.rnd = RND(nets.normalizer.mean.numel(), self.cfg.hidden, self.cfg.rnd_feature_dim)
         lr = self.cfg.lr
         self.critic_opt = fused_adam(nets.critic.parameters(), lr)
         self.latent_params = list(nets.latent_policy.parameters())
@@ -103,11 +103,6 @@ class SPAARSAgent:
             return (raw if use_raw else lat)[0].numpy(), "raw" if use_raw else "latent"
         return self.nets.decoded_latent_mean(s)[0].numpy(), "latent"
 
-    @torch.no_grad()
-    def support_score(self, obs: np.ndarray, action: np.ndarray) -> float:
-        s = self._s(obs)
-        return float(self.nets.cvae.support_score(s, torch.as_tensor(action, dtype=torch.float32).unsqueeze(0))[0])
-
     # -- learning ----------------------------------------------------------------------------------
     def _next_action(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Critic target action: what the behaviour would do at s' (decoded latent sample, or gated raw)."""
@@ -122,18 +117,18 @@ class SPAARSAgent:
         return torch.where(self.gate.batch_open(lcb, self.gate_scale()).unsqueeze(-1), raw, latent)
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        nets, cfg, pre = self.nets, self.cfg, self.config.pretrain
+        nets, cfg = self.nets, self.cfg
         obs = batch["obs"]
         # 1. shared critic over raw actions (no entropy backup; SUPE/RLPD)
         with torch.no_grad():
             target_q = self.critic_target(batch["next_obs"], self._next_action(batch["next_obs"])).min(0).values
-            y = batch["reward"] + pre.gamma * (1.0 - batch["done"]) * target_q
+            y = batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * target_q
         q = nets.critic(obs, batch["action"])
         critic_loss = (q - y).pow(2).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-        polyak_update(self.critic_target, nets.critic, pre.tau)
+        polyak_update(self.critic_target, nets.critic, cfg.tau)
         with torch.no_grad():
             self.q_scale.lerp_(q.abs().mean().float(), 0.005)  # float: q is bf16 under autocast
 
@@ -206,6 +201,9 @@ class SPAARSAgent:
                                         "thresholds": self.cfg.transition.model_dump(mode="json")})
                 signals["switched"] = reason
         return signals
+
+    def run_summary(self) -> dict:
+        return {"switch": list(self.switch_log)}
 
     # -- checkpoint --------------------------------------------------------------------------------
     def state_dict(self) -> dict:

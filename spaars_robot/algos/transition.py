@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spaars_robot.train.config import TransitionConfig
+from spaars_robot.config.training import TransitionConfig
 
 
 def relative_change(values: list[float], reference: float | None = None) -> float:

@@ -1,8 +1,9 @@
-"""One module per area (data, train, runtime, safety); each adds its commands to `app` on import."""
+"""One module per stage of the pipeline; each adds its commands to `app` on import (order: app.PIPELINE)."""
 import importlib
-import pkgutil
+
+MODULES = ("data", "train", "runtime", "safety")
 
 
 def register_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+    for name in MODULES:
+        importlib.import_module(f"{__name__}.{name}")

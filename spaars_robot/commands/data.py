@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from spaars_robot.app import app, console, datasets_root
-from spaars_robot.errors import ConfigError, SpaarsError
+from spaars_robot.commands.app import app, console
+from spaars_robot.data.locate import datasets_root, resolve_dataset
+from spaars_robot.errors import ConfigError
 
 data_app = typer.Typer(
     help="Make, import and inspect offline datasets (Minari layout).", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
 
-QUALITIES = ("random", "medium", "expert", "medium-replay", "medium-expert")
+
+
+class QualityChoice(str, Enum):
+    """D4RL's dataset qualities (train/collect.py says how each is made)."""
+
+    random = "random"
+    medium = "medium"
+    expert = "expert"
+    medium_replay = "medium-replay"
+    medium_expert = "medium-expert"
 
 
 @data_app.command("collect")
 def data_collect(
     task: Annotated[str, typer.Option(help="Task name (sim/tasks/<name>.yaml) or a task YAML path.")],
-    quality: Annotated[
-        str, typer.Option(help="random | medium | expert | medium-replay | medium-expert")
-    ] = "medium",
+    quality: Annotated[QualityChoice, typer.Option(help="Behaviour quality, as D4RL's.")] = QualityChoice.medium,
     steps: Annotated[int, typer.Option(help="Transitions to roll out into the dataset.")] = 1_000_000,
     seed: Annotated[int, typer.Option(help="Seed of the behaviour run and the rollout.")] = 0,
     train_budget: Annotated[
@@ -49,11 +58,9 @@ def data_collect(
 
     from spaars_robot.config.loading import format_validation_error
     from spaars_robot.config.tasks import load_task
-    from spaars_robot.data.collect import CollectConfig, collect
+    from spaars_robot.train.collect import CollectConfig, collect
     from spaars_robot.data.summary import summarize
 
-    if quality not in QUALITIES:
-        raise SpaarsError(f"unknown quality {quality!r}; use one of {', '.join(QUALITIES)}")
     spec = load_task(task)
     try:
         cfg = CollectConfig(
@@ -67,7 +74,7 @@ def data_collect(
         )
     except ValidationError as exc:
         raise ConfigError(format_validation_error("command-line options", exc)) from exc
-    path = collect(spec, quality, root or datasets_root(), cfg, threads=threads)  # type: ignore[arg-type]
+    path = collect(spec, quality.value, root or datasets_root(), cfg, threads=threads)  # type: ignore[arg-type]
     print_summary(summarize(path))
 
 
@@ -108,18 +115,6 @@ def data_info(
     from spaars_robot.data.summary import summarize
 
     print_summary(summarize(resolve_dataset(path)))
-
-
-def resolve_dataset(path: Path | str) -> Path:
-    """A path, or a short id (`hopper-medium`, `spaars/hopper-medium-v0`) under the dataset root."""
-    p = Path(path)
-    if p.exists():
-        return p
-    root = datasets_root()
-    for candidate in (root / p, root / "spaars" / p, root / "spaars" / f"{p}-v0"):
-        if candidate.exists():
-            return candidate
-    raise SpaarsError(f"dataset {path} not found (looked at {p} and under {root})")
 
 
 def print_summary(summary) -> None:

@@ -4,31 +4,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from spaars_robot.app import app, console
+from spaars_robot.commands.app import app, console
 from spaars_robot.errors import SpaarsError
-
-DEFAULT_BUNDLE = "policies/hopper-default"
-
-
-def resolve_bundle(path: str) -> Path:
-    """A bundle path as given, else relative to the repository root (where `policies/` ships)."""
-    from spaars_robot.config.loading import repo_root
-
-    given = Path(path)
-    if given.exists() or given.is_absolute():
-        return given
-    return repo_root() / given
-
+from spaars_robot.export.bundle import DEFAULT_BUNDLE, resolve_bundle
 
 @app.command("export")
 def export_cmd(
@@ -43,7 +29,7 @@ def export_cmd(
     if not onnx:
         raise SpaarsError("only --onnx export is supported")
     from spaars_robot.export.onnx_export import export_bundle
-    from spaars_robot.train.artifacts import load_run_for_export
+    from spaars_robot.export.from_run import load_run_for_export
 
     stack, info = load_run_for_export(run_dir)
     manifest = export_bundle(stack, info, out, overwrite=overwrite, safety_spec=safety)
@@ -76,7 +62,7 @@ def serve_cmd(
         help="Safety spec (robot name or YAML) [default: the one recorded in the bundle manifest].")] = None,
     allow_spec_change: Annotated[bool, typer.Option(
         help="Serve with a safety spec whose SHA-256 differs from the one the bundle was exported with.")] = False,
-    telemetry: Annotated[str | None, typer.Option(
+    telemetry_bind: Annotated[str | None, typer.Option(
         help="Publish per-request telemetry (msgpack) on this loopback PUB endpoint, e.g. tcp://127.0.0.1:5556.")
     ] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")] = None,
@@ -93,8 +79,8 @@ def serve_cmd(
 ) -> None:
     """Serve a verified bundle under its safety spec over ZeroMQ until SIGINT/SIGTERM, then print the counts."""
     from spaars_robot.export.bundle import load_bundle
-    from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer, pin_to_cpu
-    from spaars_robot.safety.binding import bind_spec
+    from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer, check_endpoint, pin_to_cpu
+    from spaars_robot.export.safety_binding import bind_spec
     from spaars_robot.safety.limits import SafetyLayer
 
     path = resolve_bundle(bundle)
@@ -107,7 +93,10 @@ def serve_cmd(
     m = loaded.manifest
     bound = bind_spec(m, safety, allow_spec_change)
     layer = SafetyLayer(bound.spec, m.action.dim, m.observation.dim)
-    hook = make_telemetry_hook(telemetry, metrics_port, record, m.support.threshold)
+    from spaars_robot.telemetry.hook import make_telemetry_hook
+
+    hook = make_telemetry_hook(check_endpoint(telemetry_bind) if telemetry_bind is not None else None,
+                               metrics_port, record, m.support.threshold)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -140,33 +129,6 @@ def serve_cmd(
     finally:
         if hook is not None:
             hook.close()
-
-
-def make_telemetry_hook(endpoint: str | None, metrics_port: int | None, record: Path | None,
-                        support_threshold: float):
-    """The per-request TelemetryHook for `serve`, or None when no sink is asked for (the lean path)."""
-    if endpoint is None and metrics_port is None and record is None:
-        return None
-    from spaars_robot.runtime.server import check_endpoint
-    from spaars_robot.telemetry.hook import TelemetryHook
-    from spaars_robot.telemetry.mcap_log import McapRecorder
-    from spaars_robot.telemetry.metrics import SafetyMetrics
-    from spaars_robot.telemetry.publisher import TelemetryPublisher
-
-    hook = TelemetryHook()
-    try:
-        if endpoint is not None:
-            hook.publisher = TelemetryPublisher(check_endpoint(endpoint))
-        if record is not None:
-            hook.recorder = McapRecorder(record)
-        if metrics_port is not None:
-            hook.metrics = SafetyMetrics()
-            hook.metrics.support_threshold.set(support_threshold)
-            hook.metrics.serve(metrics_port)
-    except BaseException:
-        hook.close()
-        raise
-    return hook
 
 
 @app.command("sim")
@@ -202,13 +164,15 @@ def sim_cmd(
 def demo_cmd(
     bundle: Annotated[str, typer.Option(help="Policy bundle to serve.")] = DEFAULT_BUNDLE,
     episodes: Annotated[int, typer.Option(min=1)] = 3,
-    endpoint: Annotated[str | None, typer.Option(help="Server endpoint (default: ipc socket in a temp dir).")] = None,
+    bind: Annotated[str | None, typer.Option(
+        help="Where the demo's server listens and its robot connects (default: an ipc socket in a temp dir).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first episode.")] = 0,
 ) -> None:
     """The main job: serve the shipped bundle in a subprocess, drive the simulated robot, stop cleanly."""
     from spaars_robot.config.tasks import load_task
     from spaars_robot.export.bundle import load_bundle
     from spaars_robot.runtime.client import Client
+    from spaars_robot.runtime.service import start_server_process, stop_server_process, wait_for_server
     from spaars_robot.runtime.sim_client import run_sim, task_schema
 
     path = resolve_bundle(bundle)
@@ -217,7 +181,7 @@ def demo_cmd(
     loaded = load_bundle(path)
     spec = load_task(loaded.manifest.task)
     with tempfile.TemporaryDirectory(prefix="spaars-demo-") as tmp:
-        endpoint = endpoint or f"ipc://{tmp}/action.sock"
+        endpoint = bind or f"ipc://{tmp}/action.sock"
         server = start_server_process(path, endpoint)
         try:
             with Client(endpoint, task_schema(spec), timeout_s=1.0 / spec.control_rate_hz,
@@ -230,40 +194,6 @@ def demo_cmd(
             code = stop_server_process(server)
     print_sim_summary(summary)
     console.print(f"server stopped cleanly (exit {code})" if code == 0 else f"server exited with {code}")
-
-
-def start_server_process(bundle: Path, endpoint: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "spaars_robot.cli", "serve", "--bundle", str(bundle),
-                             "--bind", endpoint], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_server(client, server: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    """Handshake until the server answers; a server that dies first is reported with its own error line."""
-    from spaars_robot.runtime.client import ServerUnavailable
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SpaarsError(f"server exited with {server.returncode}: {server.stderr.read().strip()}")
-        try:
-            client.connect(timeout_s=0.5)
-            return
-        except ServerUnavailable:
-            time.sleep(0.05)
-    raise SpaarsError(f"server did not answer within {timeout_s:g} s")
-
-
-def stop_server_process(server: subprocess.Popen, timeout_s: float = 5.0) -> int:
-    """SIGTERM (the server finishes its current request and closes its socket), then SIGKILL if it hangs."""
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    return server.returncode
 
 
 def print_sim_summary(summary) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from spaars_robot.app import app, console
+from spaars_robot.commands.app import app, console
 
 
 @app.command("keys")
@@ -35,16 +35,17 @@ def keys(
 
 @app.command("dashboard")
 def dashboard(
-    telemetry: Annotated[str, typer.Option(help="Telemetry PUB endpoint to subscribe to.")] = "tcp://127.0.0.1:5556",
+    telemetry_connect: Annotated[str, typer.Option(
+        help="The server's telemetry endpoint (its --telemetry-bind) to subscribe to.")] = "tcp://127.0.0.1:5556",
     port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1 for the page.")] = 8765,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0 = until Ctrl-C).")] = 0.0,
 ) -> None:
     """Serve a live safety dashboard (action vs limits, gate/fallback rates, support, latency, watchdog)."""
     from spaars_robot.telemetry.dashboard import Dashboard
 
-    board = Dashboard(telemetry_endpoint=telemetry, port=port)
+    board = Dashboard(telemetry_endpoint=telemetry_connect, port=port)
     url = board.start()
-    console.print(f"dashboard at {url} (subscribed to {telemetry}); Ctrl-C to stop", highlight=False)
+    console.print(f"dashboard at {url} (subscribed to {telemetry_connect}); Ctrl-C to stop", highlight=False)
     try:
         deadline = time.monotonic() + duration if duration > 0 else None
         while deadline is None or time.monotonic() < deadline:

@@ -93,3 +93,16 @@ def _verify_metadata(graph: Path, manifest: BundleManifest) -> None:
         if props.get(key) != expected:
             raise BundleIntegrityError(f"{graph}: ONNX metadata {key}={props.get(key)!r} disagrees with the "
                                        f"manifest ({expected!r})")
+
+
+DEFAULT_BUNDLE = "policies/hopper-default"
+
+
+def resolve_bundle(path: str) -> Path:
+    """A bundle path as given, else relative to the repository root (where `policies/` ships)."""
+    from spaars_robot.config.loading import repo_root
+
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    return repo_root() / given

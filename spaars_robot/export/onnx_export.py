@@ -129,7 +129,7 @@ def export_bundle(stack: PolicyStack, info: RunExportInfo, out_dir: Path | str, 
     `safety_spec` (a robot name or a YAML path; default `safety/<task>.yaml`) is checked against the
     bundle's action/observation space and recorded in the manifest, so `serve` can refuse other limits.
     """
-    from spaars_robot.safety.binding import validate_for_export  # safety imports export.manifest
+    from spaars_robot.export.safety_binding import validate_for_export  # safety imports export.manifest
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")

@@ -11,20 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from spaars_robot.algos.latch import Latch
 from spaars_robot.runtime.protocol import Source
-
-
-@dataclass
-class Latch:
-    """On when value > threshold; once on, stays on while value > threshold - hysteresis."""
-
-    threshold: float
-    hysteresis: float
-    on: bool = False
-
-    def update(self, value: float) -> bool:
-        self.on = value > (self.threshold - self.hysteresis if self.on else self.threshold)
-        return self.on
 
 
 @dataclass
@@ -47,8 +35,8 @@ class DecisionState:
 
     def reset(self) -> None:
         """A new episode: start from the latent (in-support) policy with the monitor clear."""
-        self.gate.on = False
-        self.support.on = False
+        self.gate.reset()
+        self.support.reset()
 
     def decide(self, gate_advantage: float, support_score: float) -> Decision:
         """Gate first; a raw choice is vetoed while the raw action's support score is out of range.

@@ -5,6 +5,8 @@ publish (no subscriber, full queue) never reaches the control path.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from spaars_robot.telemetry.mcap_log import McapRecorder
 from spaars_robot.telemetry.metrics import SafetyMetrics
 from spaars_robot.telemetry.publisher import TelemetryPublisher
@@ -44,3 +46,24 @@ class TelemetryHook:
             self.metrics.close()
         if self.recorder is not None:
             self.recorder.close()
+
+
+def make_telemetry_hook(endpoint: str | None, metrics_port: int | None, record: Path | None,
+                        support_threshold: float):
+    """The per-request TelemetryHook for `serve`, or None when no sink is asked for (the lean path)."""
+    if endpoint is None and metrics_port is None and record is None:
+        return None
+    hook = TelemetryHook()
+    try:
+        if endpoint is not None:
+            hook.publisher = TelemetryPublisher(endpoint)
+        if record is not None:
+            hook.recorder = McapRecorder(record)
+        if metrics_port is not None:
+            hook.metrics = SafetyMetrics()
+            hook.metrics.support_threshold.set(support_threshold)
+            hook.metrics.serve(metrics_port)
+    except BaseException:
+        hook.close()
+        raise
+    return hook

@@ -32,39 +32,15 @@ from rich.progress import Progress
 from torch import nn
 
 from spaars_robot.algos.base import fused_adam, polyak_update
-from spaars_robot.algos.iql import iql_losses
+from spaars_robot.algos.offline import OfflineNets, offline_losses, plas_latent_loss
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_torch_save, safe_torch_load
 from spaars_robot.errors import TrainingDiverged
-from spaars_robot.nn.critics import QEnsemble, ValueNet
-from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
-from spaars_robot.nn.policies import TanhGaussianPolicy
-from spaars_robot.train.config import PretrainConfig
-from spaars_robot.train.replay import ReplayBuffer
+from spaars_robot.config.training import PretrainConfig
+from spaars_robot.data.replay import ReplayBuffer
 
 PRETRAIN_VERSION = "pretrain-v1"  # bump when the pretraining maths changes, to invalidate caches
-
-
-class OfflineNets(nn.Module):
-    """Every network an algorithm may start from, plus the calibrated scalars that travel with them."""
-
-    def __init__(self, obs_dim: int, action_dim: int, cfg: PretrainConfig) -> None:
-        super().__init__()
-        self.latent_dim = cfg.cvae_latent_dim or 2 * action_dim
-        self.normalizer = ObsNormalizer.identity(obs_dim)
-        self.cvae = CVAE(obs_dim, action_dim, self.latent_dim, cfg.cvae_hidden, cfg.cvae_kl_weight)
-        self.critic = QEnsemble(obs_dim, action_dim, cfg.hidden, cfg.ensemble_size, cfg.layer_norm)
-        self.value = ValueNet(obs_dim, cfg.hidden)
-        self.raw_policy = TanhGaussianPolicy(obs_dim, action_dim, cfg.hidden)
-        self.latent_policy = TanhGaussianPolicy(obs_dim, self.latent_dim, cfg.hidden, bound=cfg.z_max)
-        self.register_buffer("support_threshold", torch.tensor(float("inf")))
-        self.register_buffer("reward_scale", torch.tensor(1.0))
-        self.register_buffer("q_scale", torch.tensor(1.0))
-
-    def decoded_latent_mean(self, s: torch.Tensor) -> torch.Tensor:
-        """a_lat(s) = D(s, mean z(s)): the latent policy's deterministic action (s already normalised)."""
-        return self.cvae.decode(s, self.latent_policy.mean_action(s))
 
 
 def dataset_fingerprint(dataset: OfflineDataset) -> str:
@@ -134,26 +110,22 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
     for step in range(start, cfg.steps):
         batch = buffer.sample(cfg.batch_size, generator)
         with autocast:
-            cvae_loss, cvae_metrics = nets.cvae.loss(batch["obs"], batch["action"], generator)
-            value_loss, critic_loss, actor_loss, metrics = iql_losses(
-                batch, nets.critic, critic_target, nets.value, nets.raw_policy, cfg.gamma, cfg.expectile,
-                cfg.awr_beta, cfg.awr_max_weight)
+            loss, metrics = offline_losses(nets, critic_target, batch, cfg, generator)
         cvae_opt.zero_grad(set_to_none=True)
         main_opt.zero_grad(set_to_none=True)
-        (cvae_loss + value_loss + critic_loss + actor_loss).backward()
+        loss.backward()
         cvae_opt.step()
         main_opt.step()
         polyak_update(critic_target, nets.critic, cfg.tau)
         if step >= latent_start:
             with autocast:
-                latent_action = nets.cvae.decode(batch["obs"], nets.latent_policy.mean_action(batch["obs"]))
-                latent_loss = -nets.critic(batch["obs"], latent_action).mean()
+                latent_loss = plas_latent_loss(nets, batch["obs"])
             latent_opt.zero_grad(set_to_none=True)
             latent_loss.backward(inputs=latent_params)  # decoder and critic stay frozen (PLAS)
             latent_opt.step()
             metrics["plas/latent_q"] = -latent_loss.detach()
         if (step + 1) % max(cfg.steps // 20, 1) == 0 or step + 1 == cfg.steps:
-            history.append({"step": step + 1, **{k: float(v) for k, v in {**metrics, **cvae_metrics}.items()}})
+            history.append({"step": step + 1, **{k: float(v) for k, v in metrics.items()}})
             diverged = sorted(k for k, v in history[-1].items() if not math.isfinite(v))
             if diverged:  # checked where the metrics are synchronised anyway: no per-step .item()
                 raise TrainingDiverged(f"offline pretraining diverged by step {step + 1}: {', '.join(diverged)} "

@@ -16,7 +16,7 @@ import torch
 
 from spaars_robot.algos.sac import SAC
 from spaars_robot.config.tasks import load_task
-from spaars_robot.data.collect import BehaviourRun, CollectConfig
+from spaars_robot.train.collect import BehaviourRun, CollectConfig
 from spaars_robot.envs.evaluation import run_episodes
 
 pytestmark = pytest.mark.slow

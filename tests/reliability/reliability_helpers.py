@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from spaars_robot.commands.runtime import wait_for_server
+from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.runtime import protocol as p
 from spaars_robot.runtime.client import Client
 

@@ -12,7 +12,7 @@ from spaars_robot.export.bundle import Bundle, load_bundle
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import PolicyStack, random_stack
 from spaars_robot.runtime.server import ActionServer
-from spaars_robot.safety.binding import bind_spec
+from spaars_robot.export.safety_binding import bind_spec
 from spaars_robot.safety.limits import SafetyLayer
 
 os.environ.setdefault("MUJOCO_GL", "egl")

@@ -101,8 +101,8 @@ def test_dashboard_shows_live_server_state_fallback_and_watchdog(tmp_path) -> No
     endpoint, telemetry = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     metrics_port, http_port = free_port(), free_port()
     server = start("serve", "--bundle", str(bundle), "--bind", endpoint, "--safety", str(spec),
-                   "--telemetry", telemetry, "--metrics-port", str(metrics_port))
-    board = start("dashboard", "--telemetry", telemetry, "--port", str(http_port))
+                   "--telemetry-bind", telemetry, "--metrics-port", str(metrics_port))
+    board = start("dashboard", "--telemetry-connect", telemetry, "--port", str(http_port))
     halt, provoke = threading.Event(), threading.Event()
     client = Client(endpoint, task_schema(load_task("hopper")), timeout_s=1 / 125, name="sim-robot",
                     backoff_max_s=0.05)

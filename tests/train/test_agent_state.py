@@ -8,8 +8,8 @@ import io
 import pytest
 import torch
 
-from spaars_robot.train.config import resolve_config
-from spaars_robot.train.replay import ReplayBuffer, mixed_batch
+from spaars_robot.config.training import resolve_config
+from spaars_robot.data.replay import ReplayBuffer, mixed_batch
 
 
 def _agent(algo: str, init_seed: int):
@@ -18,10 +18,10 @@ def _agent(algo: str, init_seed: int):
     generator = torch.Generator().manual_seed(init_seed)
     torch.manual_seed(init_seed)
     if algo == "sac":
-        from spaars_robot.algos.sac import SACAgent, SACConfig
+        from spaars_robot.algos.sac import SAC, SACConfig
 
-        return SACAgent(11, 3, SACConfig(hidden=(32, 32), batch_size=64), init_seed, random_steps=0)
-    from spaars_robot.train.pretrain import OfflineNets
+        return SAC(11, 3, SACConfig(hidden=(32, 32), batch_size=64), init_seed, random_steps=0)
+    from spaars_robot.algos.offline import OfflineNets
 
     nets = OfflineNets(11, 3, config.pretrain)
     if algo == "iql":

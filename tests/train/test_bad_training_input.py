@@ -8,7 +8,7 @@ import torch
 from spaars_robot.config.tasks import load_task
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.errors import DatasetError, TrainingDiverged
-from spaars_robot.train.config import PretrainConfig
+from spaars_robot.config.training import PretrainConfig
 from spaars_robot.train.summaries import mean_ci95
 from spaars_robot.train.pretrain import pretrain_cached
 from tests.conftest import run_cli

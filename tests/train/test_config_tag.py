@@ -1,7 +1,7 @@
 """A run whose --set changes a hyperparameter gets its own run directory and summary file name."""
 from __future__ import annotations
 
-from spaars_robot.train.config import hyperparameter_tag, resolve_config
+from spaars_robot.config.training import hyperparameter_tag, resolve_config
 from spaars_robot.train.summaries import run_name, summary_name
 
 FIELDS = {"task": "hopper", "dataset": "hopper-medium", "algo": "spaars", "seed": 0}
@@ -45,7 +45,7 @@ def test_every_variant_gets_its_own_directory_and_summary():
 
 def test_a_tagged_config_records_exactly_the_hyperparameters_it_changed():
     """A committed summary must say what `set-<hash>` stands for; the hash alone cannot be read back."""
-    from spaars_robot.train.config import hyperparameter_changes
+    from spaars_robot.config.training import hyperparameter_changes
 
     base = resolve_config("smoke", FIELDS)
     assert hyperparameter_changes(base, base) == {}

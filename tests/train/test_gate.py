@@ -33,16 +33,17 @@ def test_lcb_is_mean_minus_kappa_std_of_member_advantages():
 def test_confident_disagreement_keeps_latent():
     # members disagree on the sign: mean advantage positive but the LCB is negative -> latent
     critic = HandCritic([4.0, -1.0])
-    lcb = gate_lcb(critic, torch.zeros(1, 2), torch.ones(1, 1), torch.zeros(1, 1), kappa=1.0)
-    gate = AdvantageGate(kappa=1.0, tau_rel=0.0, hysteresis_rel=0.0)
-    assert float(lcb) < 0 < 1.5
+    obs, raw, lat = torch.zeros(1, 2), torch.ones(1, 1), torch.zeros(1, 1)
+    lcb = gate_lcb(critic, obs, raw, lat, kappa=1.0)
+    mean_advantage = float(gate_lcb(critic, obs, raw, lat, kappa=0.0))
+    gate = AdvantageGate(tau_rel=0.0, hysteresis_rel=0.0)
+    assert mean_advantage == pytest.approx(1.5) and float(lcb) < 0  # raw looks better on average, not confidently
     assert not gate.decide(float(lcb), scale=10.0)
 
 
 def test_hysteresis_prevents_chatter_and_reset_closes():
-    gate = AdvantageGate(kappa=1.0, tau_rel=0.1, hysteresis_rel=0.05)
+    gate = AdvantageGate(tau_rel=0.1, hysteresis_rel=0.05)
     q_scale = 10.0  # open above 1.0, once open stay open above 0.5
-    assert gate.thresholds(q_scale) == (1.0, 0.5)
     decisions = [gate.decide(lcb, q_scale) for lcb in (0.9, 1.1, 0.7, 0.6, 0.4, 0.9, 1.2)]
     assert decisions == [False, True, True, True, False, False, True]
     gate.reset()
@@ -51,7 +52,7 @@ def test_hysteresis_prevents_chatter_and_reset_closes():
 
 
 def test_batch_open_has_no_memory():
-    gate = AdvantageGate(kappa=1.0, tau_rel=0.1, hysteresis_rel=0.05)
+    gate = AdvantageGate(tau_rel=0.1, hysteresis_rel=0.05)
     opened = gate.batch_open(torch.tensor([0.9, 1.1, 0.7]), torch.tensor(10.0))
     assert opened.tolist() == [False, True, False]
 
@@ -61,15 +62,16 @@ def test_gate_scale_follows_the_config_and_the_advantage_scale_is_mean_abs_advan
     was last shown; with scale=q (default) they multiply the running mean |Q|, as before the option existed."""
     from spaars_robot.config.tasks import load_task
     from spaars_robot.data.dataset import OfflineDataset
-    from spaars_robot.train.config import resolve_config
-    from spaars_robot.train.runner import build_agent
+    from spaars_robot.config.training import resolve_config
+    from spaars_robot.train.agents import build_agent
 
     fields = {"task": "hopper", "dataset": str(tiny_hopper_dataset), "algo": "spaars", "seed": 0}
     dataset = OfflineDataset.load(tiny_hopper_dataset)
     task = load_task("hopper")
     for scale in ("q", "advantage"):
         config = resolve_config("smoke", fields, [f"online.gate.scale={scale}"])
-        agent, nets, _ = build_agent(config, task, dataset, tmp_path / "cache", False, None)
+        built = build_agent(config, task, dataset, tmp_path / "cache", False, None)
+        agent, nets = built.agent, built.nets
         obs = nets.normalizer(torch.as_tensor(dataset.obs[:500], dtype=torch.float32))
         signals = agent.after_eval(0, {"return_mean": 0.0}, obs)
         with torch.no_grad():
@@ -109,7 +111,7 @@ class PrefersRawWhereFirstCoordinatePositive(nn.Module):
 
 def _agent():
     from spaars_robot.algos.spaars import SPAARSAgent
-    from spaars_robot.train.config import resolve_config
+    from spaars_robot.config.training import resolve_config
     from spaars_robot.train.pretrain import OfflineNets
 
     config = resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "spaars", "seed": 0},

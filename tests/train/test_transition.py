@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from spaars_robot.algos.transition import TransitionMonitor, relative_change
-from spaars_robot.train.config import TransitionConfig
+from spaars_robot.config.training import TransitionConfig
 
 CFG = TransitionConfig(t_min=20, t_max=100, window=4, plateau_eps=0.02, bc_error_max=0.01, max_gate_rate=0.5)
 

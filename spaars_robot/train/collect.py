@@ -27,14 +27,14 @@ from spaars_robot.algos.sac import SAC, SACConfig
 from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.data.episodes import Episode, dataset_dir, iter_episodes, write_dataset
 from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
+from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.envs import make_env
 from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
-from spaars_robot.train.replay import ReplayBuffer
+from spaars_robot.train.online_loop import EPISODE_SEED_STRIDE, OnlineLoop, StepInfo
 
 Quality = Literal["random", "medium", "expert", "medium-replay", "medium-expert"]
 NAMESPACE = "spaars"
-EPISODE_SEED_STRIDE = 1_000_003
 EVAL_SEED_BASE = 900_000_000
 
 
@@ -67,9 +67,9 @@ class BehaviourRun:
         self.dir = behaviour_dir(root, task, config.seed)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / "state.pt"
-        self.sac = SAC(task.obs_dim, task.action_dim, config.sac, seed=config.seed)
+        self.sac = SAC(task.obs_dim, task.action_dim, config.sac, seed=config.seed,
+                       random_steps=config.random_steps)
         self.replay = ReplayBuffer(config.train_budget, task.obs_dim, task.action_dim)
-        self.truncated = torch.zeros(config.train_budget, dtype=torch.bool)
         self.step = 0
         self.episode = 0
         self.evals: list[dict] = []
@@ -80,8 +80,7 @@ class BehaviourRun:
     # -- persistence -------------------------------------------------------------------------------
     def _save(self) -> None:
         atomic_torch_save(self.state_path, {
-            "sac": self.sac.state_dict(), "replay": self.replay.state_dict(),
-            "truncated": self.truncated[: self.replay.size].clone(), "step": self.step, "episode": self.episode,
+            "sac": self.sac.state_dict(), "replay": self.replay.state_dict(), "step": self.step, "episode": self.episode,
             "medium_step": -1 if self.medium_step is None else self.medium_step, "evals": self.evals,
         })
         atomic_write_json(self.dir / "evals.json", self.evals)
@@ -90,8 +89,10 @@ class BehaviourRun:
         state = safe_torch_load(self.state_path)
         self.sac.load_state_dict(state["sac"])
         self.replay.load_state_dict(state["replay"])
-        self.truncated[: self.replay.size] = state["truncated"]
+        if "truncated" in state:  # written beside the replay before the buffer stored it itself
+            self.replay.truncated[: self.replay.size] = state["truncated"]
         self.step, self.episode = int(state["step"]), int(state["episode"])
+        self.sac.explore_steps = self.step  # absent from checkpoints written before SAC counted it
         self.medium_step = None if int(state["medium_step"]) < 0 else int(state["medium_step"])
         # evals live in state.pt (one atomic write with the step they belong to); evals.json is for humans
         # and the fallback for checkpoints written before evals were stored in state.pt
@@ -105,8 +106,7 @@ class BehaviourRun:
 
     # -- training ----------------------------------------------------------------------------------
     def _evaluate(self) -> dict:
-        returns, _ = run_episodes(lambda o: (self.sac.act(o, deterministic=True), "raw"), self.task,
-                                  self.config.eval_episodes, EVAL_SEED_BASE)
+        returns, _ = run_episodes(self.sac.act, self.task, self.config.eval_episodes, EVAL_SEED_BASE)
         record = {"step": self.step, "return_mean": float(np.mean(returns)),
                   "normalized": float(np.mean([self.task.normalized_score(r) for r in returns]))}
         self.evals.append(record)
@@ -121,45 +121,43 @@ class BehaviourRun:
             return
         if self.step >= cfg.train_budget:  # budget spent (also medium that never reached its target)
             return
-        env = make_env(task)
         bar = self.progress.add_task(f"SAC behaviour {task.name} (to {quality})", total=cfg.train_budget,
                                      completed=self.step) if self.progress else None
         next_checkpoint = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         stop = False
         t0, steps0 = time.perf_counter(), self.step
-        obs, _ = env.reset(seed=cfg.seed * EPISODE_SEED_STRIDE + self.episode)
-        while True:
-            if self.step < cfg.random_steps:
-                action = (torch.rand(task.action_dim, generator=self.sac.generator) * 2 - 1).numpy()
-            else:
-                action = self.sac.act(obs, deterministic=False)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            self.truncated[self.replay.size] = bool(truncated)
-            self.replay.add(obs, action, float(reward), next_obs, terminated)
-            obs = next_obs
-            self.step += 1
-            if self.step > cfg.random_steps:
-                self.sac.update(self.replay.sample(cfg.sac.batch_size, self.sac.generator))
-            if self.step % cfg.eval_every == 0:
+        loop = OnlineLoop(make_env(task), self.sac, self.replay,
+                          lambda: self.replay.sample(cfg.sac.batch_size, self.sac.generator),
+                          seed=cfg.seed, update_after=cfg.random_steps)
+        loop.step, loop.episode = self.step, self.episode
+
+        def on_step(info: StepInfo) -> bool:
+            nonlocal stop
+            self.step = info.step
+            if info.step % cfg.eval_every == 0:
                 record = self._evaluate()
                 if target is not None and self.medium_step is None and record["normalized"] >= target:
-                    self.medium_step = self.step
-                stop = (quality == "medium" and self.medium_step is not None) or self.step >= cfg.train_budget
+                    self.medium_step = info.step
+                stop = (quality == "medium" and self.medium_step is not None) or info.step >= cfg.train_budget
                 if bar is not None:
-                    self.progress.update(bar, completed=self.step, description=(
+                    self.progress.update(bar, completed=info.step, description=(
                         f"SAC behaviour {task.name} (to {quality}) eval={record['normalized']:.1f} "
-                        f"{(self.step - steps0) / (time.perf_counter() - t0):.0f} steps/s"))
-            if terminated or truncated or self.step >= cfg.train_budget:
-                if not (terminated or truncated):
-                    self.truncated[self.replay.size - 1] = True
-                self.episode += 1
-                if self.step >= next_checkpoint or stop or self.step >= cfg.train_budget:
-                    self._save()
-                    next_checkpoint = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-                if stop or self.step >= cfg.train_budget:
-                    break
-                obs, _ = env.reset(seed=cfg.seed * EPISODE_SEED_STRIDE + self.episode)
-        env.close()
+                        f"{(info.step - steps0) / (time.perf_counter() - t0):.0f} steps/s"))
+            return False  # a reached target stops at the end of the episode, never inside it
+
+        def on_episode_end(info: StepInfo) -> bool:
+            nonlocal next_checkpoint
+            if not (info.terminated or info.truncated):  # cut by the budget: a time limit, not a fall
+                self.replay.truncated[self.replay.size - 1] = True
+            self.episode = loop.episode
+            done = stop or info.step >= cfg.train_budget
+            if info.step >= next_checkpoint or done:
+                self._save()
+                next_checkpoint = (info.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+            return done
+
+        loop.run(cfg.train_budget, on_step, on_episode_end, end_episode_at_until=True)
+        loop.env.close()
 
     def chosen_step(self, quality: Literal["medium", "expert"]) -> int:
         if not self.evals:
@@ -174,7 +172,7 @@ class BehaviourRun:
         n = min(up_to, self.replay.size)
         obs, act = self.replay.obs[:n].numpy(), self.replay.action[:n].numpy()
         rew, nxt = self.replay.reward[:n].numpy(), self.replay.next_obs[:n].numpy()
-        term, trunc = self.replay.done[:n].numpy() > 0.5, self.truncated[:n].numpy().copy()
+        term, trunc = self.replay.done[:n].numpy() > 0.5, self.replay.truncated[:n].numpy().copy()
         trunc[n - 1] |= not term[n - 1]
         ends = np.flatnonzero(term | trunc)
         episodes, start = [], 0

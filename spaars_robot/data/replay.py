@@ -1,7 +1,9 @@
 """Preallocated replay storage: one tensor per field, sampling by index with a seeded generator.
 
 Used for the online buffer and (read-only) for the offline dataset, so a 50/50 mixed batch is two
-index gathers and a cat, with no per-step Python copies.
+index gathers and a cat, with no per-step Python copies. `truncated` (time-limit ends) is stored but never
+sampled: learning needs only `done` (a timeout is not a terminal), a dataset made from the buffer
+(medium-replay) needs both to split episodes.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ class ReplayBuffer:
         self.reward = torch.zeros(capacity)
         self.next_obs = torch.zeros(capacity, obs_dim)
         self.done = torch.zeros(capacity)
+        self.truncated = torch.zeros(capacity, dtype=torch.bool)
         self.size = 0
         self.cursor = 0
 
@@ -30,8 +33,9 @@ class ReplayBuffer:
         buf.size = buf.cursor = n
         return buf
 
-    def add(self, obs, action, reward: float, next_obs, done: bool) -> None:
+    def add(self, obs, action, reward: float, next_obs, done: bool, truncated: bool = False) -> None:
         i = self.cursor
+        self.truncated[i] = bool(truncated)
         self.obs[i] = torch.as_tensor(obs)
         self.action[i] = torch.as_tensor(action)
         self.reward[i] = reward
@@ -46,12 +50,15 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict:
         n = self.size
-        return {"size": n, "cursor": self.cursor, **{name: getattr(self, name)[:n].clone() for name in FIELDS}}
+        return {"size": n, "cursor": self.cursor, "truncated": self.truncated[:n].clone(),
+                **{name: getattr(self, name)[:n].clone() for name in FIELDS}}
 
     def load_state_dict(self, state: dict) -> None:
         n = state["size"]
         for name in FIELDS:
             getattr(self, name)[:n] = state[name]
+        if "truncated" in state:  # absent in checkpoints written before it was stored
+            self.truncated[:n] = state["truncated"]
         self.size, self.cursor = n, state["cursor"]
 
 

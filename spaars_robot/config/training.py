@@ -1,10 +1,14 @@
 """Every hyperparameter of training, typed and documented (d3rlpy-style config, separate from the maths).
 
+Beside the task configs because every layer reads it: algorithms take their section, the runner the
+budgets, export the run's resolved copy.
+
 Named protocols (`smoke`, `short`, `paper`) are YAML files in `sim/protocols/` that set these fields;
 `--set key.sub=value` overrides any field from the command line.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,7 +81,17 @@ class TransitionConfig(_Strict):
 
 
 class OnlineConfig(_Strict):
+    """Online fine-tuning. Owns every value its phase uses, so tuning it never changes pretraining's cache key."""
+
     env_steps: int = Field(100_000, ge=0)
+    gamma: float = Field(0.99, gt=0, lt=1, description="discount of the online critic targets")
+    tau: float = Field(0.005, gt=0, le=1, description="Polyak rate of the online target critics")
+    hidden: tuple[int, ...] = Field((256, 256), description="MLP widths of networks created online (RND; sac's "
+                                                            "actor and critics)")
+    random_steps: int = Field(5_000, ge=0, description="sac only: uniform-action warm-up steps")
+    expectile: float = Field(0.7, gt=0.5, lt=1, description="iql only: expectile of V during fine-tuning")
+    awr_beta: float = Field(3.0, gt=0, description="iql only: AWR temperature during fine-tuning")
+    awr_max_weight: float = Field(100.0, gt=0, description="iql only: AWR weight cap during fine-tuning")
     utd: int = Field(1, ge=1, description="gradient updates per env step")
     batch_size: int = Field(256, ge=1)
     offline_ratio: float = Field(0.5, ge=0, le=1, description="share of each batch drawn from the dataset")
@@ -98,6 +112,8 @@ class EvalConfig(_Strict):
     checkpoint_every: int = Field(5_000, ge=1, description="env steps (online) and updates (offline pretraining) "
                                                        "between resumable checkpoints")
     seed_base: int = Field(1_000_000, description="eval episode seeds (never used for training)")
+    early_steps: int = Field(50_000, ge=1, description="online steps summarised as 'early' (out-of-support rate, "
+                                                       "falls): the `short` protocol's latest switch")
 
 
 class TrainConfig(_Strict):
@@ -214,3 +230,36 @@ class ProtocolFile(_Strict):
     pretrain: dict = {}
     online: dict = {}
     eval: dict = {}
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run's config.yaml records beside its TrainConfig (written by the runner)."""
+
+    dataset_path: Path | None
+    bf16: bool
+    command: str
+
+
+def load_run_config(run_dir: Path | str) -> tuple[TrainConfig, RunFacts]:
+    """A run directory's resolved config.yaml, read by resume and export alike; a damaged one is a clear error."""
+    import yaml
+    from pydantic import ValidationError
+
+    from spaars_robot.config.loading import format_validation_error
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict) or "dataset_path" not in raw or "bf16" not in raw:
+            raise ConfigError(f"{path}: not a run config written by `spaars-robot train` (no dataset_path/bf16)")
+        ds_path, use_bf16, command = raw.pop("dataset_path"), raw.pop("bf16"), raw.pop("command", None)
+        facts = RunFacts(None if ds_path in (None, "None") else Path(ds_path), bool(use_bf16), command or "")
+        return TrainConfig.model_validate(raw), facts
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); the run cannot be resumed "
+                          "or exported from it") from exc
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc)) from exc

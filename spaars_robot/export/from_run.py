@@ -3,35 +3,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from spaars_robot.algos.gate import choose_scale
 from spaars_robot.data.episodes import read_metadata
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import safe_torch_load
 from spaars_robot.errors import SpaarsError
 from spaars_robot.export.stack import PolicyStack, RunExportInfo, SupportCalibration
-from spaars_robot.train.config import TrainConfig
+from spaars_robot.config.training import load_run_config
 
 CALIBRATION_OBSERVATIONS = 256
-
-
-def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise SpaarsError(f"{run_dir}: not a run directory (no config.yaml)")
-    raw = yaml.safe_load(path.read_text())
-    extra = {k: raw.pop(k, None) for k in ("dataset_path", "bf16", "command")}
-    return TrainConfig.model_validate(raw), extra
 
 
 def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo]:
     """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records."""
     from spaars_robot.config.tasks import load_task
-    from spaars_robot.train.pretrain import OfflineNets
+    from spaars_robot.algos.offline import OfflineNets
 
     run_dir = Path(run_dir)
-    config, extra = load_run_config(run_dir)
+    config, facts = load_run_config(run_dir)
     if config.algo == "sac":
         raise SpaarsError(f"{run_dir}: --algo sac runs have no CVAE/latent policy; export a spaars/iql/latent/raw run")
     checkpoint = run_dir / "checkpoint.pt"
@@ -49,7 +38,7 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
         raise SpaarsError(f"{run_dir}: {err}; export it with a config that says gate.scale: q") from err
     stack = PolicyStack(nets.normalizer, nets.raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
                         gate_scale=gate_scale).eval()
-    dataset_path = Path(extra["dataset_path"])
+    dataset_path = facts.dataset_path
     metadata = read_metadata(dataset_path)
     dataset = OfflineDataset.load(dataset_path)
     step = max(1, len(dataset) // CALIBRATION_OBSERVATIONS)
@@ -63,7 +52,7 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
             dataset_sha256=metadata.get("spaars_checksums", {}).get("main_data.hdf5", ""),
             samples=min(config.pretrain.support_samples, len(dataset))),
         run_dir=str(run_dir), algo=config.algo, seed=config.seed,
-        train_command=extra.get("command") or "", config=config.model_dump(mode="json"),
+        train_command=facts.command, config=config.model_dump(mode="json"),
         calibration_obs=calibration_obs,
     )
     return stack, info

@@ -1,0 +1,88 @@
+"""Which agent `--algo` builds, and everything the runner needs around it (one registry, one place).
+
+A builder returns a `BuiltAgent`: the agent (algos/base.Agent), the generator the runner draws batches
+from (the one the agent samples with, so a run is one seeded stream), and the data view: the offline
+buffer in the networks' input space, how to encode an observation and scale a reward for the online
+buffer, and the support scorer. The runner uses these and the agent contract, nothing else.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+
+from spaars_robot.algos.base import Agent
+from spaars_robot.algos.offline import OfflineNets, SupportScorer
+from spaars_robot.config.tasks import TaskSpec
+from spaars_robot.config.training import TrainConfig
+from spaars_robot.data.dataset import OfflineDataset
+from spaars_robot.data.replay import ReplayBuffer
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass
+class BuiltAgent:
+    agent: Agent
+    generator: torch.Generator
+    offline: ReplayBuffer
+    offline_ratio: float
+    encode: Callable[[torch.Tensor], torch.Tensor] = _identity
+    reward_scale: float = 1.0
+    support: SupportScorer | None = None  # None: no dataset CVAE, so out-of-support is not measured
+    nets: OfflineNets | None = None  # what pretraining produced (for diagnostics); the runner never reads it
+    pretrain_info: dict = field(default_factory=dict)
+
+
+def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | None, cache_dir: Path,
+                bf16: bool, progress: Progress | None, log: Callable[[str], None] | None = None) -> BuiltAgent:
+    """Pretrain (or load from cache) when the algorithm starts from data, then construct its agent."""
+    if config.algo == "sac":
+        return _build_sac(config, task)
+    from spaars_robot.train.pretrain import normalized_offline_buffer, pretrain_cached
+
+    if dataset is None:
+        raise ValueError(f"--algo {config.algo} needs a dataset")
+    nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log,
+                                 checkpoint_every=config.eval.checkpoint_every)
+    generator = torch.Generator().manual_seed(config.seed + 12345)
+    agent = DATA_AGENTS[config.algo](nets, config, generator)
+    return BuiltAgent(agent=agent, generator=generator, offline=normalized_offline_buffer(dataset, nets),
+                      offline_ratio=config.online.offline_ratio, encode=nets.normalizer,
+                      reward_scale=float(nets.reward_scale), support=SupportScorer(nets), nets=nets,
+                      pretrain_info=info)
+
+
+def _build_sac(config: TrainConfig, task: TaskSpec) -> BuiltAgent:
+    from spaars_robot.algos.sac import SAC, SACConfig
+
+    online = config.online
+    sac_cfg = SACConfig(hidden=online.hidden, lr=online.lr, gamma=online.gamma, tau=online.tau,
+                        batch_size=online.batch_size)
+    generator = torch.Generator().manual_seed(config.seed)
+    agent = SAC(task.obs_dim, task.action_dim, sac_cfg, config.seed, generator, random_steps=online.random_steps)
+    return BuiltAgent(agent=agent, generator=generator, offline=ReplayBuffer(1, task.obs_dim, task.action_dim),
+                      offline_ratio=0.0)
+
+
+def _iql(nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> Agent:
+    from spaars_robot.algos.iql import IQLAgent
+
+    return IQLAgent(nets, config, generator)
+
+
+def _spaars(nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> Agent:
+    """spaars, and its latent-only and raw fine-tuning baselines (same class, algos/spaars.py)."""
+    from spaars_robot.algos.spaars import SPAARSAgent
+
+    return SPAARSAgent(nets, config, generator)
+
+
+DATA_AGENTS: dict[str, Callable[[OfflineNets, TrainConfig, torch.Generator], Agent]] = {
+    "iql": _iql, "spaars": _spaars, "latent": _spaars, "raw": _spaars,
+}
