@@ -21,5 +21,10 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q tests
 
+# ruff (pyflakes, import order, modern syntax) and the layer contracts in pyproject.toml (import-linter)
+lint: venv
+	$(BIN)/ruff check spaars_robot tests benchmarks
+	$(BIN)/lint-imports
+
 clean:
 	rm -rf $(VENV) build *.egg-info

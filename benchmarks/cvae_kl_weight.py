@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 import torch
-
 from cvae_width import WidthRun, evaluate, heldout_split, resolve_dataset
-from spaars_robot.data.dataset import OfflineDataset
+
 from spaars_robot.config.training import PretrainConfig
+from spaars_robot.data.dataset import OfflineDataset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cvae_kl_weight.json"
 

@@ -33,10 +33,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from spaars_robot.algos.base import fused_adam
+from spaars_robot.config.training import PretrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
-from spaars_robot.config.training import PretrainConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cvae_width.json"

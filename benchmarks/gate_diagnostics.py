@@ -17,7 +17,6 @@ benchmarks/results/gate_diagnostics.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -30,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spaars_robot.algos.gate import AdvantageGate, lcb_of, member_advantages  # noqa: E402
 from spaars_robot.config.tasks import load_task  # noqa: E402
+from spaars_robot.config.training import load_run_config  # noqa: E402
 from spaars_robot.data.dataset import OfflineDataset  # noqa: E402
 from spaars_robot.data.files import atomic_write_json, safe_torch_load  # noqa: E402
-from spaars_robot.envs.evaluation import run_episodes  # noqa: E402
-from spaars_robot.config.training import load_run_config  # noqa: E402
 from spaars_robot.data.replay import ReplayBuffer  # noqa: E402
+from spaars_robot.envs.evaluation import run_episodes  # noqa: E402
 from spaars_robot.train.agents import build_agent  # noqa: E402
 
 TAU_RELS = (0.0, 0.01, 0.02, 0.05, 0.1)

@@ -31,9 +31,9 @@ import torch
 
 from spaars_robot.algos.sac import SAC, SACConfig
 from spaars_robot.config.tasks import load_task
-from spaars_robot.train.collect import BehaviourRun, CollectConfig, rollout
-from spaars_robot.envs import make_env
 from spaars_robot.data.replay import ReplayBuffer
+from spaars_robot.envs import make_env
+from spaars_robot.train.collect import BehaviourRun, CollectConfig, rollout
 
 
 def load_average() -> list[float]:

@@ -22,10 +22,10 @@ import numpy as np
 
 from spaars_robot.config.tasks import load_task
 from spaars_robot.export.bundle import load_bundle
+from spaars_robot.export.safety_binding import bind_spec
 from spaars_robot.runtime import protocol as p
 from spaars_robot.runtime.server import ActionServer
 from spaars_robot.runtime.sim_client import run_sim
-from spaars_robot.export.safety_binding import bind_spec
 from spaars_robot.safety.limits import SafetyLayer
 from spaars_robot.safety.spec import SafetySpec
 from spaars_robot.train.summaries import mean_ci95

@@ -43,13 +43,13 @@ from spaars_robot.algos import iql as iql_module
 from spaars_robot.algos.iql import IQLAgent
 from spaars_robot.algos.sac import SAC, SACConfig
 from spaars_robot.algos.spaars import SPAARSAgent
+from spaars_robot.config.training import PretrainConfig, TrainConfig
 from spaars_robot.data.dataset import OfflineDataset
+from spaars_robot.data.replay import ReplayBuffer, mixed_batch
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
 from spaars_robot.train import pretrain as pretrain_module
-from spaars_robot.config.training import PretrainConfig, TrainConfig
 from spaars_robot.train.pretrain import OfflineNets, normalized_offline_buffer, pretrain
-from spaars_robot.data.replay import ReplayBuffer, mixed_batch
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "train_throughput.json"

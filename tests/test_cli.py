@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from spaars_robot.commands.app import app
 from spaars_robot.cli import main
+from spaars_robot.commands.app import app
 
 runner = CliRunner()
 

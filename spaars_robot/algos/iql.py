@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.nn.critics import QEnsemble, ValueNet
 from spaars_robot.nn.policies import TanhGaussianPolicy

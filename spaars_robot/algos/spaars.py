@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from spaars_robot.algos.base import fused_adam, polyak_update
-from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
+from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.transition import TransitionMonitor
-from spaars_robot.nn.rnd import RND
 from spaars_robot.config.training import TrainConfig
+from spaars_robot.nn.rnd import RND
 
 
 class SPAARSAgent:

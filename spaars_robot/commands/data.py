@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +19,7 @@ app.add_typer(data_app, name="data")
 
 
 
-class QualityChoice(str, Enum):
+class QualityChoice(StrEnum):
     """D4RL's dataset qualities (train/collect.py says how each is made)."""
 
     random = "random"
@@ -58,8 +58,8 @@ def data_collect(
 
     from spaars_robot.config.loading import format_validation_error
     from spaars_robot.config.tasks import load_task
-    from spaars_robot.train.collect import CollectConfig, collect
     from spaars_robot.data.summary import summarize
+    from spaars_robot.train.collect import CollectConfig, collect
 
     spec = load_task(task)
     try:

@@ -16,6 +16,7 @@ from spaars_robot.commands.app import app, console
 from spaars_robot.errors import SpaarsError
 from spaars_robot.export.bundle import DEFAULT_BUNDLE, resolve_bundle
 
+
 @app.command("export")
 def export_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Training run directory (runs/<name>).")],
@@ -28,8 +29,8 @@ def export_cmd(
     """Export a trained run as an ONNX policy bundle; refuses to write one that fails torch/ORT parity."""
     if not onnx:
         raise SpaarsError("only --onnx export is supported")
-    from spaars_robot.export.onnx_export import export_bundle
     from spaars_robot.export.from_run import load_run_for_export
+    from spaars_robot.export.onnx_export import export_bundle
 
     stack, info = load_run_for_export(run_dir)
     manifest = export_bundle(stack, info, out, overwrite=overwrite, safety_spec=safety)
@@ -79,8 +80,8 @@ def serve_cmd(
 ) -> None:
     """Serve a verified bundle under its safety spec over ZeroMQ until SIGINT/SIGTERM, then print the counts."""
     from spaars_robot.export.bundle import load_bundle
-    from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer, check_endpoint, pin_to_cpu
     from spaars_robot.export.safety_binding import bind_spec
+    from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer, check_endpoint, pin_to_cpu
     from spaars_robot.safety.limits import SafetyLayer
 
     path = resolve_bundle(bundle)

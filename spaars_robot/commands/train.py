@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,7 @@ from spaars_robot.commands.app import app, console
 from spaars_robot.errors import SpaarsError
 
 
-class AlgoChoice(str, Enum):
+class AlgoChoice(StrEnum):
     spaars = "spaars"
     iql = "iql"
     latent = "latent"

@@ -24,7 +24,7 @@ class QualityTarget(BaseModel):
     band: tuple[float, float] = Field(description="Range the collected dataset's mean score must lie in.")
 
     @model_validator(mode="after")
-    def _band_ordered(self) -> "QualityTarget":
+    def _band_ordered(self) -> QualityTarget:
         if self.band[0] >= self.band[1]:
             raise ValueError(f"band must be [low, high] with low < high, got {list(self.band)}")
         return self
@@ -46,7 +46,7 @@ class TaskSpec(BaseModel):
     quality: dict[Literal["random", "medium", "expert"], QualityTarget]
 
     @model_validator(mode="after")
-    def _scores_ordered(self) -> "TaskSpec":
+    def _scores_ordered(self) -> TaskSpec:
         if self.ref_max_score <= self.ref_min_score:
             raise ValueError("ref_max_score must be greater than ref_min_score")
         return self

@@ -34,7 +34,7 @@ class OfflineDataset:
     metadata: dict
 
     @classmethod
-    def from_episodes(cls, episodes: list[Episode], metadata: dict | None = None) -> "OfflineDataset":
+    def from_episodes(cls, episodes: list[Episode], metadata: dict | None = None) -> OfflineDataset:
         lengths = np.array([len(ep) for ep in episodes], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         cat = lambda xs: torch.from_numpy(np.concatenate(xs))  # noqa: E731
@@ -51,13 +51,13 @@ class OfflineDataset:
         )
 
     @classmethod
-    def load(cls, path: Path | str) -> "OfflineDataset":
+    def load(cls, path: Path | str) -> OfflineDataset:
         return cls.from_episodes(list(iter_episodes(path)), read_metadata(path))
 
     def __len__(self) -> int:
         return self.obs.shape[0]
 
-    def check_fits(self, task: "TaskSpec") -> None:
+    def check_fits(self, task: TaskSpec) -> None:
         """Refuse a dataset recorded on another task before any compute is spent on it.
 
         Shapes alone do not tell tasks apart (walker2d and halfcheetah are both 17 x 6), so the recorded

@@ -25,7 +25,7 @@ class ReplayBuffer:
         self.cursor = 0
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "ReplayBuffer":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ReplayBuffer:
         n = tensors["obs"].shape[0]
         buf = cls(n, tensors["obs"].shape[1], tensors["action"].shape[1])
         for name in FIELDS:

@@ -4,20 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from spaars_robot.algos.gate import choose_scale
-from spaars_robot.data.episodes import read_metadata
+from spaars_robot.config.training import load_run_config
 from spaars_robot.data.dataset import OfflineDataset
+from spaars_robot.data.episodes import read_metadata
 from spaars_robot.data.files import safe_torch_load
 from spaars_robot.errors import SpaarsError
 from spaars_robot.export.stack import PolicyStack, RunExportInfo, SupportCalibration
-from spaars_robot.config.training import load_run_config
 
 CALIBRATION_OBSERVATIONS = 256
 
 
 def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo]:
     """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records."""
-    from spaars_robot.config.tasks import load_task
     from spaars_robot.algos.offline import OfflineNets
+    from spaars_robot.config.tasks import load_task
 
     run_dir = Path(run_dir)
     config, facts = load_run_config(run_dir)

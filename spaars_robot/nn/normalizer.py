@@ -14,7 +14,7 @@ class ObsNormalizer(nn.Module):
         self.register_buffer("std", std.clone().float().clamp_min(eps))
 
     @classmethod
-    def identity(cls, dim: int) -> "ObsNormalizer":
+    def identity(cls, dim: int) -> ObsNormalizer:
         return cls(torch.zeros(dim), torch.ones(dim))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,10 @@ Order of operations on each request (after policy, gate and support monitor have
 
 Every limit that changes the action is reported by kind and counted, per client and in total.
 The layer is pure numpy on a handful of floats; the common path (nothing acts) costs a few
-microseconds (see `benchmark_apply`).
+microseconds (measured by `benchmarks/safety_apply.py`).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -180,20 +179,3 @@ class SafetyLayer:
         for kind in acted:
             self.counts[kind] += 1
             state.counts[kind] += 1
-
-
-def benchmark_apply(layer: SafetyLayer, calls: int = 20_000, seed: int = 0) -> dict[str, float]:
-    """Median and p99 cost of `apply` in microseconds, on in-range actions and on saturating ones."""
-    rng = np.random.default_rng(seed)
-    figures: dict[str, float] = {}
-    for label, scale in (("in_range", 0.3), ("saturating", 3.0)):
-        actions = rng.uniform(-scale, scale, size=(calls, layer.dim))
-        state = layer.new_state()
-        times = np.empty(calls)
-        for i in range(calls):
-            start = time.perf_counter_ns()
-            layer.apply(actions[i], state)
-            times[i] = time.perf_counter_ns() - start
-        figures[f"{label}_p50_us"] = float(np.percentile(times, 50) / 1e3)
-        figures[f"{label}_p99_us"] = float(np.percentile(times, 99) / 1e3)
-    return figures

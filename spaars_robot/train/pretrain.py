@@ -26,19 +26,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
 import torch
 from rich.progress import Progress
 from torch import nn
 
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.offline import OfflineNets, offline_losses, plas_latent_loss
+from spaars_robot.config.training import PretrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_torch_save, safe_torch_load
+from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.errors import TrainingDiverged
 from spaars_robot.nn.normalizer import ObsNormalizer
-from spaars_robot.config.training import PretrainConfig
-from spaars_robot.data.replay import ReplayBuffer
 
 PRETRAIN_VERSION = "pretrain-v1"  # bump when the pretraining maths changes, to invalidate caches
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from spaars_robot.data.files import atomic_write_json
 
+
 def mean_ci95(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95% Student-t interval over seeds (nan half-width for a single seed)."""
     from scipy.stats import t as student_t

@@ -11,15 +11,13 @@ actor's gradient sign flipped or its learning rate at 0 the test fails.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from spaars_robot.algos.sac import SAC
 from spaars_robot.config.tasks import load_task
-from spaars_robot.train.collect import BehaviourRun, CollectConfig
 from spaars_robot.envs.evaluation import run_episodes
+from spaars_robot.train.collect import BehaviourRun, CollectConfig
 
-pytestmark = pytest.mark.slow
 BUDGET, WARMUP, EVAL_EPISODES, EVAL_SEEDS = 12_000, 2_000, 5, 424_242
 
 

@@ -12,12 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import torch
 
 from spaars_robot.data.episodes import iter_episodes, read_metadata
 
-pytestmark = pytest.mark.slow
 ROLLOUT_STEPS = 12_000
 
 

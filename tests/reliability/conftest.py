@@ -7,21 +7,16 @@ SPAARS_RELIABILITY_OUT names a file, written there at the end of the session;
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "runtime"))
-
-from reliability_helpers import write_figures
-from runtime_helpers import free_port, hopper_info
-
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import random_stack
+from tests.reliability.reliability_helpers import write_figures
+from tests.runtime.runtime_helpers import free_port, hopper_info
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 _FIGURES: dict = {}

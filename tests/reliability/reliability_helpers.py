@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.runtime import protocol as p
 from spaars_robot.runtime.client import Client
+from spaars_robot.runtime.service import wait_for_server
 
 OBS_DIM, ACT_DIM = 11, 3
 

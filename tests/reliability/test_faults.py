@@ -14,12 +14,12 @@ import time
 
 import numpy as np
 import pytest
-from reliability_helpers import ACT_DIM, OBS_DIM, ServeProcess, hopper_schema
 
 from spaars_robot.runtime.client import Client
 from spaars_robot.runtime.sim_client import ControlLoop, Pacer, Tick
 from spaars_robot.safety.spec import load_safety_spec
 from spaars_robot.safety.watchdog import WatchdogState
+from tests.reliability.reliability_helpers import ACT_DIM, OBS_DIM, ServeProcess, hopper_schema
 
 pytestmark = pytest.mark.timeout(180)
 RATE_HZ = 125.0

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability_helpers import OBS_DIM, RawPeer, ServeProcess
 
 from spaars_robot.runtime import protocol as p
+from tests.reliability.reliability_helpers import OBS_DIM, RawPeer, ServeProcess
 
 pytestmark = pytest.mark.timeout(240)
 FUZZ = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck), derandomize=True)

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from reliability_helpers import OBS_DIM, ServeProcess, hopper_schema
+
+from tests.reliability.reliability_helpers import OBS_DIM, ServeProcess, hopper_schema
 
 pytestmark = pytest.mark.timeout(180)
 CONTROLLERS = [(f"ctl{i}", 125.0) for i in range(4)] + [("ctl-fast", 250.0)]

@@ -5,15 +5,15 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-from runtime_helpers import ACT_DIM, OBS_DIM, hopper_info, serving
 
 from spaars_robot.config.tasks import TaskSpec, load_task
 from spaars_robot.export.bundle import Bundle, load_bundle
 from spaars_robot.export.onnx_export import export_bundle
+from spaars_robot.export.safety_binding import bind_spec
 from spaars_robot.export.stack import PolicyStack, random_stack
 from spaars_robot.runtime.server import ActionServer
-from spaars_robot.export.safety_binding import bind_spec
 from spaars_robot.safety.limits import SafetyLayer
+from tests.runtime.runtime_helpers import ACT_DIM, OBS_DIM, hopper_info, serving
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 

@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 import pytest
-from runtime_helpers import free_port, serving, start_server_process
 
 from spaars_robot.runtime.client import Client, DeadlineMissed, ServerUnavailable
 from spaars_robot.runtime.server import ActionServer
 from spaars_robot.runtime.sim_client import task_schema
+from tests.runtime.runtime_helpers import free_port, serving, start_server_process
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,7 +7,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from runtime_helpers import hopper_info, torch_outputs
 
 from spaars_robot.data.files import sha256_file
 from spaars_robot.export.onnx_export import (
@@ -19,6 +18,7 @@ from spaars_robot.export.onnx_export import (
     parity_errors,
 )
 from spaars_robot.export.stack import OUTPUT_NAMES, PolicyStack, random_stack
+from tests.runtime.runtime_helpers import hopper_info, torch_outputs
 
 
 def test_onnxruntime_matches_torch_on_recorded_and_random_obs(bundle, stack):

@@ -5,7 +5,6 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from runtime_helpers import serving, torch_outputs
 
 from spaars_robot.runtime import protocol as p
 from spaars_robot.runtime.client import Client
@@ -14,6 +13,7 @@ from spaars_robot.runtime.server import ActionServer, EndpointError
 from spaars_robot.runtime.sim_client import task_schema
 from spaars_robot.safety.limits import LIMIT_KINDS, SafetyLayer, SafetyResult
 from spaars_robot.safety.spec import load_safety_spec
+from tests.runtime.runtime_helpers import serving, torch_outputs
 
 pytestmark = pytest.mark.timeout(30)
 

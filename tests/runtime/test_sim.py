@@ -20,13 +20,16 @@ def test_realtime_hopper_episode_against_live_server(live_server, hopper):
         summary = run_sim(client, hopper, episodes=2, seed=0, max_steps=40)
     assert [ep.seed for ep in summary.episodes] == [0, 1]
     assert summary.steps == sum(ep.steps for ep in summary.episodes) > 2
-    assert abs(sum(summary.source_share.values()) - 1.0) < 1e-9
+    for source, share in summary.source_share.items():  # the printed shares are the episodes' own counts
+        assert share == pytest.approx(sum(ep.sources[source] for ep in summary.episodes) / summary.steps)
     ep = summary.episodes[0]
     assert ep.normalized_score == pytest.approx(hopper.normalized_score(ep.episode_return))
     # Two cores shared with training jobs: a few misses happen; each is counted and held, never hidden.
     assert summary.deadline_misses <= max(2, summary.steps // 10)
     assert summary.max_applied_age_ms <= 1000 / hopper.control_rate_hz  # never a stale reply
-    assert set(summary.limit_counts) >= {"rate", "bounds", "soft_zone"}
+    # the hopper spec's soft zone acts on this policy's actions, and every hit is counted
+    assert summary.limit_counts["soft_zone"] > 0
+    assert all(count <= summary.steps for count in summary.limit_counts.values())
 
 
 def test_served_bundle_matches_in_process_torch_policy(live_server, hopper, bundle, stack):

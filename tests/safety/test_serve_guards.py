@@ -12,21 +12,19 @@ import numpy as np
 import pytest
 import zmq
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "runtime"))
-from runtime_helpers import free_port, hopper_info, serving
-
-from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.config.tasks import load_task
 from spaars_robot.errors import SafetySpecMismatch
 from spaars_robot.export.bundle import load_bundle
 from spaars_robot.export.onnx_export import export_bundle
+from spaars_robot.export.safety_binding import bind_spec
 from spaars_robot.export.stack import random_stack
 from spaars_robot.runtime.client import Client, ClientCurve, DeadlineMissed
 from spaars_robot.runtime.server import ActionServer
+from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.runtime.sim_client import task_schema
-from spaars_robot.export.safety_binding import bind_spec
 from spaars_robot.security.keys import create_curve_keypair, write_curve_keys
 from spaars_robot.security.signing import sign_manifest, write_signing_key
+from tests.runtime.runtime_helpers import free_port, hopper_info, serving
 
 pytestmark = pytest.mark.timeout(120)
 REPO = Path(__file__).resolve().parents[2]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import zmq
-from telemetry_helpers import make_record
 
 from spaars_robot.telemetry.dashboard import Dashboard
 from spaars_robot.telemetry.publisher import TelemetryPublisher
+from tests.telemetry.telemetry_helpers import make_record
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -22,9 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "runtime"))
-from runtime_helpers import free_port, hopper_info, torch_outputs
-
 from spaars_robot.config.tasks import load_task
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import random_stack
@@ -32,6 +29,7 @@ from spaars_robot.runtime.client import Client, ServerUnavailable
 from spaars_robot.runtime.sim_client import ControlLoop, Pacer, task_schema
 from spaars_robot.safety.spec import load_safety_spec
 from spaars_robot.safety.watchdog import WatchdogState
+from tests.runtime.runtime_helpers import free_port, hopper_info, torch_outputs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

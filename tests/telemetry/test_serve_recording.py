@@ -6,13 +6,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "runtime"))
-from runtime_helpers import free_port, hopper_info
 
 from spaars_robot.config.tasks import load_task
 from spaars_robot.export.onnx_export import export_bundle
@@ -20,6 +16,7 @@ from spaars_robot.export.stack import random_stack
 from spaars_robot.runtime.client import Client, ServerUnavailable
 from spaars_robot.runtime.sim_client import task_schema
 from spaars_robot.telemetry.mcap_log import read_mcap
+from tests.runtime.runtime_helpers import free_port, hopper_info
 
 pytestmark = pytest.mark.timeout(90)
 

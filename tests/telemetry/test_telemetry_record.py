@@ -7,9 +7,9 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from telemetry_helpers import make_record
 
 from spaars_robot.telemetry.record import TelemetryDecodeError, TelemetryRecord
+from tests.telemetry.telemetry_helpers import make_record
 
 
 def test_round_trip_keeps_every_field_including_nan() -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import zmq
-from telemetry_helpers import make_record
 
 from spaars_robot.errors import SpaarsError
 from spaars_robot.telemetry.mcap_log import McapRecorder, read_mcap
 from spaars_robot.telemetry.metrics import SafetyMetrics
 from spaars_robot.telemetry.publisher import TelemetryPublisher, TelemetrySubscriber
+from tests.telemetry.telemetry_helpers import make_record
 
 
 def test_pub_sub_round_trip_skips_malformed_messages() -> None:

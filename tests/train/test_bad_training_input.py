@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from spaars_robot.config.tasks import load_task
+from spaars_robot.config.training import PretrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.errors import DatasetError, TrainingDiverged
-from spaars_robot.config.training import PretrainConfig
-from spaars_robot.train.summaries import mean_ci95
 from spaars_robot.train.pretrain import pretrain_cached
+from spaars_robot.train.summaries import mean_ci95
 from tests.conftest import run_cli
 
 

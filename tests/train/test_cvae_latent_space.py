@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from spaars_robot.algos.base import fused_adam
-from spaars_robot.nn.cvae import CVAE
 from spaars_robot.config.training import PretrainConfig
+from spaars_robot.nn.cvae import CVAE
 
 # Residual action variance given s: 0.0625, below the 0.5 / 4 = 0.125 under which PLAS's weight makes the collapsed
 # posterior optimal (benchmarks/cvae_kl_weight.py derives the bound), above the 0.05 / 4 of the default.

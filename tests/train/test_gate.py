@@ -61,8 +61,8 @@ def test_gate_scale_follows_the_config_and_the_advantage_scale_is_mean_abs_advan
     """With scale=advantage the thresholds multiply mean |Q(s,a_raw) - Q(s,a_lat)| on the recent states the agent
     was last shown; with scale=q (default) they multiply the running mean |Q|, as before the option existed."""
     from spaars_robot.config.tasks import load_task
-    from spaars_robot.data.dataset import OfflineDataset
     from spaars_robot.config.training import resolve_config
+    from spaars_robot.data.dataset import OfflineDataset
     from spaars_robot.train.agents import build_agent
 
     fields = {"task": "hopper", "dataset": str(tiny_hopper_dataset), "algo": "spaars", "seed": 0}

@@ -12,9 +12,9 @@ import time
 
 import torch
 
+from spaars_robot.config.training import PretrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import safe_torch_load
-from spaars_robot.config.training import PretrainConfig
 from spaars_robot.train.pretrain import cache_key, pretrain_cached
 from tests.conftest import REPO, run_cli
 
