@@ -121,108 +121,22 @@ class Runner:
 
     def _online(self, built: BuiltAgent, resume: bool, progress: Progress) -> dict:
         """Resume or start, evaluate the offline start, step the shared loop to `env_steps`, summarise."""
-        from torch.utils.tensorboard import SummaryWriter
-
-        cfg, task, oc = self.config, self.task, self.config.online
-        agent, generator = built.agent, built.generator
-        online = ReplayBuffer(max(oc.env_steps, 1), task.obs_dim, task.action_dim)
-        loop = OnlineLoop(make_env(task), agent, online,
-                          lambda: mixed_batch(built.offline, online, oc.batch_size, built.offline_ratio, generator),
-                          seed=cfg.seed, utd=oc.utd, encode=built.encode, reward_scale=built.reward_scale,
-                          support=built.support)
-        counters, rows, wall_before = Counters(), [], 0.0
+        session = OnlineSession(self, built, progress)
         if resume:
-            state = load_checkpoint(self.checkpoint_path)
-            agent.load_state_dict(state["agent"])
-            online.load_state_dict(state["online"])
-            generator.set_state(state["generator"])
-            counters, rows = Counters(**state["counters"]), [dict(r) for r in state["rows"]]
-            loop.step, loop.episode, wall_before = int(state["step"]), int(state["episode"]), float(state["wall"])
-        writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=loop.step if resume else None)
-        self._write_metrics(rows)
-        t_start = time.perf_counter()
-        bar = progress.add_task(f"online {cfg.algo} {task.name} seed {cfg.seed}", total=oc.env_steps,
-                                completed=loop.step)
-        next_checkpoint = (loop.step // cfg.eval.checkpoint_every + 1) * cfg.eval.checkpoint_every
-
-        def wall() -> float:
-            return wall_before + time.perf_counter() - t_start
-
-        def checkpoint() -> None:
-            atomic_torch_save(self.checkpoint_path, {
-                "agent": agent.state_dict(), "online": online.state_dict(), "generator": generator.get_state(),
-                "counters": asdict(counters), "rows": rows, "step": loop.step, "episode": loop.episode,
-                "wall": wall()})
-
-        def evaluation() -> None:
-            rows.append(self._evaluation_row(agent, built, online, loop.step, counters, wall()))
-            self._report(rows[-1], writer)
-            self._write_metrics(rows)
-            counters.clear()
-
-        def on_step(info: StepInfo) -> bool:
-            counters.steps += 1
-            counters.raw += info.source == "raw"
-            counters.oos += info.support_score > (built.support.threshold if built.support else float("inf"))
-            if info.step % cfg.eval.every == 0:
-                for key, value in (info.metrics or {}).items():
-                    writer.add_scalar(key, float(value), info.step)
-                evaluation()
-                progress.update(bar, completed=info.step, description=(
-                    f"online {cfg.algo} {task.name} seed {cfg.seed} [{agent.phase}] "
-                    f"score={rows[-1]['normalized_mean']:.1f}"))
-            return False
-
-        def on_episode_end(info: StepInfo) -> bool:
-            nonlocal next_checkpoint
-            counters.falls += info.terminated
-            counters.episodes += 1
-            if info.step >= next_checkpoint or info.step >= oc.env_steps:
-                checkpoint()
-                next_checkpoint = (info.step // cfg.eval.checkpoint_every + 1) * cfg.eval.checkpoint_every
-            return False
-
-        if loop.step == 0 and not rows:
-            evaluation()  # the offline starting point
-        loop.run(oc.env_steps, on_step, on_episode_end)
-        if rows[-1]["step"] != loop.step:
-            evaluation()  # env_steps not a multiple of eval.every: the final policy is still evaluated
-        loop.env.close()
-        writer.close()
-        checkpoint()
-        summary = self._summary(rows, agent, built.pretrain_info)
+            session.restore(load_checkpoint(self.checkpoint_path))
+        session.begin()
+        if session.loop.step == 0 and not session.rows:
+            session.evaluate()  # the offline starting point
+        session.loop.run(self.config.online.env_steps, session.on_step, session.on_episode_end)
+        if session.rows[-1]["step"] != session.loop.step:
+            session.evaluate()  # env_steps not a multiple of eval.every: the final policy is still evaluated
+        session.close()
+        session.checkpoint()
+        summary = self._summary(session.rows, built.agent, built.pretrain_info)
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
-    def _evaluation_row(self, agent: Agent, built: BuiltAgent, online: ReplayBuffer, step: int,
-                        counters: Counters, wall: float) -> dict:
-        """Evaluate the deployed policy, let the agent read its signals, and make the metrics row."""
-        cfg = self.config
-        record = evaluate(agent, self.task, cfg.eval.episodes, cfg.eval.seed_base)
-        recent = online.obs[max(0, online.size - RECENT_STATES): online.size]
-        if recent.shape[0] == 0:
-            recent = built.offline.obs[:RECENT_STATES]
-        signals = agent.after_eval(step, record, recent)
-        n = max(counters.steps, 1)
-        return {"step": step, "phase": agent.phase, **{k: record[k] for k in METRIC_FIELDS if k in record},
-                "train_raw_rate": counters.raw / n,
-                "out_of_support_rate": counters.oos / n if built.support is not None else "",  # no CVAE: n/a
-                "falls": counters.falls, "train_episodes": counters.episodes,
-                **{k: signals.get(k, "") for k in ("novelty", "bc_error", "gate_rate_recent", "q_scale", "adv_scale")},
-                "wall_seconds": round(wall, 1),
-                "env_steps_per_second": round(step / max(wall, 1e-9), 1),  # online phase only
-                "event": signals.get("switched", "")}
-
-    def _report(self, row: dict, writer) -> None:
-        """train.log line and TensorBoard scalars for one evaluation."""
-        oos = "n/a" if row["out_of_support_rate"] == "" else f"{row['out_of_support_rate']:.3f}"
-        self.log(f"eval step {row['step']} [{row['phase']}] normalised {row['normalized_mean']:.1f} "
-                 f"raw {row['train_raw_rate']:.2f} oos {oos} falls {row['falls']} {row['event']}")
-        for key, value in row.items():
-            if isinstance(value, (int, float)) and key != "step":
-                writer.add_scalar(f"eval/{key}", value, row["step"])
-
-    def _write_metrics(self, rows: list[dict]) -> None:
+    def write_metrics(self, rows: list[dict]) -> None:
         tmp = self.run_dir / "metrics.csv.tmp"
         with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=METRIC_FIELDS, extrasaction="ignore")
@@ -254,3 +168,113 @@ class Runner:
                                          "out_of_support_rate", "falls")} for r in rows],
             "config": cfg.model_dump(mode="json"),
         }
+
+
+class OnlineSession:
+    """The state of one online run between checkpoints, and what happens at each point of the shared loop.
+
+    The loop (train/online_loop.py) steps the simulator; this object counts what the steps did, evaluates on
+    schedule, and checkpoints at episode boundaries. Everything a checkpoint holds is an attribute here.
+    """
+
+    def __init__(self, runner: Runner, built: BuiltAgent, progress: Progress) -> None:
+        cfg, task, oc = runner.config, runner.task, runner.config.online
+        self.runner, self.built, self.progress = runner, built, progress
+        self.cfg, self.task = cfg, task
+        self.online = ReplayBuffer(max(oc.env_steps, 1), task.obs_dim, task.action_dim)
+        self.loop = OnlineLoop(make_env(task), built.agent, self.online, self._sample, seed=cfg.seed, utd=oc.utd,
+                               encode=built.encode, reward_scale=built.reward_scale, support=built.support)
+        self.counters, self.rows, self.wall_before = Counters(), [], 0.0
+        self.support_threshold = built.support.threshold if built.support is not None else float("inf")
+        self.resumed = False
+
+    def _sample(self) -> dict[str, torch.Tensor]:
+        oc = self.cfg.online
+        return mixed_batch(self.built.offline, self.online, oc.batch_size, self.built.offline_ratio,
+                           self.built.generator)
+
+    def restore(self, state: dict) -> None:
+        self.built.agent.load_state_dict(state["agent"])
+        self.online.load_state_dict(state["online"])
+        self.built.generator.set_state(state["generator"])
+        self.counters, self.rows = Counters(**state["counters"]), [dict(r) for r in state["rows"]]
+        self.loop.step, self.loop.episode = int(state["step"]), int(state["episode"])
+        self.wall_before, self.resumed = float(state["wall"]), True
+
+    def begin(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        step = self.loop.step
+        self.writer = SummaryWriter(str(self.runner.run_dir / "tb"), purge_step=step if self.resumed else None)
+        self.runner.write_metrics(self.rows)
+        self.t_start = time.perf_counter()
+        self.bar = self.progress.add_task(f"online {self.cfg.algo} {self.task.name} seed {self.cfg.seed}",
+                                          total=self.cfg.online.env_steps, completed=step)
+        every = self.cfg.eval.checkpoint_every
+        self.next_checkpoint = (step // every + 1) * every
+
+    def wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    # -- hooks of the shared loop ------------------------------------------------------------------------
+    def on_step(self, info: StepInfo) -> bool:
+        c = self.counters
+        c.steps += 1
+        c.raw += info.source == "raw"
+        c.oos += info.support_score > self.support_threshold
+        if info.step % self.cfg.eval.every == 0:
+            for key, value in (info.metrics or {}).items():
+                self.writer.add_scalar(key, float(value), info.step)
+            self.evaluate()
+            self.progress.update(self.bar, completed=info.step, description=(
+                f"online {self.cfg.algo} {self.task.name} seed {self.cfg.seed} [{self.built.agent.phase}] "
+                f"score={self.rows[-1]['normalized_mean']:.1f}"))
+        return False
+
+    def on_episode_end(self, info: StepInfo) -> bool:
+        self.counters.falls += info.terminated
+        self.counters.episodes += 1
+        if info.step >= self.next_checkpoint or info.step >= self.cfg.online.env_steps:
+            self.checkpoint()
+            every = self.cfg.eval.checkpoint_every
+            self.next_checkpoint = (info.step // every + 1) * every
+        return False
+
+    # -- evaluation, checkpoint ----------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        """Evaluate the deployed policy, let the agent read its signals, record the row, clear the counters."""
+        cfg, agent, c, step, wall = self.cfg, self.built.agent, self.counters, self.loop.step, self.wall()
+        record = evaluate(agent, self.task, cfg.eval.episodes, cfg.eval.seed_base)
+        recent = self.online.obs[max(0, self.online.size - RECENT_STATES): self.online.size]
+        if recent.shape[0] == 0:
+            recent = self.built.offline.obs[:RECENT_STATES]
+        signals = agent.after_eval(step, record, recent)
+        n = max(c.steps, 1)
+        row = {"step": step, "phase": agent.phase, **{k: record[k] for k in METRIC_FIELDS if k in record},
+               "train_raw_rate": c.raw / n,
+               "out_of_support_rate": c.oos / n if self.built.support is not None else "",  # no CVAE: n/a
+               "falls": c.falls, "train_episodes": c.episodes,
+               **{k: signals.get(k, "") for k in ("novelty", "bc_error", "gate_rate_recent", "q_scale", "adv_scale")},
+               "wall_seconds": round(wall, 1),
+               "env_steps_per_second": round(step / max(wall, 1e-9), 1),  # online phase only
+               "event": signals.get("switched", "")}
+        self.rows.append(row)
+        oos = "n/a" if row["out_of_support_rate"] == "" else f"{row['out_of_support_rate']:.3f}"
+        self.runner.log(f"eval step {step} [{row['phase']}] normalised {row['normalized_mean']:.1f} "
+                        f"raw {row['train_raw_rate']:.2f} oos {oos} falls {row['falls']} {row['event']}")
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and key != "step":
+                self.writer.add_scalar(f"eval/{key}", value, step)
+        self.runner.write_metrics(self.rows)
+        c.clear()
+
+    def checkpoint(self) -> None:
+        """The one checkpoint payload: everything `restore` needs to continue bit-identically."""
+        atomic_torch_save(self.runner.checkpoint_path, {
+            "agent": self.built.agent.state_dict(), "online": self.online.state_dict(),
+            "generator": self.built.generator.get_state(), "counters": asdict(self.counters), "rows": self.rows,
+            "step": self.loop.step, "episode": self.loop.episode, "wall": self.wall()})
+
+    def close(self) -> None:
+        self.loop.env.close()
+        self.writer.close()

@@ -24,7 +24,7 @@ BUDGET, WARMUP, EVAL_EPISODES, EVAL_SEEDS = 12_000, 2_000, 5, 424_242
 def deterministic_returns(sac: SAC) -> np.ndarray:
     task = load_task("hopper")
     return np.array(
-        run_episodes(lambda o: (sac.act(o, deterministic=True), "raw"), task, EVAL_EPISODES, EVAL_SEEDS)[0]
+        run_episodes(sac.act, task, EVAL_EPISODES, EVAL_SEEDS)[0]
     )
 
 
