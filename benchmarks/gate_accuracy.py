@@ -1,0 +1,151 @@
+"""Ground truth for the advantage gate: does it open where the raw action is really better? (issue 16)
+
+From simulator states saved along real trajectories of the run's deployed policy, each state is branched
+twice: execute the raw action mu_raw(s) or the decoded latent action D(s, mu_z(s)), then follow the same
+deployed policy for H steps with Gaussian action noise drawn from the same generator in both branches
+(common random numbers), for several repeats. The paired difference of discounted H-step returns is the
+true advantage of raw over latent at that state; where it is significant (|mean| > 2 standard errors over
+the repeats), the gate's decision is scored against its sign.
+
+    MUJOCO_GL=egl .venv/bin/python benchmarks/gate_accuracy.py runs/hopper-spaars-short/seed0 \
+        --states 100 --horizon 100 --repeats 4 --out benchmarks/results/gate_accuracy_hopper.json
+
+Reports `sign_accuracy` (the gate's open/closed decision vs the true sign, significant states only), the
+same for the ensemble's mean advantage and for each member, how often the gate opens, and the cost.
+The H-step return is a Monte-Carlo estimate with no critic bootstrap, so the ground truth never depends
+on the critic it judges; with gamma = 0.99, H = 100 covers 63 % of the discount weight.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spaars_robot.algos.gate import choose_scale, lcb_of, member_advantages
+from spaars_robot.config.tasks import load_task
+from spaars_robot.config.training import load_run_config
+from spaars_robot.data.dataset import OfflineDataset
+from spaars_robot.data.files import atomic_write_json, safe_torch_load
+from spaars_robot.envs import make_env
+from spaars_robot.train.agents import build_agent
+
+DIAGNOSTIC_SEED_BASE = 3_000_000  # never a training or evaluation seed
+
+
+def load_agent(run_dir: Path, cache_dir: Path):
+    config, facts = load_run_config(run_dir)
+    if config.algo == "sac":
+        raise SystemExit(f"{run_dir}: sac has no gate")
+    task = load_task(config.task)
+    built = build_agent(config, task, OfflineDataset.load(facts.dataset_path), cache_dir, facts.bf16, None)
+    built.agent.load_state_dict(safe_torch_load(run_dir / "checkpoint.pt")["agent"])
+    return config, task, built
+
+
+def collect_states(agent, task, count: int, stride: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(qpos, qvel, obs) every `stride` steps along episodes of the deployed policy."""
+    env = make_env(task)
+    states, episode = [], 0
+    while len(states) < count:
+        obs, _ = env.reset(seed=DIAGNOSTIC_SEED_BASE + episode)
+        agent.begin_episode(evaluation=True)
+        done, t = False, 0
+        while not done and len(states) < count:
+            if t % stride == 0:
+                data = env.unwrapped.data
+                states.append((data.qpos.copy(), data.qvel.copy(), np.asarray(obs, dtype=np.float64).copy()))
+            action, _ = agent.act(obs)
+            obs, _, terminated, truncated, _ = env.step(action)
+            done, t = terminated or truncated, t + 1
+        episode += 1
+    env.close()
+    return states
+
+
+def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int, gamma: float, noise: float,
+                  seed: int) -> float:
+    """Discounted return of `first_action` then the deployed policy with seeded noise, from (qpos, qvel)."""
+    env.unwrapped.set_state(qpos, qvel)
+    agent.begin_episode(evaluation=True)
+    generator = np.random.default_rng(seed)
+    total, action = 0.0, first_action
+    for t in range(horizon):
+        obs, reward, terminated, _, _ = env.unwrapped.step(np.clip(action, -1.0, 1.0))
+        total += gamma ** t * float(reward)
+        if terminated:
+            break
+        action, _ = agent.act(obs)
+        action = action + noise * generator.standard_normal(action.shape)
+    return total
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--cache-dir", type=Path, default=Path("runs/_pretrain_cache"))
+    parser.add_argument("--states", type=int, default=100)
+    parser.add_argument("--stride", type=int, default=10, help="env steps between saved states")
+    parser.add_argument("--horizon", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--noise", type=float, default=0.1, help="action noise std after the first action")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    config, task, built = load_agent(args.run_dir, args.cache_dir)
+    agent, nets = built.agent, built.nets
+    gate_cfg = config.online.gate
+    agent.phase, agent.force_raw = "gated", False  # score the gate even for a run that never switched
+    states = collect_states(agent, task, args.states, args.stride)
+    obs = nets.normalizer(torch.as_tensor(np.stack([s[2] for s in states]), dtype=torch.float32))
+    raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
+    advantage = member_advantages(nets.critic, obs, raw, lat)  # [E, N]
+    lcb = lcb_of(advantage, gate_cfg.kappa)
+    scale = float(choose_scale(gate_cfg.scale, agent.q_scale, agent.adv_scale))
+    gate_open = (lcb > gate_cfg.tau_rel * scale).numpy()
+    env = make_env(task)
+    diffs = np.zeros((len(states), args.repeats))
+    for i, (qpos, qvel, _) in enumerate(states):
+        for r in range(args.repeats):
+            seed = 7919 * i + r
+            g_raw = branch_return(env, agent, qpos, qvel, raw[i].numpy(), args.horizon, config.online.gamma,
+                                  args.noise, seed)
+            g_lat = branch_return(env, agent, qpos, qvel, lat[i].numpy(), args.horizon, config.online.gamma,
+                                  args.noise, seed)
+            diffs[i, r] = g_raw - g_lat
+    env.close()
+    mean = diffs.mean(1)
+    se = diffs.std(1, ddof=1) / math.sqrt(args.repeats) if args.repeats > 1 else np.zeros(len(states))
+    significant = np.abs(mean) > 2 * se + 1e-9
+    truth = mean[significant] > 0
+
+    def accuracy(says_raw: np.ndarray) -> float | None:
+        return float((says_raw[significant] == truth).mean()) if significant.any() else None
+
+    result = {
+        "run": str(args.run_dir), "task": task.name, "seed": config.seed, "algo": config.algo,
+        "states": len(states), "horizon": args.horizon, "repeats": args.repeats, "noise": args.noise,
+        "gamma": config.online.gamma, "gate": gate_cfg.model_dump(mode="json"), "gate_scale": scale,
+        "significant_states": int(significant.sum()),
+        "raw_truly_better_share": float(truth.mean()) if significant.any() else None,
+        "sign_accuracy": accuracy(gate_open),
+        "mean_advantage_sign_accuracy": accuracy(advantage.mean(0).numpy() > 0),
+        "member_sign_accuracy": [accuracy(advantage[e].numpy() > 0) for e in range(advantage.shape[0])],
+        "gate_open_rate": float(gate_open.mean()),
+        "true_advantage_abs_mean": float(np.abs(mean).mean()),
+        "critic_advantage_abs_mean": float(advantage.mean(0).abs().mean()),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        atomic_write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
