@@ -184,9 +184,10 @@ def autocast(enabled: bool) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
 
 
-def build_step(name: str, dataset: OfflineDataset, dataset_path: str, bf16: bool) -> Callable[[], None]:
+def build_step(name: str, dataset: OfflineDataset, dataset_path: str, bf16: bool,
+               config: TrainConfig | None = None) -> Callable[[], None]:
     """Closure doing one update of `name` with the project's own classes, as the runner calls them."""
-    config = small_train_config(dataset_path)
+    config = config or small_train_config(dataset_path)
     generator = torch.Generator().manual_seed(0)
     if name == "sac":
         sac = SAC(dataset.obs_dim, dataset.action_dim, SACConfig(), seed=0)

@@ -31,11 +31,12 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 def iql_losses(
     batch: dict[str, torch.Tensor], critic: QEnsemble, critic_target: QEnsemble, value: ValueNet,
     actor: TanhGaussianPolicy, gamma: float, expectile: float, beta: float, max_weight: float,
+    target_subset: int | None = None, generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Value (expectile of target Q), critic (TD onto V(s')), actor (AWR) losses; IQL eqs. 5, 6, 7."""
     obs, action = batch["obs"], batch["action"]
     with torch.no_grad():
-        target_q = critic_target(obs, action).min(0).values
+        target_q = critic_target.target_min(obs, action, target_subset, generator)
         next_v = value(batch["next_obs"])
         y = batch["reward"] + gamma * (1.0 - batch["done"]) * next_v
     v = value(obs)
@@ -82,7 +83,7 @@ class IQLAgent:
         cfg = self.online_cfg
         value_loss, critic_loss, actor_loss, metrics = iql_losses(
             batch, self.nets.critic, self.critic_target, self.nets.value, self.nets.raw_policy,
-            cfg.gamma, cfg.expectile, cfg.awr_beta, cfg.awr_max_weight)
+            cfg.gamma, cfg.expectile, cfg.awr_beta, cfg.awr_max_weight, cfg.target_subset, self.generator)
         self.opt.zero_grad(set_to_none=True)
         (value_loss + critic_loss + actor_loss).backward()
         self.opt.step()

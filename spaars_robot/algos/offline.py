@@ -46,7 +46,7 @@ def offline_losses(nets: OfflineNets, critic_target: QEnsemble, batch: dict[str,
     cvae_loss, cvae_metrics = nets.cvae.loss(batch["obs"], batch["action"], generator)
     value_loss, critic_loss, actor_loss, metrics = iql_losses(
         batch, nets.critic, critic_target, nets.value, nets.raw_policy, cfg.gamma, cfg.expectile,
-        cfg.awr_beta, cfg.awr_max_weight)
+        cfg.awr_beta, cfg.awr_max_weight, cfg.target_subset, generator)
     return cvae_loss + value_loss + critic_loss + actor_loss, {**metrics, **cvae_metrics}
 
 

@@ -121,7 +121,8 @@ class SPAARSAgent:
         obs = batch["obs"]
         # 1. shared critic over raw actions (no entropy backup; SUPE/RLPD)
         with torch.no_grad():
-            target_q = self.critic_target(batch["next_obs"], self._next_action(batch["next_obs"])).min(0).values
+            target_q = self.critic_target.target_min(batch["next_obs"], self._next_action(batch["next_obs"]),
+                                                     cfg.target_subset, self.generator)
             y = batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * target_q
         q = nets.critic(obs, batch["action"])
         critic_loss = (q - y).pow(2).mean(1).sum()

@@ -5,12 +5,37 @@ The paper keys the switch to an "RND plateau" (Definition 1) and to the raw poli
 RND novelty of visited states are both flat over the last `window` evaluations, the raw policy's
 BC error against the decoded latent actions is below `bc_error_max`, and the gate would fire on less
 than `max_gate_rate` of recent states; at `t_max` it switches regardless.
+
+That `relative` rule never fired in the committed `short` runs (a decaying RND signal never looks flat relative to
+itself; concurrent BC never reaches 0.01). The `evidence` rule asks what each signal can actually show: the return
+has stopped improving beyond what the evaluations' own scatter explains (a one-sided t-test on the window's
+least-squares slope), novelty has fallen well below its first value (Definition 1's plateau), and the BC error has
+stopped falling (its own trend, not an absolute level it may never reach).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from spaars_robot.config.training import TransitionConfig
+
+
+def slope_t(values: list[float]) -> float:
+    """t statistic of the least-squares slope of `values` against their index (residual-based standard error).
+
+    The residual scatter around the fitted line is the evaluations' own noise, so a slope is called an
+    improvement only when it stands out of it. +/-inf when the points lie exactly on a sloped line.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    if len(y) < 3:
+        raise ValueError("a slope test needs at least 3 points")
+    x = np.arange(len(y), dtype=np.float64)
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (slope * x + intercept)
+    tiny = 1e-12 * max(1.0, float(np.abs(y).max()))
+    se = float(np.sqrt((residual ** 2).sum() / (len(y) - 2) / ((x - x.mean()) ** 2).sum()))
+    if se <= tiny:
+        return float(np.sign(slope) * np.inf) if abs(slope) > tiny else 0.0
+    return float(slope / se)
 
 
 def relative_change(values: list[float], reference: float | None = None) -> float:
@@ -33,6 +58,7 @@ class TransitionMonitor:
         self.config = config
         self.returns: list[float] = []
         self.novelty: list[float] = []
+        self.bc_errors: list[float] = []
 
     def update(self, step: int, eval_return: float, novelty: float, bc_error: float,
                gate_rate: float) -> tuple[bool, str]:
@@ -40,6 +66,7 @@ class TransitionMonitor:
         cfg = self.config
         self.returns.append(eval_return)
         self.novelty.append(novelty)
+        self.bc_errors.append(bc_error)
         checks = self._checks(bc_error, gate_rate) if step >= cfg.t_min and len(self.returns) >= cfg.window else {}
         summary = "; ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in checks.items())
         if step >= cfg.t_max:  # the hard cap still records where every check stood
@@ -55,6 +82,8 @@ class TransitionMonitor:
 
     def _checks(self, bc_error: float, gate_rate: float) -> dict[str, bool]:
         """Each switch condition, named with its measured value and its threshold, -> whether it holds."""
+        if self.config.rule == "evidence":
+            return self._evidence_checks(bc_error, gate_rate)
         cfg = self.config
         return_change = relative_change(self.returns[-cfg.window:])
         reference = self.novelty[0] if cfg.novelty_reference == "initial" else None
@@ -66,8 +95,28 @@ class TransitionMonitor:
             f"gate rate {gate_rate:.2f} < {cfg.max_gate_rate}": gate_rate < cfg.max_gate_rate,
         }
 
+    def _evidence_checks(self, bc_error: float, gate_rate: float) -> dict[str, bool]:
+        from scipy.stats import t as student_t
+
+        cfg = self.config
+        window = self.returns[-max(cfg.window, 3):]
+        t_slope = slope_t(window)
+        t_crit = float(student_t.ppf(1.0 - cfg.significance, len(window) - 2))
+        novelty_ratio = self.novelty[-1] / max(abs(self.novelty[0]), 1e-12)
+        bc_window = self.bc_errors[-max(cfg.window, 2):]
+        bc_change = relative_change(bc_window)
+        bc_settled = abs(bc_change) < cfg.bc_trend_eps or bc_error < cfg.bc_error_max
+        return {
+            f"return slope t {t_slope:+.2f} < {t_crit:.2f} (not improving beyond eval noise)": t_slope < t_crit,
+            f"novelty {novelty_ratio:.3f} x initial < {cfg.novelty_drop}": novelty_ratio < cfg.novelty_drop,
+            f"bc error {bc_error:.4f} settled (change {bc_change:+.3f}, |.| < {cfg.bc_trend_eps}) "
+            f"or < {cfg.bc_error_max}": bc_settled,
+            f"gate rate {gate_rate:.2f} < {cfg.max_gate_rate}": gate_rate < cfg.max_gate_rate,
+        }
+
     def state_dict(self) -> dict:
-        return {"returns": list(self.returns), "novelty": list(self.novelty)}
+        return {"returns": list(self.returns), "novelty": list(self.novelty), "bc_errors": list(self.bc_errors)}
 
     def load_state_dict(self, state: dict) -> None:
         self.returns, self.novelty = list(state["returns"]), list(state["novelty"])
+        self.bc_errors = list(state.get("bc_errors", []))  # absent in checkpoints before the evidence rule

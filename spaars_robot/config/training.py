@@ -41,6 +41,8 @@ class PretrainConfig(_Strict):
     gamma: float = Field(0.99, gt=0, lt=1)
     tau: float = Field(0.005, gt=0, le=1, description="Polyak rate of target critics")
     ensemble_size: int = Field(2, ge=2, description="critic ensemble members (shared by every algorithm)")
+    target_subset: int | None = Field(None, ge=1, description="critic targets: min over this many members sampled "
+                                                              "per update (RLPD/SUPE: 2 of 10); None = min over all")
     layer_norm: bool = Field(True, description="LayerNorm in critics (RLPD/SUPE stabiliser for online updates)")
     expectile: float = Field(0.7, gt=0.5, lt=1, description="IQL expectile tau for V")
     awr_beta: float = Field(3.0, gt=0, description="IQL advantage temperature for the raw actor")
@@ -78,6 +80,16 @@ class TransitionConfig(_Strict):
     bc_error_max: float = Field(0.01, gt=0, description="max raw-vs-decoded-latent BC error: squared error summed over "
                                                         "action dimensions, mean over recently visited states")
     max_gate_rate: float = Field(0.5, gt=0, le=1, description="switch only if the gate would fire below this rate")
+    rule: Literal["relative", "evidence"] = Field(
+        "relative", description="relative: every signal's relative change over the window below plateau_eps and the "
+                                "BC error below bc_error_max (the rule the committed `short` results ran with; it never "
+                                "fired there). evidence: the return's slope over the window is not significantly "
+                                "positive given the evaluations' own scatter (one-sided t-test at `significance`), RND "
+                                "novelty has fallen below novelty_drop x its first value, and the BC error has stopped "
+                                "falling (relative change over the window below bc_trend_eps) or is below bc_error_max")
+    significance: float = Field(0.05, gt=0, lt=0.5, description="evidence rule: one-sided level of the slope test")
+    novelty_drop: float = Field(0.5, gt=0, le=1, description="evidence rule: novelty plateau below this x its first value")
+    bc_trend_eps: float = Field(0.1, gt=0, description="evidence rule: max relative BC-error change over the window")
 
 
 class OnlineConfig(_Strict):
@@ -102,6 +114,8 @@ class OnlineConfig(_Strict):
     concurrent_bc: bool = Field(True, description="clone the raw policy onto decoded latent actions during the latent phase")
     hard_switch: bool = Field(False, description="ablation: after the transition always execute raw (no gate)")
     rnd_feature_dim: int = Field(64, ge=1)
+    target_subset: int | None = Field(None, ge=1, description="online critic targets: min over this many members "
+                                                              "sampled per update; None = min over all")
     gate: GateConfig = GateConfig()
     transition: TransitionConfig = TransitionConfig()
 

@@ -20,6 +20,19 @@ class QEnsemble(nn.Module):
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([obs, action], dim=-1)).squeeze(-1)
 
+    def target_min(self, obs: torch.Tensor, action: torch.Tensor, subset: int | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """min over members ([B]): all of them (subset None), or a random `subset` drawn per call (RLPD/REDQ).
+
+        With a large ensemble the min over all members is very pessimistic; RLPD and SUPE take the min over
+        2 members sampled at every update, and keep the whole ensemble for the gate's uncertainty.
+        """
+        q = self(obs, action)
+        if subset is None or subset >= self.ensemble_size:
+            return q.min(0).values
+        members = torch.randperm(self.ensemble_size, generator=generator)[:subset]
+        return q[members].min(0).values
+
 
 class ValueNet(nn.Module):
     """V(s), trained by expectile regression in IQL."""

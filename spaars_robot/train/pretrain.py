@@ -52,9 +52,16 @@ def dataset_fingerprint(dataset: OfflineDataset) -> str:
     return digest.hexdigest()
 
 
+# Fields added to PretrainConfig after pretrain-v1, with the value that reproduces pretrain-v1's maths: left out
+# of the key while they hold it, so cache entries made before the field existed keep their key and meaning.
+ADDED_FIELDS_NEUTRAL = {"target_subset": None}
+
+
 def cache_key(dataset: OfflineDataset, seed: int, cfg: PretrainConfig) -> str:
+    fields = {k: v for k, v in cfg.model_dump(mode="json").items()
+              if not (k in ADDED_FIELDS_NEUTRAL and v == ADDED_FIELDS_NEUTRAL[k])}
     payload = json.dumps({"v": PRETRAIN_VERSION, "data": dataset_fingerprint(dataset), "seed": seed,
-                          "cfg": cfg.model_dump(mode="json")}, sort_keys=True)
+                          "cfg": fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

@@ -26,3 +26,9 @@ def test_online_hyperparameters_do_not_change_the_key_and_pretraining_ones_do():
         assert cache_key(DATASET, 0, resolve_config("short", FIELDS, [online]).pretrain) == base, online
     for offline in ("pretrain.tau=0.02", "pretrain.gamma=0.98", "pretrain.hidden=[64,64]"):
         assert cache_key(DATASET, 0, resolve_config("short", FIELDS, [offline]).pretrain) != base, offline
+
+
+def test_a_field_added_later_keeps_old_keys_at_its_neutral_value_and_changes_them_otherwise():
+    base = cache_key(DATASET, 0, resolve_config("short", FIELDS).pretrain)
+    assert cache_key(DATASET, 0, resolve_config("short", FIELDS, ["pretrain.target_subset=null"]).pretrain) == base
+    assert cache_key(DATASET, 0, resolve_config("short", FIELDS, ["pretrain.target_subset=2"]).pretrain) != base

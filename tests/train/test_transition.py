@@ -1,6 +1,9 @@
 """The latent -> gated transition trigger on synthetic signals."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from spaars_robot.algos.transition import TransitionMonitor, relative_change
 from spaars_robot.config.training import TransitionConfig
 
@@ -76,3 +79,54 @@ def test_geometric_novelty_decay_is_never_flat_relative_to_its_own_window():
 def test_geometric_novelty_decay_is_flat_relative_to_its_initial_level():
     switch, reason = _decaying_novelty_run("initial")
     assert switch and "plateau" in reason
+
+
+# -- the evidence rule (issue 16): each check on signals shaped like the `short` runs' ----------------------
+def _evidence_monitor(**overrides):
+    from spaars_robot.config.training import TransitionConfig
+
+    return TransitionMonitor(TransitionConfig(t_min=0, t_max=10**9, window=5, rule="evidence", **overrides))
+
+
+def test_slope_t_separates_a_rise_from_noise():
+    from spaars_robot.algos.transition import slope_t
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 5.0, size=5)
+    assert slope_t(list(80 + noise)) < 2.35  # flat + eval noise: not significant at 5 % (t quantile, 3 df)
+    assert slope_t([60, 65, 70, 75, 80]) == np.inf
+    assert slope_t(list(np.arange(5) * 10.0 + noise)) > 2.35  # a real rise stands out of the same noise
+    with pytest.raises(ValueError):
+        slope_t([1.0, 2.0])
+
+
+def test_evidence_rule_fires_on_a_noisy_plateau_with_decayed_novelty_and_settled_bc():
+    monitor = _evidence_monitor()
+    returns = [70, 92, 85, 95, 88, 93]  # rose early, then scatter only
+    novelty = [0.022, 0.004, 0.002, 0.001, 5e-4, 3e-4]  # geometric decay: never flat relative to itself
+    bc = [0.30, 0.032, 0.031, 0.030, 0.031, 0.030]  # settled well above the 0.01 absolute threshold
+    decisions = [monitor.update(i * 5000, r, n, b, 0.1) for i, (r, n, b) in enumerate(zip(returns, novelty, bc))]
+    assert decisions[-1][0], decisions[-1][1]
+    assert "not improving" in decisions[-1][1]
+
+
+def test_evidence_rule_waits_while_the_return_still_rises_or_bc_still_falls():
+    rising = _evidence_monitor()
+    for i, r in enumerate([40, 50, 60, 70, 80, 90]):
+        switch, reason = rising.update(i * 5000, r, 0.022 / (i + 1) ** 3, 0.03, 0.1)
+    assert not switch and "return slope" in reason
+    cloning = _evidence_monitor()
+    for i, b in enumerate([0.5, 0.4, 0.3, 0.2, 0.1, 0.05]):
+        switch, reason = cloning.update(i * 5000, 90.0 + (i % 2), 0.022 / (i + 1) ** 3, b, 0.1)
+    assert not switch and "bc error" in reason
+
+
+def test_evidence_state_round_trips_and_old_states_load():
+    monitor = _evidence_monitor()
+    for i in range(4):
+        monitor.update(i * 5000, 80.0 + i % 2, 0.01 / (i + 1), 0.03, 0.1)
+    restored = _evidence_monitor()
+    restored.load_state_dict(monitor.state_dict())
+    assert restored.state_dict() == monitor.state_dict()
+    restored.load_state_dict({"returns": [1.0], "novelty": [0.1]})  # a checkpoint from before bc_errors
+    assert restored.bc_errors == []

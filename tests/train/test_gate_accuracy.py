@@ -1,0 +1,30 @@
+"""The gate's ground-truth diagnostic runs on a real (smoke) SPAARS run and is reproducible (issue 16)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, run_cli
+
+
+def _diagnose(run_dir, cache, out):
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), str(run_dir), "--cache-dir",
+                    str(cache), "--states", "12", "--stride", "5", "--horizon", "15", "--repeats", "3",
+                    "--out", str(out)], check=True, capture_output=True, text=True, timeout=300, cwd=REPO)
+    return json.loads(out.read_text())
+
+
+def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dataset, tmp_path):
+    cache = tmp_path / "cache"
+    run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", "spaars", "--protocol",
+            "smoke", "--runs-root", str(tmp_path / "runs"), env={"SPAARS_CACHE": str(cache)})
+    run_dir = tmp_path / "runs" / "hopper-spaars-smoke" / "seed0"
+    first = _diagnose(run_dir, cache, tmp_path / "a.json")
+    assert first["states"] == 12 and 0 <= first["significant_states"] <= 12
+    for key in ("sign_accuracy", "mean_advantage_sign_accuracy"):
+        assert first[key] is None or 0.0 <= first[key] <= 1.0
+    assert len(first["member_sign_accuracy"]) == 2  # the smoke critic's two members, each scored
+    assert 0.0 <= first["gate_open_rate"] <= 1.0 and first["true_advantage_abs_mean"] > 0
+    second = _diagnose(run_dir, cache, tmp_path / "b.json")  # common random numbers: the same figures again
+    assert {k: v for k, v in first.items() if k != "seconds"} == {k: v for k, v in second.items() if k != "seconds"}
