@@ -7,6 +7,7 @@ version) and `type`. The full description, with examples, is in docs/protocol.md
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -79,10 +80,23 @@ class Schema:
 
     @classmethod
     def from_wire(cls, m: Any) -> Schema:
+        """The schema as sent; its declared dims must be integers and agree with its names.
+
+        A declared dim of the wrong type is `malformed`; one that disagrees with the names (12 dims, 11 names)
+        is a different schema, `schema_mismatch`, never silently replaced by the count of names.
+        """
         m = _map(m, "schema")
-        return cls(task=_get(m, "task", str), obs_names=tuple(_str_list(m, "obs_names")),
-                   action_names=tuple(_str_list(m, "action_names")),
-                   control_rate_hz=float(_get(m, "control_rate_hz", (int, float))), dtype=_get(m, "dtype", str))
+        rate = float(_get(m, "control_rate_hz", (int, float)))
+        if not math.isfinite(rate) or rate <= 0:
+            raise ProtocolError(MALFORMED, f"control_rate_hz {rate!r} must be a finite positive number")
+        schema = cls(task=_get(m, "task", str), obs_names=tuple(_str_list(m, "obs_names")),
+                     action_names=tuple(_str_list(m, "action_names")), control_rate_hz=rate,
+                     dtype=_get(m, "dtype", str))
+        for key, names in (("obs_dim", schema.obs_names), ("action_dim", schema.action_names)):
+            declared = _get(m, key, int)
+            if declared != len(names):
+                raise ProtocolError(SCHEMA_MISMATCH, f"{key} {declared} but {len(names)} names")
+        return schema
 
     def mismatch(self, other: Schema) -> tuple[str, str] | None:
         """(error code, reason) if `other` (the client's view) is incompatible with this (the server's)."""
@@ -247,6 +261,8 @@ def decode(frame: bytes) -> Message:
 
 def _decode_map(m: dict) -> Message:
     kind = m.get("type")
+    if not isinstance(m.get("v"), int) or isinstance(m.get("v"), bool):
+        raise ProtocolError(MALFORMED, "field 'v' (protocol major version) missing or not an integer")
     if m.get("v") != PROTOCOL_MAJOR:
         raise ProtocolError(VERSION_MISMATCH, f"protocol major version {m.get('v')!r}; this end speaks "
                                               f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")

@@ -210,3 +210,32 @@ def test_ipc_endpoint_and_non_loopback_refused(bundle, hopper, tmp_path):
     with serving(ActionServer(bundle, [f"ipc://{tmp_path}/s.sock"])) as server, \
             Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
         assert client.act(np.zeros(11, np.float32)).action.shape == (3,)
+
+
+def _hello_frame(schema: p.Schema, **changes) -> bytes:
+    """A hello as the wire carries it, with schema fields or top-level fields replaced (None: removed)."""
+    body = msgpack.unpackb(p.encode(p.Hello(schema=schema)), raw=False)
+    for key, value in changes.items():
+        target = body if key in ("v",) else body["schema"]
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return msgpack.packb(body)
+
+
+@pytest.mark.parametrize(("changes", "code"), [
+    ({"obs_dim": 12}, p.SCHEMA_MISMATCH), ({"obs_dim": 0}, p.SCHEMA_MISMATCH), ({"obs_dim": -1}, p.SCHEMA_MISMATCH),
+    ({"action_dim": 4}, p.SCHEMA_MISMATCH), ({"action_dim": 0}, p.SCHEMA_MISMATCH),
+    ({"action_dim": -3}, p.SCHEMA_MISMATCH),
+    ({"obs_dim": None}, p.MALFORMED), ({"obs_dim": "11"}, p.MALFORMED), ({"obs_dim": True}, p.MALFORMED),
+    ({"control_rate_hz": float("nan")}, p.MALFORMED), ({"control_rate_hz": float("inf")}, p.MALFORMED),
+    ({"control_rate_hz": 0.0}, p.MALFORMED),
+    ({"v": None}, p.MALFORMED), ({"v": "1"}, p.MALFORMED), ({"v": 1.0}, p.MALFORMED),
+])
+def test_hello_with_inconsistent_dims_rate_or_version_field_is_refused_as_documented(live_server, hopper, changes,
+                                                                                      code):
+    """docs/protocol.md: different dims -> schema_mismatch; wrong field types -> malformed (issue 17, section 3)."""
+    reply = raw_exchange(live_server.bound[0], _hello_frame(task_schema(hopper), **changes))
+    assert isinstance(reply, p.ErrorReply) and reply.code == code, reply
+    assert not live_server.sessions  # a refused hello creates no session
