@@ -174,6 +174,7 @@ class Client:
             raise ServerUnavailable(f"{self.endpoint}: backing off for {self._next_attempt - time.monotonic():.3f} s")
         socket = self._ctx.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.IPV6, 1)  # so tcp://[::1]:PORT connects; IPv4 endpoints are unaffected
         socket.setsockopt(zmq.RECONNECT_IVL, 10)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.backoff_max_s * 1000))
         if self.curve is not None:

@@ -134,6 +134,7 @@ class ActionServer:
         self._authenticator = None
         self.socket = self._ctx.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:PORT (documented) binds only with IPv6 enabled
         try:
             if curve_keys is not None:
                 self._setup_curve(Path(curve_keys))

@@ -212,6 +212,26 @@ def test_ipc_endpoint_and_non_loopback_refused(bundle, hopper, tmp_path):
         assert client.act(np.zeros(11, np.float32)).action.shape == (3,)
 
 
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine's kernel has no IPv6 loopback (::1) at all")
+def test_ipv6_loopback_endpoint_binds_and_serves(bundle, hopper):
+    """docs/protocol.md documents tcp://[::1]:PORT; it used to fail with "No such device" (issue 17)."""
+    with serving(ActionServer(bundle, ["tcp://[::1]:*"])) as server:
+        assert server.bound[0].startswith("tcp://[::1]:")
+        with Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+            assert client.act(np.zeros(11, np.float32)).action.shape == (3,)
+
+
 def _hello_frame(schema: p.Schema, **changes) -> bytes:
     """A hello as the wire carries it, with schema fields or top-level fields replaced (None: removed)."""
     body = msgpack.unpackb(p.encode(p.Hello(schema=schema)), raw=False)
