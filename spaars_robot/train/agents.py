@@ -20,10 +20,7 @@ from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.config.training import TrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.replay import ReplayBuffer
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
+from spaars_robot.train.online_loop import identity
 
 
 @dataclass
@@ -32,7 +29,7 @@ class BuiltAgent:
     generator: torch.Generator
     offline: ReplayBuffer
     offline_ratio: float
-    encode: Callable[[torch.Tensor], torch.Tensor] = _identity
+    encode: Callable[[torch.Tensor], torch.Tensor] = identity
     reward_scale: float = 1.0
     support: SupportScorer | None = None  # None: no dataset CVAE, so out-of-support is not measured
     nets: OfflineNets | None = None  # what pretraining produced (for diagnostics); the runner never reads it

@@ -37,14 +37,15 @@ class StepInfo:
     metrics: dict[str, torch.Tensor] | None  # the last update's metrics (None before updates start)
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The encoding of observations for agents that see them raw (sac, data collect)."""
     return x
 
 
 class OnlineLoop:
     def __init__(self, env, agent: Agent, replay: ReplayBuffer, sample: Callable[[], dict[str, torch.Tensor]],
                  seed: int, utd: int = 1, update_after: int = 0,
-                 encode: Callable[[torch.Tensor], torch.Tensor] = _identity, reward_scale: float = 1.0,
+                 encode: Callable[[torch.Tensor], torch.Tensor] = identity, reward_scale: float = 1.0,
                  support: SupportScorer | None = None) -> None:
         self.env, self.agent, self.replay, self.sample = env, agent, replay, sample
         self.seed, self.utd, self.update_after = seed, utd, update_after
