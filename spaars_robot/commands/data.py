@@ -110,11 +110,37 @@ def data_import(
 @data_app.command("info")
 def data_info(
     path: Annotated[str, typer.Argument(help="Dataset directory, or an id like hopper-medium.")],
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset root (default $SPAARS_DATASETS or ./datasets).")
+    ] = None,
 ) -> None:
     """Episodes, steps, return statistics and the D4RL-normalised score; verifies checksums."""
     from spaars_robot.data.summary import summarize
 
-    print_summary(summarize(resolve_dataset(path)))
+    print_summary(summarize(resolve_dataset(path, root)))
+
+
+@data_app.command("list")
+def data_list(
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset root (default $SPAARS_DATASETS or ./datasets).")
+    ] = None,
+) -> None:
+    """Every dataset under the root, one line each: id, episodes, steps, task, env (metadata only, fast)."""
+    from spaars_robot.data.catalog import list_datasets
+
+    root = root or datasets_root()
+    entries = list_datasets(root)
+    if not entries:
+        typer.echo(f"no datasets under {root}")
+        return
+    width = max(len(e.dataset_id) for e in entries)
+    for e in entries:
+        if e.status != "ok":
+            typer.echo(f"{e.dataset_id:<{width}}  {e.status}  ({e.path})")
+            continue
+        typer.echo(f"{e.dataset_id:<{width}}  episodes {e.episodes!s:>6}  steps {e.steps!s:>8}  "
+                   f"task {e.task or '-'}  env {e.env_id or '-'}")
 
 
 def print_summary(summary) -> None:

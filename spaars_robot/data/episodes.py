@@ -21,6 +21,7 @@ from pathlib import Path
 import gymnasium as gym
 import h5py
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 
 from spaars_robot.data.files import atomic_write_json, sha256_file
 from spaars_robot.errors import DatasetError
@@ -68,8 +69,15 @@ def write_dataset(
     ref_min_score: float | None,
     ref_max_score: float | None,
     extra_metadata: dict | None = None,
+    env_spec: EnvSpec | None = None,
 ) -> Path:
-    """Write a complete dataset directory atomically (`path` is the directory holding `data/`)."""
+    """Write a complete dataset directory atomically (`path` is the directory holding `data/`).
+
+    `env_spec` (default: gymnasium's registered spec of `env_id`) is recorded for Minari's
+    `recover_environment()`, and the observation and action spaces are the env's own, dtype included
+    (MuJoCo's observations are float64). The arrays are stored as float32, what training reads: a float32
+    array is inside a float64 Box (`Box.contains` accepts a safe cast), while the reverse is not.
+    """
     from minari.serialization import serialize_space
 
     path = Path(path)
@@ -96,8 +104,9 @@ def write_dataset(
             total_steps += len(ep)
             count += 1
             returns.append(ep.episode_return)
-    obs_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-    act_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+    if env_spec is None and env_id is not None and env_id in gym.registry:
+        env_spec = gym.spec(env_id)
+    obs_space, act_space = _env_spaces(env_spec, obs_dim, action_dim)
     metadata = {
         "dataset_id": dataset_id,
         "total_episodes": count,
@@ -114,8 +123,8 @@ def write_dataset(
         "spaars_checksums": {MAIN_FILE: sha256_file(main)},
         **(extra_metadata or {}),
     }
-    if env_id is not None and env_id in gym.registry:
-        metadata["env_spec"] = gym.spec(env_id).to_json()
+    if env_spec is not None:
+        metadata["env_spec"] = env_spec.to_json()
     metadata["spaars_metadata_sha256"] = _metadata_digest(metadata)
     atomic_write_json(partial / "data" / METADATA_FILE, metadata)
     if path.exists():
@@ -123,6 +132,25 @@ def write_dataset(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial.rename(path)
     return path
+
+
+def _env_spaces(env_spec: EnvSpec | None, obs_dim: int, action_dim: int) -> tuple[gym.Space, gym.Space]:
+    """The env's observation and action spaces (built once from its spec); without a spec, float32 boxes."""
+    if env_spec is None:
+        return (gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
+                gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32))
+    from spaars_robot.envs.mujoco_log import configure_mujoco_logging
+
+    configure_mujoco_logging()
+    env = gym.make(env_spec)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if obs_space.shape != (obs_dim,) or act_space.shape != (action_dim,):
+        raise DatasetError(f"{env_spec.id}: spaces {obs_space.shape}, {act_space.shape} do not match the "
+                           f"data's ({obs_dim},), ({action_dim},)")
+    return obs_space, act_space
 
 
 def _data_dir(path: Path) -> Path:
@@ -164,6 +192,13 @@ def _check_episode(file: Path, name: str, group, obs_dim: int | None, act_dim: i
         arrays = {k: group[k][()] for k in REQUIRED_KEYS}
     except (OSError, KeyError, TypeError) as exc:
         raise DatasetError(f"{file}: {name}: cannot read data ({exc})") from exc
+    seed = group.attrs.get("seed")
+    return check_arrays(file, name, arrays, None if seed is None else int(seed), obs_dim, act_dim)
+
+
+def check_arrays(file: Path, name: str, arrays: dict[str, np.ndarray], seed: int | None,
+                 obs_dim: int | None, act_dim: int | None) -> Episode:
+    """One episode's arrays (REQUIRED_KEYS) checked for shape, dims and finiteness, whatever file held them."""
     obs, act = arrays["observations"], arrays["actions"]
     steps = len(arrays["rewards"])
     if obs.ndim != 2 or act.ndim != 2:
@@ -181,10 +216,8 @@ def _check_episode(file: Path, name: str, group, obs_dim: int | None, act_dim: i
     for key in ("observations", "actions", "rewards"):
         if not np.isfinite(arrays[key]).all():
             raise DatasetError(f"{file}: {name}: {key} contain NaN or inf")
-    seed = group.attrs.get("seed")
     return Episode(obs.astype(np.float32), act.astype(np.float32), arrays["rewards"].astype(np.float32),
-                   arrays["terminations"].astype(bool), arrays["truncations"].astype(bool),
-                   None if seed is None else int(seed))
+                   arrays["terminations"].astype(bool), arrays["truncations"].astype(bool), seed)
 
 
 def _space_dim(metadata: dict, key: str) -> int | None:

@@ -21,6 +21,8 @@ observation after an episode's last step, so:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -34,11 +36,13 @@ from spaars_robot.data.episodes import (
     METADATA_FILE,
     Episode,
     _check_episode,
+    check_arrays,
     dataset_dir,
     read_metadata,
     write_dataset,
 )
 from spaars_robot.data.files import sha256_file
+from spaars_robot.envs import env_spec
 from spaars_robot.errors import DatasetError
 
 NAMESPACE = "spaars"
@@ -221,9 +225,13 @@ def read_minari(path: Path | str, task: TaskSpec) -> list[Episode]:
     data = _minari_data_dir(Path(path))
     meta_path, main = data / METADATA_FILE, data / MAIN_FILE
     metadata = read_metadata(data, verify=False)  # a foreign dataset carries no spaars checksums
+    if metadata.get("data_format", "hdf5") == "arrow":
+        episodes = _read_minari_arrow(data, task)
+        _check_totals(meta_path, data, metadata, episodes)
+        return episodes
     if metadata.get("data_format", "hdf5") != "hdf5":
         raise DatasetError(
-            f"{meta_path}: data_format {metadata['data_format']!r} is not supported (hdf5 only)"
+            f"{meta_path}: data_format {metadata['data_format']!r} is not supported (hdf5 or arrow)"
         )
     if not main.exists():
         raise DatasetError(f"{main}: missing")
@@ -247,19 +255,92 @@ def read_minari(path: Path | str, task: TaskSpec) -> list[Episode]:
                 episodes.append(_check_episode(main, name, group, task.obs_dim, task.action_dim))
             except (OSError, RuntimeError) as exc:
                 raise DatasetError(f"{main}: {name}: truncated or corrupt HDF5 ({exc})") from exc
-    for key, actual in (("total_episodes", len(episodes)), ("total_steps", sum(len(e) for e in episodes))):
-        if key in metadata and metadata[key] != actual:
-            raise DatasetError(f"{meta_path}: {key} is {metadata[key]} but {main.name} holds {actual}")
+    _check_totals(meta_path, main, metadata, episodes)
     return episodes
 
 
-def import_dataset(
-    path: Path | str, task: TaskSpec, root: Path | str, name: str | None = None, overwrite: bool = False
-) -> Path:
-    """Read `path` (format detected), write `<root>/spaars/<name>-v0` and return its directory."""
-    path = Path(path)
-    source = detect_format(path)
-    name = name or default_name(path, source)
+def _check_totals(meta_path: Path, data: Path, metadata: dict, episodes: list[Episode]) -> None:
+    """A Minari dataset's metadata counts must match what its data holds (a partial copy shows up here)."""
+    for key, actual in (("total_episodes", len(episodes)), ("total_steps", sum(len(e) for e in episodes))):
+        if key in metadata and metadata[key] != actual:
+            raise DatasetError(f"{meta_path}: {key} is {metadata[key]} but {data.name} holds {actual}")
+
+
+def _arrow_episode_dirs(data: Path) -> list[Path]:
+    dirs = [p for p in data.iterdir() if p.is_dir() and p.name.isdigit()]
+    if not dirs:
+        raise DatasetError(f"{data}: contains no episode folders (<id>/part-0.arrow)")
+    return sorted(dirs, key=lambda p: int(p.name))
+
+
+def _arrow_column(folder: Path, table, key: str, rows: int) -> np.ndarray:
+    """A column as numpy: a fixed-size list column (Box space) becomes [rows, dim], a scalar one [rows]."""
+    import pyarrow as pa
+
+    if key not in table.column_names:
+        raise DatasetError(f"{folder}: missing column '{key}'")
+    column = table.column(key).combine_chunks()
+    if pa.types.is_struct(column.type):
+        raise DatasetError(f"{folder}: dict/tuple {key} are not supported (Box only)")
+    if pa.types.is_fixed_size_list(column.type):
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(rows, column.type.list_size)
+    if pa.types.is_binary(column.type):
+        raise DatasetError(f"{folder}: JPEG-encoded (image) {key} are not supported (Box only)")
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _read_minari_arrow(data: Path, task: TaskSpec) -> list[Episode]:
+    """Read a Minari dataset in its arrow format: `data/<episode id>/part-0.arrow` + `metadata.json` each.
+
+    Minari's ArrowStorage writes one row per observation (T+1 rows); actions, rewards, terminations and
+    truncations are padded with one trailing row, which is dropped here as Minari's own reader does.
+    """
+    try:
+        import pyarrow.dataset as pads
+        from pyarrow import ArrowException
+    except ImportError as exc:  # a declared dependency; only a broken install lacks it
+        raise DatasetError(f"{data}: reading Minari's arrow format needs pyarrow ({exc})") from exc
+    episodes: list[Episode] = []
+    for folder in _arrow_episode_dirs(data):
+        try:
+            table = pads.dataset(str(folder), format="arrow",
+                                 ignore_prefixes=["_", ".", METADATA_FILE]).to_table()
+        except (ArrowException, OSError) as exc:
+            raise DatasetError(f"{folder}: truncated or corrupt arrow file ({exc})") from exc
+        rows = table.num_rows
+        if rows < 2:
+            raise DatasetError(f"{folder}: {rows} row(s); an episode needs at least one transition")
+        arrays = {key: _arrow_column(folder, table, key, rows) for key in
+                  ("observations", "actions", "rewards", "terminations", "truncations")}
+        arrays = {key: value if key == "observations" else value[:-1] for key, value in arrays.items()}
+        seed = None
+        episode_meta = folder / METADATA_FILE
+        if episode_meta.exists():
+            try:
+                seed = json.loads(episode_meta.read_text()).get("seed")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+                raise DatasetError(f"{episode_meta}: corrupt episode metadata ({exc})") from exc
+        episodes.append(check_arrays(folder, f"episode {folder.name}", arrays,
+                                     None if seed is None else int(seed), task.obs_dim, task.action_dim))
+    return episodes
+
+
+def _source_sha256(path: Path, source: SourceFormat) -> str:
+    """SHA-256 of what was imported: the D4RL file, Minari's main_data.hdf5, or (arrow) every episode file."""
+    if source == "d4rl":
+        return sha256_file(path)
+    data = _minari_data_dir(path)
+    if (data / MAIN_FILE).exists():
+        return sha256_file(data / MAIN_FILE)
+    digest = hashlib.sha256()
+    for folder in _arrow_episode_dirs(data):
+        for part in sorted(folder.glob("*.arrow")):
+            digest.update(f"{folder.name}/{part.name}:{sha256_file(part)}\n".encode())
+    return digest.hexdigest()
+
+
+def import_target(root: Path | str, name: str, overwrite: bool) -> tuple[str, Path]:
+    """(dataset id, directory) an import named `name` writes; refused before reading anything when taken."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or re.search(r"-v\d+$", name):
         raise DatasetError(
             f"invalid dataset name {name!r}: use lowercase letters, digits, '-' and '_', "
@@ -269,13 +350,22 @@ def import_dataset(
     out = dataset_dir(root, ds_id)
     if out.exists() and not overwrite:
         raise DatasetError(f"{out}: already exists; pass --overwrite or choose another --name")
+    return ds_id, out
+
+
+def import_dataset(
+    path: Path | str, task: TaskSpec, root: Path | str, name: str | None = None, overwrite: bool = False
+) -> Path:
+    """Read `path` (format detected), write `<root>/spaars/<name>-v0` and return its directory."""
+    path = Path(path)
+    source = detect_format(path)
+    ds_id, out = import_target(root, name or default_name(path, source), overwrite)
     episodes = read_d4rl(path, task) if source == "d4rl" else read_minari(path, task)
-    source_file = path if source == "d4rl" else _minari_data_dir(path) / MAIN_FILE
     extra = {
         "spaars_task": task.name,
         "spaars_source": str(path.resolve()),
         "spaars_source_format": source,
-        "spaars_source_sha256": sha256_file(source_file),
+        "spaars_source_sha256": _source_sha256(path, source),
     }
     return write_dataset(
         out,
@@ -287,4 +377,5 @@ def import_dataset(
         ref_min_score=task.ref_min_score,
         ref_max_score=task.ref_max_score,
         extra_metadata=extra,
+        env_spec=env_spec(task),
     )

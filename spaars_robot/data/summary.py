@@ -1,6 +1,7 @@
 """`data info`: what a dataset holds and how good its behaviour was, in D4RL-normalised terms."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,31 @@ class DatasetSummary(BaseModel):
     normalized_score_std: float | None
     ref_min_score: float | None
     ref_max_score: float | None
+    reference_scores: str | None
     checksum_ok: bool
+
+
+def reference_note(metadata: dict) -> str | None:
+    """Where the reference scores of the normalised score come from, said where the score is printed.
+
+    The gymnasium MuJoCo tasks use D4RL's reference returns (random and expert policies), which D4RL measured
+    on the -v2 envs (mujoco-py); this tool runs the -v5 envs (MuJoCo's own bindings, small model and reward
+    fixes), so its normalised scores are close to, not identical with, published D4RL numbers.
+    """
+    if metadata.get("ref_min_score") is None or metadata.get("ref_max_score") is None:
+        return None
+    try:
+        spec = json.loads(metadata["env_spec"]) if isinstance(metadata.get("env_spec"), str) else {}
+    except json.JSONDecodeError:
+        spec = {}
+    entry_point = str(spec.get("entry_point", "")) if isinstance(spec, dict) else ""
+    if entry_point.startswith("gymnasium.envs.mujoco"):
+        env_id = metadata.get("spaars_env_id") or spec.get("id")
+        return (f"D4RL's v2 reference scores applied to {env_id}: D4RL measured them on the -v2 MuJoCo envs, "
+                "so normalised scores are close to, not identical with, published D4RL numbers")
+    if entry_point.startswith("spaars_robot.envs.dmc"):
+        return "dm-control's episode return range 0..1000 (no D4RL reference exists)"
+    return "from the dataset's metadata (ref_min_score, ref_max_score)"
 
 
 def summarize(path: Path | str) -> DatasetSummary:
@@ -45,5 +70,5 @@ def summarize(path: Path | str) -> DatasetSummary:
         return_min=float(r.min()), return_max=float(r.max()),
         normalized_score_mean=None if norm is None else float(norm.mean()),
         normalized_score_std=None if norm is None else float(norm.std()),
-        ref_min_score=lo, ref_max_score=hi, checksum_ok=True,
+        ref_min_score=lo, ref_max_score=hi, reference_scores=reference_note(metadata), checksum_ok=True,
     )

@@ -28,7 +28,7 @@ from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.data.episodes import Episode, dataset_dir, iter_episodes, write_dataset
 from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
 from spaars_robot.data.replay import ReplayBuffer
-from spaars_robot.envs import make_env
+from spaars_robot.envs import env_spec, make_env
 from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
 from spaars_robot.train.online_loop import EPISODE_SEED_STRIDE, OnlineLoop, StepInfo
@@ -295,6 +295,7 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
     extra["spaars_collection_seconds"] = round(time.perf_counter() - t_start, 1)
     write_dataset(out, episodes, dataset_id=dataset_id(task, quality), obs_dim=task.obs_dim,
                   action_dim=task.action_dim, env_id=task.env_id if task.backend == "gymnasium" else None,
-                  ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score, extra_metadata=extra)
+                  ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score, extra_metadata=extra,
+                  env_spec=env_spec(task))
     shutil.rmtree(work, ignore_errors=True)
     return out
