@@ -197,15 +197,19 @@ def demo_cmd(
     console.print(f"server stopped cleanly (exit {code})" if code == 0 else f"server exited with {code}")
 
 
+MAX_TRANSITIONS_PRINTED = 20
+
+
 def print_sim_summary(summary) -> None:
     from rich.table import Table
 
     table = Table(title=f"{summary.task}: {len(summary.episodes)} episode(s)")
-    for column in ("seed", "steps", "return", "normalised", "deadline misses", "raw/latent/fallback/hold"):
+    for column in ("seed", "steps", "return", "normalised", "deadline misses", "late ticks", "raw/latent/fallback/hold"):
         table.add_column(column)
     for ep in summary.episodes:
         table.add_row(str(ep.seed), str(ep.steps), f"{ep.episode_return:.1f}", f"{ep.normalized_score:.1f}",
-                      str(ep.deadline_misses), "/".join(str(ep.sources[s]) for s in ("raw", "latent", "fallback", "hold")))
+                      str(ep.deadline_misses), str(ep.late_ticks),
+                      "/".join(str(ep.sources[s]) for s in ("raw", "latent", "fallback", "hold")))
     console.print(table)
     share = ", ".join(f"{k} {v:.1%}" for k, v in summary.source_share.items())
     console.print(f"mean return {summary.mean_return:.1f}, normalised score {summary.mean_normalized_score:.1f}, "
@@ -216,6 +220,11 @@ def print_sim_summary(summary) -> None:
     console.print(f"safety limits: {limits}; stale replies dropped {summary.stale_replies}, oldest applied reply "
                   f"{summary.max_applied_age_ms:.2f} ms", highlight=False)
     if summary.watchdog_transitions:
-        console.print(f"watchdog transitions ({len(summary.watchdog_transitions)}):", highlight=False)
-        for t in summary.watchdog_transitions[:20]:
+        shown = summary.watchdog_transitions[:MAX_TRANSITIONS_PRINTED]
+        more = len(summary.watchdog_transitions) - len(shown)
+        console.print(f"watchdog transitions ({len(summary.watchdog_transitions)}"
+                      f"{f', the first {len(shown)} shown' if more else ''}):", highlight=False)
+        for t in shown:
             console.print(f"  {t.t_s:8.3f} s  {t.previous} -> {t.state}: {t.reason}", highlight=False)
+        if more:
+            console.print(f"  ... {more} more", highlight=False)

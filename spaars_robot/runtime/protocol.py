@@ -35,6 +35,7 @@ RATE_MISMATCH = "rate_mismatch"
 UNKNOWN_CLIENT = "unknown_client"
 BAD_OBSERVATION = "bad_observation"
 UNSAFE_ACTION = "unsafe_action"
+SESSION_LIMIT = "session_limit"
 INTERNAL = "internal"
 REFUSALS = frozenset({VERSION_MISMATCH, SCHEMA_MISMATCH, BUNDLE_MISMATCH, RATE_MISMATCH})
 
@@ -42,9 +43,10 @@ REFUSALS = frozenset({VERSION_MISMATCH, SCHEMA_MISMATCH, BUNDLE_MISMATCH, RATE_M
 class ProtocolError(SpaarsError):
     """A frame that is not a valid message of this protocol; `code` is the wire error code to answer with."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, seq: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.seq = seq  # the request's seq when it could be read, so the error reply can name the request
 
 
 class HandshakeRefused(ProtocolError):
@@ -253,10 +255,20 @@ def decode(frame: bytes) -> Message:
         m = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
         raise ProtocolError(MALFORMED, f"not a msgpack frame: {exc}") from None
+    seq = readable_seq(m)
     try:
         return _decode_map(_map(m, "message"))
+    except ProtocolError as exc:
+        exc.seq = seq
+        raise
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # a field of the right key but wrong shape
-        raise ProtocolError(MALFORMED, f"malformed message: {type(exc).__name__}: {str(exc)[:80]}") from None
+        raise ProtocolError(MALFORMED, f"malformed message: {type(exc).__name__}: {str(exc)[:80]}", seq) from None
+
+
+def readable_seq(m: Any) -> int | None:
+    """The `seq` of a decoded map when it is an integer, whatever else is wrong with the message."""
+    seq = m.get("seq") if isinstance(m, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
 def _decode_map(m: dict) -> Message:

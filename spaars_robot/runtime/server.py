@@ -32,7 +32,11 @@ from spaars_robot.safety.limits import LIMIT_KINDS, ClientSafetyState, SafetyLay
 from spaars_robot.telemetry.record import TelemetryRecord
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
-MAX_SESSIONS = 64  # a reconnecting client gets a new identity; old sessions are evicted oldest-first
+MAX_SESSIONS = 64
+# At the cap a new hello may take the place of the least recently active session only when that one has been
+# silent this long (a reconnecting controller gets a new identity and leaves its old session behind); a live
+# controller is never evicted by another local client: the newcomer is refused with `session_limit` instead.
+SESSION_IDLE_EVICT_S = 10.0
 
 TelemetryHook = Callable[[TelemetryRecord], None]
 WatchdogHook = Callable[[str, int], None]  # (state entered, new deadline misses) reported by a client
@@ -74,6 +78,7 @@ class Session:
     limits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMIT_KINDS, 0))
     watchdog: str = "running"
     deadline_misses: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -122,6 +127,9 @@ class ActionServer:
         self.server_seq = 0
         self.errors = 0
         self.limit_counts = dict.fromkeys(LIMIT_KINDS, 0)
+        # over the server's life, so the exit summary counts every request, not only live sessions' ones
+        self.source_counts = dict.fromkeys(p.SOURCES, 0)
+        self.fallback_count = 0
         self._next_session = 1
         self._welcome_fields = {"gate_threshold": m.gate.threshold, "gate_hysteresis": m.gate.hysteresis,
                                 "support_threshold": m.support.threshold, "support_hysteresis": m.support.hysteresis}
@@ -216,11 +224,26 @@ class ActionServer:
         self._serve_frames(self.socket.recv_multipart())
 
     def _serve_frames(self, frames: list[bytes]) -> None:
+        """[identity, payload] (DEALER) or [identity, b"", payload] (REQ): one frame in, one frame out.
+
+        Any other shape is answered `malformed` to the identity alone: echoing unknown leading frames would
+        hand a client's bytes back unchecked (a 65 KiB leading frame passed the frame-size cap that way).
+        """
         t_recv = time.perf_counter()
         if len(frames) < 2:
             return  # no identity frame: cannot reply to anyone
-        envelope, payload = frames[:-1], frames[-1]
-        reply, record = self.handle(envelope[0], payload, t_recv)
+        identity = frames[0]
+        if len(frames) == 2:
+            envelope, payload = [identity], frames[1]
+        elif len(frames) == 3 and not frames[1]:
+            envelope, payload = [identity, b""], frames[2]
+        else:
+            self.errors += 1
+            error = p.ErrorReply(p.MALFORMED, f"a request is one frame (after an optional empty delimiter); got "
+                                              f"{len(frames) - 1} frames")
+            self.socket.send_multipart([identity, p.encode(error)], copy=False)
+            return
+        reply, record = self.handle(identity, payload, t_recv)
         self.socket.send_multipart([*envelope, reply], copy=False)
         if record is not None and self.telemetry is not None:
             self.telemetry(record)
@@ -241,7 +264,7 @@ class ActionServer:
             raise p.ProtocolError(p.MALFORMED, f"a client may not send {type(msg).__name__} messages")
         except p.ProtocolError as exc:
             self.errors += 1
-            return p.encode(p.ErrorReply(exc.code, str(exc), seq)), None
+            return p.encode(p.ErrorReply(exc.code, str(exc), seq if seq is not None else exc.seq)), None
         except UnsafeActionError as exc:
             self.errors += 1
             return p.encode(p.ErrorReply(p.UNSAFE_ACTION, str(exc), seq)), None
@@ -259,6 +282,7 @@ class ActionServer:
         problem = self.schema.mismatch(hello.schema)
         if problem is not None:
             raise p.ProtocolError(problem[0], f"refused: {problem[1]} (bundle {self.bundle.path.name})")
+        self._make_room_for(identity)
         m = self.bundle.manifest
         session = Session(id=self._next_session, client=hello.client[:64],
                           state=DecisionState(m.gate.threshold, m.gate.hysteresis, m.support.threshold,
@@ -268,15 +292,26 @@ class ActionServer:
         self._next_session += 1
         self.sessions.pop(identity, None)
         self.sessions[identity] = session
-        while len(self.sessions) > MAX_SESSIONS:
-            self.sessions.popitem(last=False)
         return p.Welcome(schema=self.schema, bundle_sha256=self.bundle.sha256, session=session.id,
                          **self._welcome_fields)
+
+    def _make_room_for(self, identity: bytes) -> None:
+        """At MAX_SESSIONS, evict the least recently active session if it is idle, else refuse the newcomer."""
+        if identity in self.sessions or len(self.sessions) < MAX_SESSIONS:
+            return
+        stalest_identity, stalest = min(self.sessions.items(), key=lambda item: item[1].last_seen)
+        idle_s = time.monotonic() - stalest.last_seen
+        if idle_s < SESSION_IDLE_EVICT_S:
+            raise p.ProtocolError(p.SESSION_LIMIT, f"{MAX_SESSIONS} sessions are active (the quietest was seen "
+                                                   f"{idle_s:.1f} s ago); retry after one has been idle "
+                                                   f"{SESSION_IDLE_EVICT_S:g} s")
+        del self.sessions[stalest_identity]
 
     def _session(self, identity: bytes) -> Session:
         session = self.sessions.get(identity)
         if session is None:
             raise p.ProtocolError(p.UNKNOWN_CLIENT, "no handshake on this connection; send hello first")
+        session.last_seen = time.monotonic()
         return session
 
     def _act(self, identity: bytes, act: p.Act, t_recv: float) -> tuple[bytes, TelemetryRecord | None]:
@@ -299,10 +334,16 @@ class ActionServer:
         t_safety = time.perf_counter()
         result = self._finalize(session, obs, action, decision)
         t_done = time.perf_counter()
+        if result.held and decision.source != "hold":  # the safety spec answered with the previous action
+            decision = Decision("hold", decision.gate_advantage, decision.support_score, decision.gate_raw,
+                                decision.out_of_support)
         action = result.action
         session.last_action = action
         session.requests += 1
         session.sources[decision.source] += 1
+        self.source_counts[decision.source] += 1
+        if decision.source == "fallback":
+            self.fallback_count += 1
         for kind in result.limits:
             session.limits[kind] += 1
             self.limit_counts[kind] += 1
@@ -334,7 +375,9 @@ class ActionServer:
         Raises UnsafeActionError (-> `unsafe_action` error reply) only under the spec's `nonfinite: reject`.
         """
         if self.safety is None or session.safety is None:
-            return SafetyResult(action, (), False)
+            return SafetyResult(action, (), False, held=decision.source == "hold")
+        if decision.source == "hold":
+            return self.safety.hold(session.safety)
         return self.safety.apply(action, session.safety, obs)
 
     def _watchdog_report(self, session: Session, report: p.WatchdogReport) -> None:
@@ -346,11 +389,10 @@ class ActionServer:
             self.on_watchdog(report.state if changed else "", new_misses)
 
     def stats(self) -> dict[str, object]:
-        """Totals over live sessions (sources, fallbacks) and over the server's life (requests, errors, limits)."""
-        totals = dict.fromkeys(p.SOURCES, 0)
-        for session in self.sessions.values():
-            for source, count in session.sources.items():
-                totals[source] += count
-        return {"requests": self.server_seq, "errors": self.errors, "sessions": len(self.sessions), **totals,
-                "fallbacks": sum(s.state.fallbacks for s in self.sessions.values()),
-                "limits": dict(self.limit_counts)}
+        """Totals over the server's life (requests by source, fallbacks, errors, limits) and live sessions.
+
+        Over its life, not over live sessions: a controller that reconnected or was evicted still served its
+        requests (summing live sessions once reported 285 of 40,672 requests).
+        """
+        return {"requests": self.server_seq, "errors": self.errors, "sessions": len(self.sessions),
+                **self.source_counts, "fallbacks": self.fallback_count, "limits": dict(self.limit_counts)}

@@ -52,7 +52,8 @@ class EpisodeResult(BaseModel):
     steps: int
     episode_return: float
     normalized_score: float
-    deadline_misses: int
+    deadline_misses: int  # control periods of this episode without a fresh reply (the watchdog's count)
+    late_ticks: int = 0  # ticks of this episode the pacer woke up for after their period had ended
     sources: dict[str, int]
 
 
@@ -251,7 +252,7 @@ def run_sim(client: Controller, task: TaskSpec, episodes: int = 1, seed: int = 0
             late_ticks += pacer.late
             results.append(EpisodeResult(
                 seed=ep_seed, steps=steps, episode_return=total, normalized_score=task.normalized_score(total),
-                deadline_misses=loop.watchdog.deadline_misses - misses_before + pacer.late,
+                deadline_misses=loop.watchdog.deadline_misses - misses_before, late_ticks=pacer.late,
                 sources={s: loop.sources[s] - sources_before[s] for s in p.SOURCES}))
     finally:
         env.close()
@@ -307,9 +308,12 @@ class InProcessPolicy:
         decision = self.state.decide(float(advantage), float(score))
         action = (raw if decision.source == "raw" else latent).numpy()
         limits: tuple[str, ...] = ()
+        source = decision.source
         if self.safety is not None:
-            action, limits, _ = self.safety.apply(action, self._safety_state, obs)
+            result = self.safety.apply(action, self._safety_state, obs)
+            action, limits = result.action, result.limits
+            source = "hold" if result.held else source  # as the server reports a hold by the safety spec
         self._seq += 1
-        return p.ActionReply(seq=self._seq, action=np.asarray(action, dtype=np.float32), source=decision.source,
+        return p.ActionReply(seq=self._seq, action=np.asarray(action, dtype=np.float32), source=source,
                              gate_advantage=decision.gate_advantage, support_score=decision.support_score,
                              fallbacks=self.state.fallbacks, infer_us=0.0, server_us=0.0, limits=limits)

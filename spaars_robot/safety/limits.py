@@ -3,8 +3,13 @@
 Order of operations on each request (after policy, gate and support monitor have picked an action):
 
 1. observation bounds: an observation outside `SafetySpec.observation` is out of distribution; it is
-   counted and, per spec, the answer becomes the last safe action or zeros;
+   flagged (`observation_ood`) and, per spec, the answer becomes the last safe action or zeros (only then
+   is `observation_bounds` listed among the limits that changed the action);
 2. non-finite actions: NaN/inf is replaced by the last safe action or zeros, or rejected;
+
+A *hold* (the spec's `hold` / `hold_last`, or `SafetyLayer.hold` for an unreadable observation) repeats the
+previous applied action exactly and skips steps 3-6: that action already passed them, and shaping it again
+would move it (the soft zone is not idempotent: a held 0.92 crept 0.920 -> 0.900 -> 0.890 -> 0.885).
 3. soft zone (Polymetis-style push-back): inside `soft_zone` of the hard bound the penetration is
    scaled by `1 - soft_stiffness`, a virtual spring that keeps commands off the hard limit;
 4. hard bounds: clamp to `[low + margin, high - margin]`;
@@ -54,11 +59,15 @@ class ClientSafetyState:
 
 
 class SafetyResult(NamedTuple):
-    """The action to send, which limits acted (in order of application), and the OOD flag."""
+    """The action to send, which limits acted (in order of application), the OOD flag, and whether it is a hold.
+
+    `held`: the action is the previous applied one, repeated (the server reports such answers with source `hold`).
+    """
 
     action: np.ndarray
     limits: tuple[str, ...]
     observation_ood: bool
+    held: bool = False
 
 
 class SafetyLayer:
@@ -117,21 +126,31 @@ class SafetyLayer:
             raise SafetySpecMismatch(f"action has shape {a.shape}, safety spec expects ({self.dim},)")
         acted: list[str] = []
         ood = False
+        hold = False
         if observation is not None and self.obs_low is not None and not self.check_observation(observation):
             ood = True
-            acted.append("observation_bounds")
             mode = self.spec.observation.on_out_of_bounds  # type: ignore[union-attr]
             if mode == "hold":
-                a = state.last_safe_action(self.dim)
+                acted.append("observation_bounds")
+                hold = True
             elif mode == "zero":
+                acted.append("observation_bounds")
                 a = np.zeros(self.dim)
-        if not ((a >= self.inner_low).all() and (a <= self.inner_high).all()):
+        if not hold and not ((a >= self.inner_low).all() and (a <= self.inner_high).all()):
             if not np.isfinite(a).all():
                 acted.append("nonfinite")
                 if self.spec.nonfinite == "reject":
                     self._count(state, acted)
                     raise UnsafeActionError("policy produced a NaN/inf action; rejected by the safety spec")
-                a = state.last_safe_action(self.dim) if self.spec.nonfinite == "hold_last" else np.zeros(self.dim)
+                if self.spec.nonfinite == "hold_last":
+                    hold = True
+                else:
+                    a = np.zeros(self.dim)
+        if hold and state.prev_action is not None:
+            return self._repeat(state, acted, ood)
+        if hold:  # nothing applied yet: the "last safe action" is zeros, which still goes through the limits
+            a = np.zeros(self.dim)
+        if not ((a >= self.inner_low).all() and (a <= self.inner_high).all()):
             if self.has_soft:
                 over, under = a > self.soft_high, a < self.soft_low
                 if over.any() or under.any():
@@ -174,6 +193,27 @@ class SafetyLayer:
         if acted:
             self._count(state, acted)
         return SafetyResult(a, tuple(acted), ood)
+
+    def hold(self, state: ClientSafetyState, observation_ood: bool = True) -> SafetyResult:
+        """Repeat the previous applied action (an unreadable observation: nothing to run the policy on).
+
+        Before any action was applied there is nothing to repeat: zeros, through the limits like any action.
+        """
+        if state.prev_action is None:
+            return self.apply(np.zeros(self.dim), state)._replace(observation_ood=observation_ood, held=True)
+        return self._repeat(state, [], observation_ood)
+
+    def _repeat(self, state: ClientSafetyState, acted: list[str], ood: bool) -> SafetyResult:
+        """The previous applied action, unchanged; the rate history records a standstill."""
+        a = state.prev_action.copy()  # type: ignore[union-attr]
+        if self.accel is not None and state.prev_d1 is not None:
+            state.prev_d2 = -state.prev_d1
+        if self.accel is not None:
+            state.prev_d1 = np.zeros(self.dim)
+        state.steps += 1
+        if acted:
+            self._count(state, acted)
+        return SafetyResult(a, tuple(acted), ood, held=True)
 
     def _count(self, state: ClientSafetyState, acted: list[str]) -> None:
         for kind in acted:

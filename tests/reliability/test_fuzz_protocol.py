@@ -138,9 +138,12 @@ def test_live_server_answers_every_malformed_request_and_keeps_serving(bundle_pa
             msg = p.decode(peer.exchange([p.encode(p.Act(peer.seq, obs))]))
             assert isinstance(msg, p.ActionReply) and msg.source == "hold" and np.isfinite(msg.action).all()
             counts["nonfinite_obs_hold"] = counts.get("nonfinite_obs_hold", 0) + 1
-        # Extra frames in one message: the reply still comes back, as the last frame.
+        # Extra frames in one message: one frame in, one frame out (docs/protocol.md), so it is malformed,
+        # answered, and the next good request is served.
         msg = p.decode(peer.exchange([b"extra", GOOD_ACT]))
-        assert isinstance(msg, p.ActionReply)
+        assert isinstance(msg, p.ErrorReply) and msg.code == p.MALFORMED
+        counts["extra_frames"] = counts.get("extra_frames", 0) + 1
+        assert isinstance(peer.good_act(), p.ActionReply)
         assert server.proc.poll() is None, "the server process died"
         stats = server.stop()
     finally:

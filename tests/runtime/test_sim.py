@@ -26,6 +26,9 @@ def test_realtime_hopper_episode_against_live_server(live_server, hopper):
     assert ep.normalized_score == pytest.approx(hopper.normalized_score(ep.episode_return))
     # Two cores shared with training jobs: a few misses happen; each is counted and held, never hidden.
     assert summary.deadline_misses <= max(2, summary.steps // 10)
+    # the per-episode columns add up to the summary line (they once added late ticks to the misses)
+    assert sum(e.deadline_misses for e in summary.episodes) == summary.deadline_misses
+    assert sum(e.late_ticks for e in summary.episodes) == summary.late_ticks
     assert summary.max_applied_age_ms <= 1000 / hopper.control_rate_hz  # never a stale reply
     # the limits the controller reports are the ones the server applied to the replies it used
     served = dict(live_server.safety.counts)
@@ -60,3 +63,24 @@ def test_demo_without_bundle_is_one_clear_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "spaars_robot.cli", "demo", "--bundle", str(tmp_path / "none")],
                             check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_printed_summary_says_how_many_transitions_it_leaves_out(capsys):
+    from spaars_robot.commands.runtime import MAX_TRANSITIONS_PRINTED, print_sim_summary
+    from spaars_robot.runtime.sim_client import EpisodeResult, SimSummary, TransitionLog
+
+    transitions = [TransitionLog(t_s=0.01 * i, previous="running", state="hold", reason="no reply")
+                   for i in range(MAX_TRANSITIONS_PRINTED + 9)]
+    sources = {"raw": 5, "latent": 5, "fallback": 0, "hold": 0}
+    summary = SimSummary(task="hopper", episodes=[EpisodeResult(seed=0, steps=10, episode_return=1.0,
+                                                                normalized_score=1.0, deadline_misses=2,
+                                                                late_ticks=1, sources=sources)],
+                         mean_return=1.0, mean_normalized_score=1.0, deadline_misses=2, late_ticks=1, steps=10,
+                         source_share={k: v / 10 for k, v in sources.items()}, fallbacks=0,
+                         limit_counts={}, watchdog_transitions=transitions, stale_replies=0, max_applied_age_ms=0.0,
+                         rtt_p50_us=1.0, rtt_p99_us=2.0)
+    print_sim_summary(summary)
+    out = capsys.readouterr().out
+    shown = [line for line in out.splitlines() if "running -> hold" in line]
+    assert f"watchdog transitions ({len(transitions)}, the first {len(shown)} shown)" in out
+    assert f"... {len(transitions) - len(shown)} more" in out

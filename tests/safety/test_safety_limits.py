@@ -101,15 +101,51 @@ def test_nonfinite_reject_raises_and_counts() -> None:
     assert layer.counts["nonfinite"] == 1
 
 
-@pytest.mark.parametrize("mode, expected", [("flag", [0.3, 0.3]), ("hold", [0.1, 0.1]), ("zero", [0.0, 0.0])])
-def test_observation_out_of_bounds(mode: str, expected: list[float]) -> None:
+@pytest.mark.parametrize("mode, expected, limits", [("flag", [0.3, 0.3], ()),
+                                                    ("hold", [0.1, 0.1], ("observation_bounds",)),
+                                                    ("zero", [0.0, 0.0], ("observation_bounds",))])
+def test_observation_out_of_bounds(mode: str, expected: list[float], limits: tuple[str, ...]) -> None:
+    # `limits` lists what changed the action: a flagged observation is reported by `observation_ood` alone
     layer = make_layer(observation={"dim": 2, "low": -5.0, "high": 5.0, "on_out_of_bounds": mode})
     state = layer.new_state()
     layer.apply(np.array([0.1, 0.1]), state, observation=np.zeros(2))
     result = layer.apply(np.array([0.3, 0.3]), state, observation=np.array([6.0, np.nan]))
-    assert result.observation_ood and result.limits == ("observation_bounds",)
+    assert result.observation_ood and result.limits == limits
+    assert result.held == (mode == "hold")
     np.testing.assert_allclose(result.action, expected)
-    assert layer.counts["observation_bounds"] == 1
+    assert layer.counts["observation_bounds"] == len(limits)
+
+
+def _hold_via(how: str, layer: SafetyLayer, state) -> object:
+    if how == "nonfinite":
+        return layer.apply(np.array([np.nan, 0.0]), state, observation=np.zeros(2))
+    if how == "observation":
+        return layer.apply(np.array([0.0, 0.0]), state, observation=np.array([9.0, 0.0]))
+    return layer.hold(state)
+
+
+@pytest.mark.parametrize("how", ["nonfinite", "observation", "server"])
+def test_a_hold_repeats_the_previous_action_exactly(how: str) -> None:
+    # 0.95 enters the soft zone (0.7..0.9) and is applied as 0.7 + 0.5 * 0.25 = 0.825; shaping that again would
+    # give 0.7625, 0.73125, ... (the creep issue 17 found). A hold must answer 0.825 every time.
+    layer = make_layer(nonfinite="hold_last", action={"rate_limit": None},
+                       observation={"dim": 2, "low": -5.0, "high": 5.0, "on_out_of_bounds": "hold"})
+    state = layer.new_state()
+    applied = layer.apply(np.array([0.95, -0.3]), state, observation=np.zeros(2)).action
+    np.testing.assert_allclose(applied, [0.825, -0.3])
+    for _ in range(4):
+        result = _hold_via(how, layer, state)
+        assert result.held
+        assert "soft_zone" not in result.limits
+        np.testing.assert_array_equal(result.action, applied)
+
+
+def test_a_hold_before_any_action_answers_zeros_through_the_limits() -> None:
+    layer = make_layer(action={"kind": "position", "low": 0.5, "high": 1.5, "margin": 0.0, "soft_zone": 0.0,
+                               "rate_limit": None})
+    result = layer.hold(layer.new_state())
+    assert result.held and result.limits == ("bounds",)
+    np.testing.assert_allclose(result.action, [0.5, 0.5])
 
 
 def test_every_limit_kind_is_counted() -> None:
