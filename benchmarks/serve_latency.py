@@ -13,7 +13,9 @@ Measures, for tcp loopback and ipc, p50/p99/p99.9 over --requests round trips af
     (a spinning server and its controller must not share a core: the scheduler's time slice is ms); plus the server's request handler alone (no sockets), with and without
     safety, which is the per-request hot path the safety layer adds to.
 Then a sustained fixed-rate run (1 kHz and 100 Hz) against the echo and the full server, each sleeping and
-busy-polling, and the pacing loop alone with no request (how late this machine wakes a sleeping process). Ticks follow absolute
+busy-polling, and each sleeping under `--realtime PRIORITY` (server process and controller loop SCHED_FIFO with
+memory locked, as `serve --realtime` / `sim --realtime` run them), and the pacing loop alone with no request
+(how late this machine wakes a sleeping process), with and without SCHED_FIFO. Ticks follow absolute
 deadlines; a tick the loop reaches after its period has ended is skipped (not squeezed in late), and
 every tick is counted once: on time, late (reply after the end of its period), lost (no reply), or
 skipped. Waiting is a sleep with a 50 us final spin, so the loop does not burn the core it measures on. The bundle is a random-weight Hopper-sized stack with the real
@@ -63,12 +65,13 @@ def make_bundle(root: Path):
     return stack, load_bundle(root / "bundle")
 
 
-def echo_server(endpoint: str, busy: bool, ready) -> None:
+def echo_server(endpoint: str, busy: bool, rt: int | None, ready) -> None:
     """Bare ROUTER that decodes the request and answers a same-size action reply with the same codec.
 
     busy: spin on a non-blocking receive like `serve --busy-poll`, pinned like it (the like-for-like baseline).
+    rt: SCHED_FIFO priority, entered as `serve --realtime` does (before the context, whose I/O thread is FIFO too).
     """
-    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock = realtime_or_default_context(rt).socket(zmq.ROUTER)
     sock.bind(endpoint)
     if busy:
         pin_busy_core()  # after the socket: ZeroMQ's I/O thread must stay free to run elsewhere
@@ -101,14 +104,24 @@ def pin_busy_core() -> None:
         pin_to_cpu([cores[-1]])
 
 
-def full_server(bundle_path: str, endpoint: str, safety: bool, busy: bool, ready) -> None:
+def realtime_or_default_context(rt: int | None) -> zmq.Context:
+    if rt is None:
+        return zmq.Context.instance()
+    from spaars_robot.runtime.realtime import enter_realtime, realtime_context
+
+    enter_realtime(rt)
+    return realtime_context(rt)
+
+
+def full_server(bundle_path: str, endpoint: str, safety: bool, busy: bool, rt: int | None, ready) -> None:
     """The server as `serve` runs it (its bundle's recorded safety spec), or without the safety layer;
-    busy: as `serve --busy-poll --cpu <last core>` runs it."""
+    busy: as `serve --busy-poll --cpu <last core>` runs it; rt: as `serve --realtime rt` runs it."""
     from spaars_robot.runtime.server import ActionServer
 
     bundle = load_bundle(bundle_path)
     layer = safety_layer(bundle) if safety else None
-    with ActionServer(bundle, [endpoint], safety=layer) as server:
+    context = realtime_or_default_context(rt)
+    with ActionServer(bundle, [endpoint], safety=layer, context=context) as server:
         if busy:
             pin_busy_core()  # after the socket, as `serve` does: ZeroMQ's I/O thread stays unpinned
         ready.set()
@@ -138,10 +151,11 @@ def handler_alone(bundle, n: int, safety: bool) -> dict[str, float]:
         server.close()
 
 
-def round_trips(endpoint: str, schema: p.Schema, n: int, warmup: int = 1000) -> dict[str, float | dict]:
+def round_trips(endpoint: str, schema: p.Schema, n: int, warmup: int = 1000,
+                context: zmq.Context | None = None) -> dict[str, float | dict]:
     """Round-trip percentiles, plus the server's own timing fields (ORT call, whole handler) when it sends them."""
     obs = np.random.default_rng(0).normal(0, 0.3, (64, OBS_DIM)).astype(np.float32)
-    with Client(endpoint, schema, timeout_s=1.0) as client:
+    with Client(endpoint, schema, timeout_s=1.0, context=context) as client:
         client.connect(timeout_s=10)
         samples, infer, server = [], [], []
         for i in range(warmup + n):
@@ -159,7 +173,31 @@ def round_trips(endpoint: str, schema: p.Schema, n: int, warmup: int = 1000) -> 
     return result
 
 
-def sustained(endpoint: str, schema: p.Schema, rate_hz: float, seconds: float) -> dict[str, float]:
+class ControllerRealtime:
+    """The controller loop under SCHED_FIFO for one measurement (as `sim --realtime` runs), then back to normal.
+
+    Memory stays locked once locked (munlockall would only matter for the benchmark process's later phases).
+    """
+
+    def __init__(self, rt: int | None) -> None:
+        self.rt, self.context = rt, None
+
+    def __enter__(self) -> zmq.Context | None:
+        if self.rt is not None:
+            from spaars_robot.runtime.realtime import enter_realtime, realtime_context
+
+            enter_realtime(self.rt)
+            self.context = realtime_context(self.rt)
+        return self.context
+
+    def __exit__(self, *exc: object) -> None:
+        if self.rt is not None:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            self.context.term()
+
+
+def sustained(endpoint: str, schema: p.Schema, rate_hz: float, seconds: float,
+              context: zmq.Context | None = None) -> dict[str, float]:
     """Fixed-rate loop on absolute deadlines; every planned tick is on time, late, lost or skipped."""
     from spaars_robot.runtime.sim_client import sleep_until
 
@@ -168,7 +206,7 @@ def sustained(endpoint: str, schema: p.Schema, rate_hz: float, seconds: float) -
     ticks = int(seconds * rate_hz)
     late = lost = skipped = 0
     samples: list[float] = []
-    with Client(endpoint, schema, timeout_s=period) as client:
+    with Client(endpoint, schema, timeout_s=period, context=context) as client:
         client.connect(timeout_s=10)
         t0 = time.perf_counter() + 0.01
         k = 0
@@ -303,8 +341,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="Round trips per latency measurement.")
     parser.add_argument("--sustain-s", type=float, default=60.0, help="Seconds of the sustained 1 kHz run.")
     parser.add_argument("--sustain-100hz-s", type=float, default=60.0, help="Seconds of the sustained 100 Hz run.")
+    parser.add_argument("--realtime", type=int, default=80, metavar="PRIORITY",
+                        help="SCHED_FIFO priority of the real-time configurations (0: leave them out).")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve_latency.json")
     args = parser.parse_args()
+    rt = args.realtime or None
+    if rt is not None:  # probe in a child: the benchmark itself stays a normal process between measurements
+        import subprocess
+        import sys
+
+        probe = subprocess.run([sys.executable, "-c", "import sys; from spaars_robot.runtime.realtime import "
+                                f"enter_realtime; enter_realtime({rt})"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            raise SystemExit(f"--realtime {rt}: {probe.stderr.strip().splitlines()[-1]} (or pass --realtime 0)")
 
     torch.set_num_threads(1)
     results: dict = {"command": "benchmarks/serve_latency.py " + " ".join(
@@ -326,11 +375,18 @@ def main() -> None:
         endpoints = {"tcp": lambda: f"tcp://127.0.0.1:{free_port()}", "ipc": lambda: f"ipc://{root}/{time.time_ns()}"}
         results["timer_alone"] = timer_alone(1000.0, args.sustain_s)
         print("timer alone:", results["timer_alone"], flush=True)
+        if rt is not None:
+            with ControllerRealtime(rt):
+                results["timer_alone_realtime"] = {**timer_alone(1000.0, args.sustain_s), "priority": rt}
+            print("timer alone, SCHED_FIFO:", results["timer_alone_realtime"], flush=True)
         all_cores = sorted(os.sched_getaffinity(0))
         # One server process at a time: a spinning one would otherwise steal a core from the others' runs.
-        configs = {"bare_echo": (echo_server, False), "bare_echo_busy": (echo_server, True),
-                   "full_server": (full_server, True, False), "full_server_busy": (full_server, True, True),
-                   "server_without_safety": (full_server, False, False)}
+        configs = {"bare_echo": (echo_server, False, None), "bare_echo_busy": (echo_server, True, None),
+                   "full_server": (full_server, True, False, None), "full_server_busy": (full_server, True, True, None),
+                   "server_without_safety": (full_server, False, False, None)}
+        if rt is not None:
+            configs.update({"bare_echo_realtime": (echo_server, False, rt),
+                            "full_server_realtime": (full_server, True, False, rt)})
         for transport, make_endpoint in endpoints.items():
             res: dict = {}
             for name, (target, *flags) in configs.items():
@@ -340,13 +396,17 @@ def main() -> None:
                 if len(all_cores) > 1:  # the client never shares the last core with a spinning server
                     os.sched_setaffinity(0, all_cores[:-1])
                 try:
-                    res[name] = round_trips(endpoint, schema, args.requests)
+                    server_rt = flags[-1]
+                    with ControllerRealtime(server_rt) as context:
+                        res[name] = round_trips(endpoint, schema, args.requests, context=context)
                     print(f"{transport}: {name} {res[name]}", flush=True)
                     if transport == "tcp" and (target is echo_server or flags[0]):
-                        runs = [sustained(endpoint, schema, 1000.0, args.sustain_s),
-                                sustained(endpoint, schema, 100.0, args.sustain_100hz_s)]
+                        with ControllerRealtime(server_rt) as context:  # both ends real-time, or neither
+                            runs = [sustained(endpoint, schema, 1000.0, args.sustain_s, context),
+                                    sustained(endpoint, schema, 100.0, args.sustain_100hz_s, context)]
                         for run in runs:
                             run["server"] = name
+                            run["realtime_priority"] = server_rt
                         results.setdefault("sustained", []).extend(runs)
                         print("sustained:", runs, flush=True)
                 finally:
@@ -359,6 +419,10 @@ def main() -> None:
                 "busy_full_vs_echo": {q: res["full_server_busy"][f"{q}_us"] / echo[f"{q}_us"] for q in ("p50", "p99")},
                 "busy_full_vs_busy_echo": {q: res["full_server_busy"][f"{q}_us"] / busy_echo[f"{q}_us"]
                                            for q in ("p50", "p99")}}
+            if rt is not None:
+                res["ratios"]["realtime_full_vs_realtime_echo"] = {
+                    q: res["full_server_realtime"][f"{q}_us"] / res["bare_echo_realtime"][f"{q}_us"]
+                    for q in ("p50", "p99")}
             print(f"{transport}: ratios {res['ratios']}", flush=True)
             results[transport] = res
     results["machine"]["load_after"] = os.getloadavg()

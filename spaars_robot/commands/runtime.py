@@ -77,6 +77,10 @@ def serve_cmd(
     ] = False,
     cpu: Annotated[list[int] | None, typer.Option(
         help="Pin the server to this CPU (repeatable), e.g. a core isolated for it on the robot computer.")] = None,
+    realtime: Annotated[int | None, typer.Option(
+        metavar="PRIORITY", help="Serve under SCHED_FIFO at this priority (1-99) with memory locked; an error, never "
+                                 "a silent fallback, where the OS refuses (docs/safety.md, 'Real-time scheduling').")
+    ] = None,
 ) -> None:
     """Serve a verified bundle under its safety spec over ZeroMQ until SIGINT/SIGTERM, then print the counts."""
     from spaars_robot.export.bundle import load_bundle
@@ -84,6 +88,9 @@ def serve_cmd(
     from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer, check_endpoint, pin_to_cpu
     from spaars_robot.safety.limits import SafetyLayer
 
+    if realtime is not None and busy_poll:
+        raise SpaarsError("--realtime with --busy-poll would spin a SCHED_FIFO thread into the kernel's RT "
+                          "throttle (a stall every RT period); use --realtime alone, which wakes at once on a request")
     path = resolve_bundle(bundle)
     if trusted_key is not None:
         from spaars_robot.export.manifest import MANIFEST_NAME
@@ -102,7 +109,10 @@ def serve_cmd(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        with ActionServer(loaded, bind or [DEFAULT_ENDPOINT], telemetry=hook, safety=layer,
+        # after the telemetry hook's threads exist, so they stay at normal priority; before the server's context,
+        # whose ZeroMQ I/O thread moves the requests and runs SCHED_FIFO too
+        rt, context = _enter_realtime(realtime)
+        with ActionServer(loaded, bind or [DEFAULT_ENDPOINT], telemetry=hook, safety=layer, context=context,
                           on_watchdog=None if hook is None else hook.watchdog, curve_keys=curve_keys) as server:
             if cpu:  # after the sockets exist: ZeroMQ's I/O thread is already started and stays unpinned
                 pin_to_cpu(cpu)
@@ -122,6 +132,8 @@ def serve_cmd(
             if busy_poll or cpu:
                 extras.append(f"{'busy-poll' if busy_poll else 'sleeping'} serving thread on CPU(s) "
                               f"{sorted(os.sched_getaffinity(0))}")
+            if rt is not None:
+                extras.append(rt.describe())
             console.print(f"serving {loaded.path} ({m.task}, bundle {loaded.sha256[:12]}) on "
                           f"{', '.join(server.bound)}; {'; '.join(extras)}", highlight=False, soft_wrap=True)
             sys.stdout.flush()
@@ -144,6 +156,9 @@ def sim_cmd(
         help="Safety spec whose watchdog timings the controller uses [default: safety/<task>.yaml].")] = None,
     curve_secret: Annotated[Path | None, typer.Option(help="This controller's CurveZMQ .key_secret file.")] = None,
     curve_server_key: Annotated[Path | None, typer.Option(help="The server's CurveZMQ public .key file.")] = None,
+    realtime: Annotated[int | None, typer.Option(
+        metavar="PRIORITY", help="Run the control loop under SCHED_FIFO at this priority (1-99) with memory locked; "
+                                 "an error where the OS refuses.")] = None,
 ) -> None:
     """Play the simulated robot against a running server at the task's control rate, under the watchdog."""
     from spaars_robot.config.tasks import load_task
@@ -156,9 +171,23 @@ def sim_cmd(
     curve = ClientCurve(curve_secret, curve_server_key) if curve_secret is not None else None
     spec = load_task(task)
     watchdog = load_safety_spec(safety or spec.name).watchdog
-    with Client(connect, task_schema(spec), timeout_s=1.0 / spec.control_rate_hz, curve=curve) as client:
+    rt, context = _enter_realtime(realtime)
+    if rt is not None:
+        console.print(f"control loop: {rt.describe()}", highlight=False)
+    with Client(connect, task_schema(spec), timeout_s=1.0 / spec.control_rate_hz, curve=curve,
+                context=context) as client:
         summary = run_sim(client, spec, episodes, seed, realtime=not fast, max_steps=max_steps, watchdog=watchdog)
     print_sim_summary(summary)
+
+
+def _enter_realtime(priority: int | None):
+    """(RealtimeState, a ZeroMQ context whose I/O thread is SCHED_FIFO too) for --realtime, else (None, None)."""
+    if priority is None:
+        return None, None
+    from spaars_robot.runtime.realtime import enter_realtime, realtime_context
+
+    state = enter_realtime(priority)
+    return state, realtime_context(priority)
 
 
 @app.command("demo")

@@ -15,10 +15,12 @@ from pathlib import Path
 from spaars_robot.errors import SpaarsError
 
 
-def start_server_process(bundle: Path, endpoint: str) -> subprocess.Popen:
+def start_server_process(bundle: Path, endpoint: str, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`serve --bundle BUNDLE --bind ENDPOINT [extra_args]` as a child process."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "spaars_robot.cli", "serve", "--bundle", str(bundle),
-                             "--bind", endpoint], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--bind", endpoint, *extra_args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def wait_for_server(client, server: subprocess.Popen, timeout_s: float = 30.0) -> None:
