@@ -53,6 +53,7 @@ def train(
     """Offline pretraining (cached) then online fine-tuning in MuJoCo, for any algorithm, several seeds."""
     from spaars_robot.data.locate import resolve_dataset
     from spaars_robot.train.jobs import parse_seeds, plan_new, plan_resume, run_jobs
+    from spaars_robot.train.runner import FINAL_EVALUATIONS
     from spaars_robot.train.summaries import write_compact_summary
 
     cache_dir = Path(os.environ.get("SPAARS_CACHE", runs_root / "_pretrain_cache"))
@@ -71,8 +72,10 @@ def train(
     summaries = run_jobs(jobs, workers, " ".join(["spaars-robot", *sys.argv[1:]]))
     for job, summary in zip(jobs, summaries):
         out = write_compact_summary(summary, results_dir or runs_root / "summaries")
+        averaged = min(FINAL_EVALUATIONS, max(len(summary["curve"]) - 1, 1))  # curve[0]: the offline start
         console.print(f"{job.run_dir}: final normalised score {summary['final_normalized']:.1f} "
-                      f"(offline start {summary['offline_normalized']:.1f}); summary -> {out}", highlight=False)
+                      f"(mean of the last {averaged} online evaluations; offline start "
+                      f"{summary['offline_normalized']:.1f}); summary -> {out}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -14,12 +14,30 @@ from spaars_robot.export.stack import PolicyStack, RunExportInfo, SupportCalibra
 CALIBRATION_OBSERVATIONS = 256
 
 
+def seed_run_dir(run_dir: Path | str) -> Path:
+    """The one seed run a directory names: itself (it has config.yaml), or its only `seed*/` run.
+
+    `train` writes `runs/<name>/seed<N>/`, so users pass the group directory it printed; with several seeds
+    the choice of policy is theirs, and the error lists the seed directories to pass instead.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "config.yaml").exists():
+        return run_dir
+    seeds = sorted((p.parent for p in run_dir.glob("seed*/config.yaml")), key=lambda p: (len(p.name), p.name))
+    if len(seeds) == 1:
+        return seeds[0]
+    if len(seeds) > 1:
+        raise SpaarsError(f"{run_dir} holds {len(seeds)} seed runs ({', '.join(p.name for p in seeds)}); "
+                          f"export one of them, e.g. {seeds[0]}")
+    return run_dir  # load_run_config says what is missing
+
+
 def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo]:
     """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records."""
     from spaars_robot.algos.offline import OfflineNets
     from spaars_robot.config.tasks import load_task
 
-    run_dir = Path(run_dir)
+    run_dir = seed_run_dir(run_dir)
     config, facts = load_run_config(run_dir)
     if config.algo == "sac":
         raise SpaarsError(f"{run_dir}: --algo sac runs have no CVAE/latent policy; export a spaars/iql/latent/raw run")

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 
 from spaars_robot.algos.base import Agent
 from spaars_robot.algos.offline import OfflineNets, SupportScorer
@@ -21,6 +20,7 @@ from spaars_robot.config.training import TrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.train.online_loop import identity
+from spaars_robot.train.progress import ProgressDisplay
 
 
 @dataclass
@@ -37,7 +37,7 @@ class BuiltAgent:
 
 
 def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | None, cache_dir: Path,
-                bf16: bool, progress: Progress | None, log: Callable[[str], None] | None = None) -> BuiltAgent:
+                bf16: bool, progress: ProgressDisplay | None, log: Callable[[str], None] | None = None) -> BuiltAgent:
     """Pretrain (or load from cache) when the algorithm starts from data, then construct its agent."""
     if config.algo == "sac":
         return _build_sac(config, task)

@@ -21,7 +21,6 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from spaars_robot.algos.sac import SAC, SACConfig
 from spaars_robot.config.tasks import TaskSpec
@@ -32,6 +31,7 @@ from spaars_robot.envs import env_spec, make_env
 from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
 from spaars_robot.train.online_loop import EPISODE_SEED_STRIDE, OnlineLoop, StepInfo
+from spaars_robot.train.progress import ProgressDisplay, make_progress
 
 Quality = Literal["random", "medium", "expert", "medium-replay", "medium-expert"]
 NAMESPACE = "spaars"
@@ -62,7 +62,7 @@ def behaviour_dir(root: Path, task: TaskSpec, seed: int) -> Path:
 class BehaviourRun:
     """A resumable SAC run whose evaluations define the medium and expert behaviour policies."""
 
-    def __init__(self, root: Path, task: TaskSpec, config: CollectConfig, progress: Progress | None) -> None:
+    def __init__(self, root: Path, task: TaskSpec, config: CollectConfig, progress: ProgressDisplay | None) -> None:
         self.task, self.config, self.progress = task, config, progress
         self.dir = behaviour_dir(root, task, config.seed)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +143,8 @@ class BehaviourRun:
                     self.progress.update(bar, completed=info.step, description=(
                         f"SAC behaviour {task.name} (to {quality}) eval={record['normalized']:.1f} "
                         f"{(info.step - steps0) / (time.perf_counter() - t0):.0f} steps/s"))
+            elif bar is not None:
+                self.progress.update(bar, completed=info.step)
             return False  # a reached target stops at the end of the episode, never inside it
 
         def on_episode_end(info: StepInfo) -> bool:
@@ -189,7 +191,7 @@ def _complete_shards(shard_dir: Path) -> list[Path]:
 
 
 def rollout(task: TaskSpec, policy: torch.nn.Module | None, steps: int, seed: int, shard_dir: Path,
-            shard_steps: int, progress: Progress | None) -> list[Episode]:
+            shard_steps: int, progress: ProgressDisplay | None) -> list[Episode]:
     """Roll out `steps` transitions with stochastic actions (uniform if `policy` is None).
 
     Shards of whole episodes are written atomically, so a killed rollout resumes at its last shard;
@@ -270,8 +272,7 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
     t_start = time.perf_counter()
     work = root / NAMESPACE / "_work" / f"{task.name}-{quality}-seed{config.seed}"
     extra: dict = {"spaars_quality": quality, "spaars_seed": config.seed, "spaars_task": task.name}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False) as progress:
+    with make_progress() as progress:
         if quality == "medium-expert":
             parts = [collect(task, q, root, config, threads) for q in ("medium", "expert")]
             episodes = [ep for p in parts for ep in iter_episodes(p)]

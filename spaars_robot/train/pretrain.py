@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from spaars_robot.algos.base import fused_adam, polyak_update
@@ -38,7 +37,9 @@ from spaars_robot.data.files import atomic_torch_save, safe_torch_load
 from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.errors import TrainingDiverged
 from spaars_robot.nn.normalizer import ObsNormalizer
+from spaars_robot.train.progress import ProgressDisplay
 
+PROGRESS_EVERY_UPDATES = 100  # progress display updates (cheap, but not per step)
 PRETRAIN_VERSION = "pretrain-v1"  # bump when the pretraining maths changes, to invalidate caches
 
 
@@ -81,7 +82,7 @@ def normalized_offline_buffer(dataset: OfflineDataset, nets: OfflineNets) -> Rep
 
 
 def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool = False,
-             progress: Progress | None = None, log: Callable[[str], None] | None = None,
+             progress: ProgressDisplay | None = None, log: Callable[[str], None] | None = None,
              checkpoint: Path | None = None, checkpoint_every: int = 5_000) -> tuple[OfflineNets, dict]:
     """Run (or continue, from `checkpoint`) the offline pretraining loop and calibrate the support threshold."""
     torch.manual_seed(seed)
@@ -136,12 +137,12 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
             if diverged:  # checked where the metrics are synchronised anyway: no per-step .item()
                 raise TrainingDiverged(f"offline pretraining diverged by step {step + 1}: {', '.join(diverged)} "
                                        "non-finite; nothing was cached (try a lower pretrain.lr)")
-            if bar is not None:
-                progress.update(bar, completed=step + 1)
             if log is not None:
                 rate = (step + 1 - start) / (time.perf_counter() - t0)
                 log(f"pretrain step {step + 1}/{cfg.steps} ({rate:.0f} updates/s) "
                     + " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k != "step"))
+        if bar is not None and ((step + 1) % PROGRESS_EVERY_UPDATES == 0 or step + 1 == cfg.steps):
+            progress.update(bar, completed=step + 1)
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
             atomic_torch_save(checkpoint, {
                 **{name: obj.state_dict() for name, obj in resumable.items()},
@@ -218,7 +219,7 @@ def calibrate(nets: OfflineNets, buffer: ReplayBuffer, cfg: PretrainConfig, gene
 
 
 def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cache_dir: Path, bf16: bool = False,
-                    progress: Progress | None = None, log: Callable[[str], None] | None = None,
+                    progress: ProgressDisplay | None = None, log: Callable[[str], None] | None = None,
                     checkpoint_every: int = 5_000) -> tuple[OfflineNets, dict]:
     """Load the pretraining result for (dataset, seed, cfg) or compute and store it (file-locked).
 

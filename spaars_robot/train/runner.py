@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from spaars_robot.algos.base import Agent
 from spaars_robot.config.tasks import TaskSpec, load_task
@@ -32,6 +31,7 @@ from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
 from spaars_robot.train.agents import BuiltAgent, build_agent
 from spaars_robot.train.online_loop import OnlineLoop, StepInfo
+from spaars_robot.train.progress import ProgressDisplay, make_progress
 
 RECENT_STATES = 2_000
 METRIC_FIELDS = (
@@ -79,6 +79,9 @@ class Counters:
         self.raw = self.oos = self.falls = self.steps = self.episodes = 0
 
 
+FINAL_EVALUATIONS = 5  # a run's "final" score is the mean of its last 5 online evaluations
+
+
 class Runner:
     def __init__(self, config: TrainConfig, run_dir: Path, cache_dir: Path, dataset_path: Path | None,
                  bf16: bool = False, show_progress: bool = True, command: str = "") -> None:
@@ -111,15 +114,14 @@ class Runner:
         dataset = OfflineDataset.load(self.dataset_path) if cfg.algo != "sac" else None
         if dataset is not None:
             dataset.check_fits(task)
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), disable=not self.show_progress)
+        progress = make_progress(live=self.show_progress)  # several seeds: plain lines, never redrawn bars
         with progress:
             built = build_agent(cfg, task, dataset, self.cache_dir, self.bf16, progress, self.log)
             if built.pretrain_info:
                 atomic_write_json(self.run_dir / "pretrain.json", dict(built.pretrain_info))
             return self._online(built, resume, progress)
 
-    def _online(self, built: BuiltAgent, resume: bool, progress: Progress) -> dict:
+    def _online(self, built: BuiltAgent, resume: bool, progress: ProgressDisplay) -> dict:
         """Resume or start, evaluate the offline start, step the shared loop to `env_steps`, summarise."""
         session = OnlineSession(self, built, progress)
         if resume:
@@ -146,7 +148,7 @@ class Runner:
 
     def _summary(self, rows: list[dict], agent: Agent, pre_info: dict) -> dict:
         cfg = self.config
-        last = (rows[1:] or rows)[-5:]  # the last 5 online evaluations (the offline start is not one of them)
+        last = (rows[1:] or rows)[-FINAL_EVALUATIONS:]  # online evaluations only (not the offline start)
         early = [r for r in rows[1:] if r["step"] <= min(cfg.eval.early_steps, cfg.online.env_steps)]
         early_steps = sum(cfg.eval.every for _ in early) or 1
         return {
@@ -177,7 +179,7 @@ class OnlineSession:
     schedule, and checkpoints at episode boundaries. Everything a checkpoint holds is an attribute here.
     """
 
-    def __init__(self, runner: Runner, built: BuiltAgent, progress: Progress) -> None:
+    def __init__(self, runner: Runner, built: BuiltAgent, progress: ProgressDisplay) -> None:
         cfg, task, oc = runner.config, runner.task, runner.config.online
         self.runner, self.built, self.progress = runner, built, progress
         self.cfg, self.task = cfg, task
@@ -208,10 +210,14 @@ class OnlineSession:
         self.writer = SummaryWriter(str(self.runner.run_dir / "tb"), purge_step=step if self.resumed else None)
         self.runner.write_metrics(self.rows)
         self.t_start = time.perf_counter()
-        self.bar = self.progress.add_task(f"online {self.cfg.algo} {self.task.name} seed {self.cfg.seed}",
-                                          total=self.cfg.online.env_steps, completed=step)
+        self.bar = self.progress.add_task(self.description(), total=self.cfg.online.env_steps, completed=step)
         every = self.cfg.eval.checkpoint_every
         self.next_checkpoint = (step // every + 1) * every
+
+    def description(self) -> str:
+        """What the progress display says: algorithm, task, seed, phase and the last evaluation's score."""
+        text = f"online {self.cfg.algo} {self.task.name} seed {self.cfg.seed} [{self.built.agent.phase}]"
+        return text + (f" score={self.rows[-1]['normalized_mean']:.1f}" if self.rows else "")
 
     def wall(self) -> float:
         return self.wall_before + time.perf_counter() - self.t_start
@@ -226,9 +232,7 @@ class OnlineSession:
             for key, value in (info.metrics or {}).items():
                 self.writer.add_scalar(key, float(value), info.step)
             self.evaluate()
-            self.progress.update(self.bar, completed=info.step, description=(
-                f"online {self.cfg.algo} {self.task.name} seed {self.cfg.seed} [{self.built.agent.phase}] "
-                f"score={self.rows[-1]['normalized_mean']:.1f}"))
+        self.progress.update(self.bar, completed=info.step)
         return False
 
     def on_episode_end(self, info: StepInfo) -> bool:
@@ -266,6 +270,7 @@ class OnlineSession:
             if isinstance(value, (int, float)) and key != "step":
                 self.writer.add_scalar(f"eval/{key}", value, step)
         self.runner.write_metrics(self.rows)
+        self.progress.update(self.bar, completed=step, description=self.description())
         c.clear()
 
     def checkpoint(self) -> None:
