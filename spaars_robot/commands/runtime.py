@@ -101,10 +101,13 @@ def serve_cmd(
     m = loaded.manifest
     bound = bind_spec(m, safety, allow_spec_change)
     layer = SafetyLayer(bound.spec, m.action.dim, m.observation.dim)
+    from spaars_robot.runtime.protocol import PROTOCOL_MAJOR, PROTOCOL_MINOR
     from spaars_robot.telemetry.hook import make_telemetry_hook
 
+    build_info = {"bundle": loaded.path.resolve().name, "bundle_sha256": loaded.sha256, "task": m.task,
+                  "protocol_version": f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"}
     hook = make_telemetry_hook(check_endpoint(telemetry_bind) if telemetry_bind is not None else None,
-                               metrics_port, record, m.support.threshold)
+                               metrics_port, record, m.support.threshold, build_info)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,4 +1,4 @@
 """Typed configuration: every YAML file the tool reads is validated by a pydantic model here."""
-from spaars_robot.config.loading import load_yaml_model, repo_root
+from spaars_robot.config.loading import data_root, load_yaml_model
 
-__all__ = ["load_yaml_model", "repo_root"]
+__all__ = ["data_root", "load_yaml_model"]

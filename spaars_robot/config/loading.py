@@ -13,10 +13,35 @@ from spaars_robot.errors import ConfigError
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def repo_root() -> Path:
-    """Where `sim/`, `safety/` and `policies/` live; `SPAARS_ROOT` overrides for installed copies."""
-    env = os.environ.get("SPAARS_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[2]
+DATA_ROOT_ENV = "SPAARS_ROOT"
+# What marks a data root: the task definitions every command starts from.
+_MARKER = Path("sim") / "tasks"
+# Where a built wheel puts the checkout's `sim/`, `safety/`, `policies/hopper-default` and `deploy/`
+# (setup.py copies them at build time: the checkout stays their single source).
+PACKAGED_ROOT = Path(__file__).resolve().parents[1] / "_root"
+CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def data_root() -> Path:
+    """Where `sim/`, `safety/` and `policies/` are read from, so the same code runs from a checkout and a wheel.
+
+    Resolution order: `$SPAARS_ROOT` when set (a robot's own tasks and specs), else the checkout this
+    module sits in (editable install, running from source), else the copy shipped inside the installed
+    package. A root that does not exist is one error naming every place that was tried.
+    """
+    override = os.environ.get(DATA_ROOT_ENV)
+    if override:
+        root = Path(override).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"${DATA_ROOT_ENV}={override} is not a directory; it must hold sim/tasks/, "
+                              "safety/ and policies/ (unset it to use the files shipped with the package)")
+        return root
+    for root in (CHECKOUT_ROOT, PACKAGED_ROOT):
+        if (root / _MARKER).is_dir():
+            return root
+    raise ConfigError(f"no data root with {_MARKER}/: looked in the checkout ({CHECKOUT_ROOT}) and in the "
+                      f"installed package ({PACKAGED_ROOT}); set ${DATA_ROOT_ENV} to a directory holding "
+                      "sim/, safety/ and policies/, or reinstall the package from a built wheel")
 
 
 def format_validation_error(path: Path | str, err: ValidationError) -> str:

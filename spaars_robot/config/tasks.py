@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from spaars_robot.config.loading import load_yaml_model, repo_root
+from spaars_robot.config.loading import DATA_ROOT_ENV, data_root, load_yaml_model
 from spaars_robot.errors import ConfigError
 
 
@@ -44,6 +44,11 @@ class TaskSpec(BaseModel):
     action_dim: int = Field(gt=0)
     control_rate_hz: float = Field(gt=0, description="Policy steps per simulated second")
     quality: dict[Literal["random", "medium", "expert"], QualityTarget]
+    observation_names: list[str] | None = Field(
+        None, description="One name per observation element, in order; an exported bundle's manifest and the "
+        "controller's hello carry them. None: generic obs_0, obs_1, ...")
+    action_names: list[str] | None = Field(
+        None, description="One name per action element, in order. None: generic action_0, action_1, ...")
 
     @model_validator(mode="after")
     def _scores_ordered(self) -> TaskSpec:
@@ -51,13 +56,28 @@ class TaskSpec(BaseModel):
             raise ValueError("ref_max_score must be greater than ref_min_score")
         return self
 
+    @model_validator(mode="after")
+    def _names_fit(self) -> TaskSpec:
+        for field, dim in (("observation_names", self.obs_dim), ("action_names", self.action_dim)):
+            names = getattr(self, field)
+            if names is not None and (len(names) != dim or len(set(names)) != dim):
+                raise ValueError(f"{field} must be {dim} distinct names, got {len(names)} ({len(set(names))} distinct)")
+            if names is not None and any("," in name or not name for name in names):
+                raise ValueError(f"{field}: names must be non-empty and without commas (ONNX metadata joins them)")
+        return self
+
+    def names(self) -> tuple[list[str], list[str]]:
+        """(observation names, action names): the task's, else the generic ones bundles used before tasks had any."""
+        return (self.observation_names or [f"obs_{i}" for i in range(self.obs_dim)],
+                self.action_names or [f"action_{i}" for i in range(self.action_dim)])
+
     def normalized_score(self, episode_return: float) -> float:
         """D4RL normalisation: 0 = random policy, 100 = expert (Fu et al. 2020, `get_normalized_score` x 100)."""
         return 100.0 * (episode_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
 
 def tasks_dir() -> Path:
-    return repo_root() / "sim" / "tasks"
+    return data_root() / "sim" / "tasks"
 
 
 def available_tasks() -> list[str]:
@@ -70,5 +90,6 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
     if path.suffix not in (".yaml", ".yml"):
         path = tasks_dir() / f"{name_or_path}.yaml"
         if not path.exists():
-            raise ConfigError(f"unknown task {name_or_path!r}; known tasks: {', '.join(available_tasks())}")
+            raise ConfigError(f"unknown task {name_or_path!r}; known tasks: {', '.join(available_tasks())} "
+                              f"(looked in {tasks_dir()}; ${DATA_ROOT_ENV} overrides the data root)")
     return load_yaml_model(path, TaskSpec)

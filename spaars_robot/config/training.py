@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spaars_robot.config.loading import load_yaml_model, repo_root
+from spaars_robot.config.loading import data_root, load_yaml_model
 from spaars_robot.errors import ConfigError
 
 Algo = Literal["spaars", "iql", "latent", "raw", "sac"]
@@ -147,7 +147,7 @@ class TrainConfig(_Strict):
 
 
 def protocols_dir() -> Path:
-    return repo_root() / "sim" / "protocols"
+    return data_root() / "sim" / "protocols"
 
 
 def _set_path(tree: dict, dotted: str, value: object) -> None:

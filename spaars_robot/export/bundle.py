@@ -99,10 +99,10 @@ DEFAULT_BUNDLE = "policies/hopper-default"
 
 
 def resolve_bundle(path: str) -> Path:
-    """A bundle path as given, else relative to the repository root (where `policies/` ships)."""
-    from spaars_robot.config.loading import repo_root
+    """A bundle path as given, else relative to the data root (where `policies/hopper-default` ships)."""
+    from spaars_robot.config.loading import data_root
 
     given = Path(path)
     if given.exists() or given.is_absolute():
         return given
-    return repo_root() / given
+    return data_root() / given

@@ -22,6 +22,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from spaars_robot.config.tasks import load_task
 from spaars_robot.data.files import atomic_write_bytes, sha256_file
 from spaars_robot.errors import SpaarsError
 from spaars_robot.export.manifest import (
@@ -51,13 +52,33 @@ class ParityError(ExportError):
 
 
 def export_onnx_graph(stack: PolicyStack, obs_dim: int, path: Path) -> None:
-    """Write the fused four-output graph with a dynamic batch axis, input `obs` [B, obs_dim] float32."""
+    """Write the fused four-output graph with a dynamic batch axis, input `obs` [B, obs_dim] float32.
+
+    Every output's shape is static but the batch axis: the legacy exporter leaves names such as
+    `Mulraw_action_dim_1` where it cannot infer a size, so a consumer (onnxruntime's session, a C++ runtime
+    sizing its buffers) could not read the action size from the graph. The sizes come from running the stack.
+    """
     example = torch.zeros(1, obs_dim, dtype=torch.float32)
     dynamic = {"obs": {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation notice; we choose it on purpose
         torch.onnx.export(stack, (example,), str(path), input_names=["obs"], output_names=list(OUTPUT_NAMES),
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    with torch.no_grad():
+        sizes = {name: tuple(out.shape[1:]) for name, out in zip(OUTPUT_NAMES, stack(example))}
+    model = onnx.load(str(path))
+    pin_output_shapes(model, sizes)
+    onnx.save(model, str(path))
+
+
+def pin_output_shapes(model: onnx.ModelProto, sizes: dict[str, tuple[int, ...]]) -> None:
+    """Declare each graph output as [batch, *sizes[name]] (`batch` stays the one symbolic axis)."""
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        dims.add().dim_param = "batch"
+        for size in sizes[output.name]:
+            dims.add().dim_value = int(size)
 
 
 def parity_errors(torch_outputs: dict[str, np.ndarray], ort_outputs: dict[str, np.ndarray]) -> dict[str, float]:
@@ -128,8 +149,13 @@ def export_bundle(stack: PolicyStack, info: RunExportInfo, out_dir: Path | str, 
 
     `safety_spec` (a robot name or a YAML path; default `safety/<task>.yaml`) is checked against the
     bundle's action/observation space and recorded in the manifest, so `serve` can refuse other limits.
+    Observation and action names default to the task's (`sim/tasks/<task>.yaml`), which is also what
+    `sim` announces in its hello, so the two sides name every element alike.
     """
     from spaars_robot.export.safety_binding import validate_for_export  # safety imports export.manifest
+    if obs_names is None or action_names is None:
+        task_obs_names, task_action_names = load_task(info.task).names()
+        obs_names, action_names = obs_names or task_obs_names, action_names or task_action_names
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists; pass --overwrite to replace it")

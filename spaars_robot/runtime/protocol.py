@@ -146,6 +146,10 @@ class WatchdogReport:
 
     state: str
     deadline_misses: int
+    # Optional: periods the controller has run and those it applied no fresh reply in (held, damped or
+    # stopped), both cumulative. Only the controller knows them: a held period may send nothing that arrives.
+    ticks: int | None = None
+    held: int | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,8 @@ def encode(msg: Message) -> bytes:
         body = {"v": v, "type": "act", "seq": msg.seq, "obs": encode_array(msg.obs)}
         if msg.watchdog is not None:
             body["watchdog"] = {"state": msg.watchdog.state, "deadline_misses": msg.watchdog.deadline_misses}
+            if msg.watchdog.ticks is not None and msg.watchdog.held is not None:
+                body["watchdog"].update(ticks=msg.watchdog.ticks, held=msg.watchdog.held)
     elif isinstance(msg, ActionReply):
         body = {"v": v, "type": "action", "seq": msg.seq, "action": encode_array(msg.action), "source": msg.source,
                 "gate_advantage": msg.gate_advantage, "support_score": msg.support_score,
@@ -329,7 +335,12 @@ def _watchdog_report(m: Any) -> WatchdogReport:
     misses = _get(m, "deadline_misses", int)
     if misses < 0:
         raise ProtocolError(MALFORMED, "watchdog deadline_misses must be >= 0")
-    return WatchdogReport(state=state, deadline_misses=misses)
+    if m.get("ticks") is None and m.get("held") is None:
+        return WatchdogReport(state=state, deadline_misses=misses)
+    ticks, held = _get(m, "ticks", int), _get(m, "held", int)
+    if not 0 <= held <= ticks:
+        raise ProtocolError(MALFORMED, "watchdog ticks and held must satisfy 0 <= held <= ticks")
+    return WatchdogReport(state=state, deadline_misses=misses, ticks=ticks, held=held)
 
 
 def _map(m: Any, what: str) -> dict:

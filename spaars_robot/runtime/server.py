@@ -78,6 +78,7 @@ class Session:
     limits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LIMIT_KINDS, 0))
     watchdog: str = "running"
     deadline_misses: int = 0
+    controller: dict[str, int] = field(default_factory=dict)  # its latest reported counters, for telemetry
     last_seen: float = field(default_factory=time.monotonic)
 
 
@@ -135,9 +136,13 @@ class ActionServer:
                                 "support_threshold": m.support.threshold, "support_hysteresis": m.support.hysteresis}
         if safety is not None:
             self._action_low, self._action_high = (b.tolist() for b in safety.spec.action.hard_bounds())
+            soft = safety.spec.action.vector("soft_zone")  # the dashboard draws the soft zone on the action bars
+            self._action_soft_low = [lo + w for lo, w in zip(self._action_low, soft, strict=True)]
+            self._action_soft_high = [hi - w for hi, w in zip(self._action_high, soft, strict=True)]
         else:
             self._action_low = [-np.inf if v is None else v for v in m.action.low]
             self._action_high = [np.inf if v is None else v for v in m.action.high]
+            self._action_soft_low, self._action_soft_high = [], []
         self._ctx = context or zmq.Context.instance()
         self._authenticator = None
         self.socket = self._ctx.socket(zmq.ROUTER)
@@ -361,6 +366,8 @@ class ActionServer:
             time=time.time(), sequence=act.seq, source=decision.source, gate_advantage=decision.gate_advantage,
             support_score=decision.support_score, support_threshold=self._welcome_fields["support_threshold"],
             action=[float(v) for v in action], action_low=self._action_low, action_high=self._action_high,
+            action_soft_low=self._action_soft_low, action_soft_high=self._action_soft_high,
+            controller=session.controller,
             limits=list(result.limits),
             latency_us={"decode": (t_infer - t_recv) * 1e6, "policy": infer_us,
                         "decide": (t_safety - t_decide) * 1e6, "safety": safety_us,
@@ -385,6 +392,9 @@ class ActionServer:
         new_misses = max(report.deadline_misses - session.deadline_misses, 0)
         changed = report.state != session.watchdog
         session.watchdog, session.deadline_misses = report.state, report.deadline_misses
+        session.controller = {"deadline_misses": report.deadline_misses}
+        if report.ticks is not None and report.held is not None:
+            session.controller.update(ticks=report.ticks, held=report.held)
         if (changed or new_misses) and self.on_watchdog is not None:
             self.on_watchdog(report.state if changed else "", new_misses)
 

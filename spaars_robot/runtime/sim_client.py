@@ -169,7 +169,9 @@ class ControlLoop:
         sent_at, t_send = self.clock(), time.perf_counter()
         try:
             reply = self.client.act(obs, timeout_s=budget_s,
-                                    watchdog=p.WatchdogReport(wd.state.value, wd.deadline_misses))
+                                    watchdog=p.WatchdogReport(wd.state.value, wd.deadline_misses,
+                                                              ticks=sum(self.sources.values()),
+                                                              held=self.sources["hold"]))
             self.rtts_us.append((time.perf_counter() - t_send) * 1e6)
         except ServerUnavailable:
             pass

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from spaars_robot.config.loading import load_yaml_model, repo_root
+from spaars_robot.config.loading import data_root, load_yaml_model
 from spaars_robot.errors import ConfigError, SafetySpecMismatch
 
 PerDim = float | list[float]
@@ -163,7 +163,7 @@ class SafetySpec(BaseModel):
 
 
 def safety_dir() -> Path:
-    return repo_root() / "safety"
+    return data_root() / "safety"
 
 
 def load_safety_spec(name_or_path: str | Path) -> SafetySpec:
@@ -173,5 +173,5 @@ def load_safety_spec(name_or_path: str | Path) -> SafetySpec:
         path = safety_dir() / f"{name_or_path}.yaml"
         if not path.exists():
             known = ", ".join(sorted(p.stem for p in safety_dir().glob("*.yaml")))
-            raise ConfigError(f"no safety spec {name_or_path!r}; known specs: {known}")
+            raise ConfigError(f"no safety spec {name_or_path!r}; known specs: {known} (looked in {safety_dir()})")
     return load_yaml_model(path, SafetySpec)

@@ -49,8 +49,11 @@ class TelemetryHook:
 
 
 def make_telemetry_hook(endpoint: str | None, metrics_port: int | None, record: Path | None,
-                        support_threshold: float):
-    """The per-request TelemetryHook for `serve`, or None when no sink is asked for (the lean path)."""
+                        support_threshold: float, build_info: dict[str, str] | None = None):
+    """The per-request TelemetryHook for `serve`, or None when no sink is asked for (the lean path).
+
+    `build_info` (keyword arguments of `SafetyMetrics.set_build_info`) becomes the `spaars_build_info` metric.
+    """
     if endpoint is None and metrics_port is None and record is None:
         return None
     hook = TelemetryHook()
@@ -62,6 +65,8 @@ def make_telemetry_hook(endpoint: str | None, metrics_port: int | None, record: 
         if metrics_port is not None:
             hook.metrics = SafetyMetrics()
             hook.metrics.support_threshold.set(support_threshold)
+            if build_info is not None:
+                hook.metrics.set_build_info(**build_info)
             hook.metrics.serve(metrics_port)
     except BaseException:
         hook.close()

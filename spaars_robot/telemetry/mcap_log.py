@@ -27,6 +27,8 @@ SCHEMA = {
         "gate_advantage": _NUM, "support_score": _NUM, "support_threshold": _NUM,
         "action": {"type": "array", "items": _NUM}, "action_low": {"type": "array", "items": _NUM},
         "action_high": {"type": "array", "items": _NUM}, "limits": {"type": "array", "items": {"type": "string"}},
+        "action_soft_low": {"type": "array", "items": _NUM}, "action_soft_high": {"type": "array", "items": _NUM},
+        "controller": {"type": "object", "additionalProperties": {"type": "integer"}},
         "latency_us": {"type": "object", "additionalProperties": _NUM}, "watchdog": {"type": "string"},
         "client": {"type": "string"}, "observation_ood": {"type": "boolean"},
     },

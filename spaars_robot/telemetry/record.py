@@ -37,9 +37,17 @@ class TelemetryRecord:
     action: list[float]
     action_low: list[float]  # hard bounds the action was limited to, for "action vs limits"
     action_high: list[float]
+    # Soft-zone edges inside the hard bounds (safety spec `soft_zone`): beyond them the safety layer pushes
+    # back; equal to the hard bound where a dim has no soft zone; empty when the server runs no safety spec.
+    action_soft_low: list[float] = field(default_factory=list)
+    action_soft_high: list[float] = field(default_factory=list)
     limits: list[str] = field(default_factory=list)  # limit kinds that acted (safety.limits.LIMIT_KINDS)
     latency_us: dict[str, float] = field(default_factory=dict)  # stage -> microseconds; "total" overall
     watchdog: str = "running"
+    # The controller's own cumulative counters from its latest report (protocol `act.watchdog`):
+    # `deadline_misses`, and since protocol 1.2 `ticks` and `held` (periods it applied no fresh reply).
+    # Empty when the controller reports nothing. The server's `source: hold` is a different thing.
+    controller: dict[str, int] = field(default_factory=dict)
     client: str = ""
     observation_ood: bool = False
 
@@ -79,9 +87,12 @@ class TelemetryRecord:
                 action=_vector(raw["action"], "action"),
                 action_low=_vector(raw["action_low"], "action_low"),
                 action_high=_vector(raw["action_high"], "action_high"),
+                action_soft_low=_vector(raw.get("action_soft_low", []), "action_soft_low"),
+                action_soft_high=_vector(raw.get("action_soft_high", []), "action_soft_high"),
                 limits=_strings(raw.get("limits", []), "limits"),
                 latency_us={k: _number(v, f"latency_us.{k}") for k, v in _map(raw.get("latency_us", {})).items()},
                 watchdog=_string(raw.get("watchdog", "running"), "watchdog"),
+                controller=_counters(raw.get("controller", {})),
                 client=_string(raw.get("client", ""), "client"),
                 observation_ood=_boolean(raw.get("observation_ood", False)),
             )
@@ -89,6 +100,9 @@ class TelemetryRecord:
             raise TelemetryDecodeError(f"telemetry record lacks field {exc.args[0]!r}") from exc
         if not len(record.action) == len(record.action_low) == len(record.action_high):
             raise TelemetryDecodeError("action, action_low and action_high differ in length")
+        if len(record.action_soft_low) != len(record.action_soft_high) or \
+                record.action_soft_low and len(record.action_soft_low) != len(record.action):
+            raise TelemetryDecodeError("action_soft_low/high must be empty or as long as action")
         return record
 
 
@@ -133,6 +147,13 @@ def _strings(value: Any, name: str) -> list[str]:
     if not isinstance(value, list) or len(value) > 64:
         raise TelemetryDecodeError(f"telemetry field {name} must be a short list of strings")
     return [_string(v, name) for v in value]
+
+
+def _counters(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or len(value) > 16 or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in value.items()):
+        raise TelemetryDecodeError("telemetry field controller must be a map of counter name to a count >= 0")
+    return value
 
 
 def _map(value: Any) -> dict[str, Any]:

@@ -115,6 +115,7 @@ def test_unknown_task_and_unreadable_file(tmp_path: Path) -> None:
 def test_dims_disagreeing_with_the_simulator(tmp_path: Path) -> None:
     raw = hopper_raw()
     raw["obs_dim"] = 12
+    del raw["observation_names"]  # 11 names would refuse obs_dim 12 already; this is the simulator's check
     task = TaskSpec.model_validate(raw)
     with pytest.raises(ConfigError, match="config says obs_dim=12, action_dim=3 but Hopper-v5 has 11, 3"):
         make_env(task)

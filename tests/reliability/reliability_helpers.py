@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from spaars_robot.config.tasks import load_task
 from spaars_robot.runtime import protocol as p
 from spaars_robot.runtime.client import Client
 from spaars_robot.runtime.service import wait_for_server
+from spaars_robot.runtime.sim_client import task_schema
 
-OBS_DIM, ACT_DIM = 11, 3
+OBS_DIM = 11
 
 
 def hopper_schema() -> p.Schema:
-    return p.Schema("hopper", tuple(f"obs_{i}" for i in range(OBS_DIM)), tuple(f"action_{i}" for i in range(ACT_DIM)),
-                    125.0)
+    """What a hopper controller announces: the task's element names, as export writes them into the bundle."""
+    return task_schema(load_task("hopper"))
 
 
 class ServeProcess:
