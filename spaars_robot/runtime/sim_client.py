@@ -83,11 +83,10 @@ class SimSummary(BaseModel):
 
 
 def task_schema(task: TaskSpec, obs_names: list[str] | None = None, action_names: list[str] | None = None) -> p.Schema:
-    """The schema a controller for `task` announces; names default to the export's generic ones."""
-    return p.Schema(task=task.name,
-                    obs_names=tuple(obs_names or [f"obs_{i}" for i in range(task.obs_dim)]),
-                    action_names=tuple(action_names or [f"action_{i}" for i in range(task.action_dim)]),
-                    control_rate_hz=task.control_rate_hz)
+    """The schema a controller for `task` announces; names default to the task's, as export writes them."""
+    task_obs_names, task_action_names = task.names()
+    return p.Schema(task=task.name, obs_names=tuple(obs_names or task_obs_names),
+                    action_names=tuple(action_names or task_action_names), control_rate_hz=task.control_rate_hz)
 
 
 def sleep_until(due: float) -> None:
