@@ -1,5 +1,8 @@
 """Convert datasets the user already has on disk (D4RL flat HDF5, Minari directories) to our format.
 
+Minari directories come in either of Minari's storage formats: HDF5 (`data/main_data.hdf5`, read with h5py)
+or arrow (`data/<episode id>/part-0.arrow`, read with pyarrow).
+
 Local files only: nothing here touches the network, so a D4RL file copied from an old machine or a
 Minari dataset from another cache works offline. Both readers produce `Episode`s and hand them to
 `write_dataset`, so an imported dataset is checksummed, Minari-loadable and read by the same code as
@@ -221,7 +224,7 @@ def _minari_data_dir(path: Path) -> Path:
 
 
 def read_minari(path: Path | str, task: TaskSpec) -> list[Episode]:
-    """Read a Minari HDF5 dataset directory (`data/metadata.json` + `data/main_data.hdf5`) with h5py."""
+    """Read a Minari dataset directory: `data/metadata.json` + `data/main_data.hdf5` (h5py) or arrow files."""
     data = _minari_data_dir(Path(path))
     meta_path, main = data / METADATA_FILE, data / MAIN_FILE
     metadata = read_metadata(data, verify=False)  # a foreign dataset carries no spaars checksums
