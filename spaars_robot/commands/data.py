@@ -81,7 +81,8 @@ def data_collect(
 @data_app.command("import")
 def data_import(
     path: Annotated[
-        Path, typer.Argument(help="A D4RL .hdf5 file, or a Minari dataset directory (with data/).")
+        Path, typer.Argument(help="A D4RL .hdf5 file, a Minari dataset directory (with data/), or a "
+                                  "`serve --record` .mcap recording of deployed episodes.")
     ],
     task: Annotated[
         str, typer.Option(help="Task the data belongs to (dims and reference scores come from it).")
@@ -90,7 +91,7 @@ def data_import(
         str | None,
         typer.Option(
             help="Dataset name; the id becomes spaars/<name>-v0 "
-            "(default: from the file name, with a -d4rl/-minari suffix)."
+            "(default: from the file name, with a -d4rl/-minari/-deployed suffix)."
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset with the same name.")] = False,
@@ -98,12 +99,17 @@ def data_import(
         Path | None, typer.Option(help="Dataset root (default $SPAARS_DATASETS or ./datasets).")
     ] = None,
 ) -> None:
-    """Convert a local D4RL HDF5 file or Minari dataset to our format (never uses the network)."""
+    """Convert a local D4RL HDF5 file, Minari dataset or deployed recording to our format (no network)."""
     from spaars_robot.config.tasks import load_task
     from spaars_robot.data.importers import import_dataset
     from spaars_robot.data.summary import summarize
 
-    out = import_dataset(path, load_task(task), root or datasets_root(), name=name, overwrite=overwrite)
+    if path.suffix == ".mcap":
+        from spaars_robot.telemetry.deployed import import_recording
+
+        out = import_recording(path, load_task(task), root or datasets_root(), name=name, overwrite=overwrite)
+    else:
+        out = import_dataset(path, load_task(task), root or datasets_root(), name=name, overwrite=overwrite)
     print_summary(summarize(out))
 
 

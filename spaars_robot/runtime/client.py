@@ -100,16 +100,17 @@ class Client:
         self.welcome = None
 
     def act(self, obs: np.ndarray, timeout_s: float | None = None,
-            watchdog: p.WatchdogReport | None = None) -> p.ActionReply:
+            watchdog: p.WatchdogReport | None = None, outcome: p.Outcome | None = None) -> p.ActionReply:
         """Send one observation, return the server's reply, or raise ServerUnavailable/DeadlineMissed in time.
 
-        `watchdog` reports this controller's watchdog state to the server for its telemetry.
+        `watchdog` reports this controller's watchdog state to the server for its telemetry; `outcome` the
+        reward and termination of the step into `obs`, so a server recording holds training data.
         """
         obs = np.asarray(obs)
         if obs.shape != (self.schema.obs_dim,):
             raise SpaarsError(f"observation shape {obs.shape}, schema says ({self.schema.obs_dim},)")
         self._obs[:] = obs
-        reply = self._exchange(lambda seq: p.Act(seq, self._obs, watchdog), timeout_s)
+        reply = self._exchange(lambda seq: p.Act(seq, self._obs, watchdog, outcome), timeout_s)
         if not isinstance(reply, p.ActionReply) or reply.action.shape != (self.schema.action_dim,):
             raise p.ServerError(p.MALFORMED, f"expected an action of shape ({self.schema.action_dim},), got {reply}")
         return reply

@@ -17,7 +17,8 @@ import numpy as np
 from spaars_robot.errors import SpaarsError
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 1  # 1.1: optional `watchdog` report in act; `limits` / `ood` / `safety_us` in action
+PROTOCOL_MINOR = 2  # 1.1: optional `watchdog` report in act; `limits` / `ood` / `safety_us` in action
+# 1.2: optional `outcome` in act (the controller's reward / termination, for recording deployed episodes)
 MAX_FRAME_BYTES = 64 * 1024  # a Hopper request is ~100 bytes; anything this big is not ours
 WIRE_DTYPE = "<f4"
 
@@ -153,12 +154,31 @@ class WatchdogReport:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What happened between the previous observation and this one (optional in `act`, since 1.2).
+
+    Sent by a controller that knows its reward, so a recording of deployed episodes is training data
+    (`spaars-robot data import x.mcap`). `step` is this observation's index in its episode (the first
+    observation of an episode carries no outcome); `terminated`/`truncated` mean this observation ends
+    the episode; `applied` is the action the controller really applied after the previous observation
+    (its watchdog may have held instead of applying the reply).
+    """
+
+    step: int
+    reward: float
+    terminated: bool = False
+    truncated: bool = False
+    applied: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class Act:
     """client -> server: one observation, tagged with a client sequence number echoed in the reply."""
 
     seq: int
     obs: np.ndarray
     watchdog: WatchdogReport | None = None
+    outcome: Outcome | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +248,11 @@ def encode(msg: Message) -> bytes:
             body["watchdog"] = {"state": msg.watchdog.state, "deadline_misses": msg.watchdog.deadline_misses}
             if msg.watchdog.ticks is not None and msg.watchdog.held is not None:
                 body["watchdog"].update(ticks=msg.watchdog.ticks, held=msg.watchdog.held)
+        if msg.outcome is not None:
+            o = msg.outcome
+            body["outcome"] = {"step": int(o.step), "reward": float(o.reward), "terminated": bool(o.terminated),
+                               "truncated": bool(o.truncated), **({} if o.applied is None else
+                                                            {"applied": encode_array(o.applied)})}
     elif isinstance(msg, ActionReply):
         body = {"v": v, "type": "action", "seq": msg.seq, "action": encode_array(msg.action), "source": msg.source,
                 "gate_advantage": msg.gate_advantage, "support_score": msg.support_score,
@@ -285,9 +310,10 @@ def _decode_map(m: dict) -> Message:
         raise ProtocolError(VERSION_MISMATCH, f"protocol major version {m.get('v')!r}; this end speaks "
                                               f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
     if kind == "act":
-        report = m.get("watchdog")
+        report, outcome = m.get("watchdog"), m.get("outcome")
         return Act(seq=_get(m, "seq", int), obs=decode_array(m.get("obs"), "obs"),
-                   watchdog=None if report is None else _watchdog_report(report))
+                   watchdog=None if report is None else _watchdog_report(report),
+                   outcome=None if outcome is None else _outcome(outcome))
     if kind == "action":
         timing = _map(m.get("timing"), "timing")
         source = _get(m, "source", str)
@@ -325,6 +351,24 @@ def _decode_map(m: dict) -> Message:
         return ErrorReply(code=_get(m, "code", str), message=_get(m, "message", str),
                           seq=seq if isinstance(seq, int) else None)
     raise ProtocolError(MALFORMED, f"unknown message type {kind!r}")
+
+
+def _outcome(m: Any) -> Outcome:
+    m = _map(m, "outcome")
+    step, reward = _get(m, "step", int), float(_get(m, "reward", (int, float)))
+    if step < 1:
+        raise ProtocolError(MALFORMED, "outcome step must be >= 1 (the first observation of an episode has none)")
+    if not math.isfinite(reward):
+        raise ProtocolError(MALFORMED, f"outcome reward {reward!r} must be finite")
+    flags = [m.get(key, False) for key in ("terminated", "truncated")]
+    if not all(isinstance(flag, bool) for flag in flags):
+        raise ProtocolError(MALFORMED, "outcome terminated/truncated must be booleans")
+    applied = m.get("applied")
+    if applied is not None:
+        applied = decode_array(applied, "outcome.applied")
+        if applied.ndim != 1 or not np.isfinite(applied).all():
+            raise ProtocolError(MALFORMED, "outcome.applied must be a finite vector")
+    return Outcome(step=step, reward=reward, terminated=flags[0], truncated=flags[1], applied=applied)
 
 
 def _watchdog_report(m: Any) -> WatchdogReport:

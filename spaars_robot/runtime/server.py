@@ -82,6 +82,15 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)
 
 
+def _outcome_fields(outcome: p.Outcome | None) -> dict[str, object]:
+    """The controller's report of the transition into this observation, as telemetry record fields."""
+    if outcome is None:
+        return {}
+    return {"episode_step": outcome.step, "reward": outcome.reward, "terminated": outcome.terminated,
+            "truncated": outcome.truncated,
+            "applied_action": [] if outcome.applied is None else outcome.applied.tolist()}
+
+
 def check_endpoint(endpoint: str) -> str:
     """Accept ipc:// and tcp:// on 127.0.0.1 / ::1 / localhost only; never a wildcard."""
     if endpoint.startswith("ipc://"):
@@ -326,6 +335,10 @@ class ActionServer:
             raise p.ProtocolError(p.BAD_OBSERVATION, f"obs shape {list(obs.shape)}, expected [{self.schema.obs_dim}]")
         if act.watchdog is not None:
             self._watchdog_report(session, act.watchdog)
+        applied = None if act.outcome is None else act.outcome.applied
+        if applied is not None and applied.shape != (self.schema.action_dim,):
+            raise p.ProtocolError(p.MALFORMED, f"outcome.applied shape {list(applied.shape)}, "
+                                               f"expected [{self.schema.action_dim}]")
         t_infer = time.perf_counter()
         if np.isfinite(obs).all():
             raw, latent, advantage, score = self.runner(obs)
@@ -336,6 +349,7 @@ class ActionServer:
             t_decide = t_infer
             decision = Decision("hold", float("nan"), float("nan"), session.state.gate.on, session.state.support.on)
             action = session.last_action
+        policy_action = action
         t_safety = time.perf_counter()
         result = self._finalize(session, obs, action, decision)
         t_done = time.perf_counter()
@@ -373,7 +387,8 @@ class ActionServer:
                         "decide": (t_safety - t_decide) * 1e6, "safety": safety_us,
                         "encode": (t_sent - t_done) * 1e6, "total": (t_sent - t_recv) * 1e6},
             watchdog=session.watchdog, client=f"{session.client}#{session.id}",
-            observation_ood=result.observation_ood)
+            observation_ood=result.observation_ood, observation=obs.tolist(),
+            policy_action=[float(v) for v in policy_action], **_outcome_fields(act.outcome))
         return reply, record
 
     def _finalize(self, session: Session, obs: np.ndarray, action: np.ndarray, decision: Decision) -> SafetyResult:

@@ -44,7 +44,7 @@ class Controller(Protocol):
     def reset(self, timeout_s: float | None = None) -> None: ...
     def forget_session(self) -> None: ...
     def act(self, obs: np.ndarray, timeout_s: float | None = None,
-            watchdog: p.WatchdogReport | None = None) -> p.ActionReply: ...
+            watchdog: p.WatchdogReport | None = None, outcome: p.Outcome | None = None) -> p.ActionReply: ...
 
 
 class EpisodeResult(BaseModel):
@@ -158,8 +158,12 @@ class ControlLoop:
         self._session_dropped = False
         self._latent: np.ndarray | None = None  # last in-support (latent/fallback) action, for hold_source: latent
 
-    def tick(self, obs: np.ndarray, budget_s: float | None) -> Tick:
-        """One period: request with `budget_s` (None: the client's own timeout), then let the watchdog choose."""
+    def tick(self, obs: np.ndarray, budget_s: float | None, outcome: p.Outcome | None = None) -> Tick:
+        """One period: request with `budget_s` (None: the client's own timeout), then let the watchdog choose.
+
+        `outcome` (reward and termination of the step into `obs`) travels with the request for the server's
+        recording; it does not change what is applied.
+        """
         wd = self.watchdog
         if wd.state in (WatchdogState.DAMP, WatchdogState.SAFE_STOP) and not self._session_dropped:
             self.client.forget_session()
@@ -170,7 +174,8 @@ class ControlLoop:
             reply = self.client.act(obs, timeout_s=budget_s,
                                     watchdog=p.WatchdogReport(wd.state.value, wd.deadline_misses,
                                                               ticks=sum(self.sources.values()),
-                                                              held=self.sources["hold"]))
+                                                              held=self.sources["hold"]),
+                                    outcome=outcome)
             self.rtts_us.append((time.perf_counter() - t_send) * 1e6)
         except ServerUnavailable:
             pass
@@ -237,14 +242,20 @@ def run_sim(client: Controller, task: TaskSpec, episodes: int = 1, seed: int = 0
             total, steps = 0.0, 0
             pacer = Pacer(period)
             deadline = pacer.t0 + period
+            outcome = None  # the first observation of an episode has no step behind it
             while True:
                 # Fast mode: the given timeout, else the client's own (None), never the wall-clock period.
                 budget = max(deadline - time.perf_counter(), 0.0) if realtime else timeout_s
-                tick = loop.tick(obs.astype(np.float32), budget)
-                obs, reward, terminated, truncated, _ = env.step(tick.action.astype(np.float32))
+                tick = loop.tick(obs.astype(np.float32), budget, outcome)
+                applied = tick.action.astype(np.float32)
+                obs, reward, terminated, truncated, _ = env.step(applied)
                 total += float(reward)
                 steps += 1
-                if terminated or truncated or (max_steps is not None and steps >= max_steps):
+                truncated = truncated or (max_steps is not None and steps >= max_steps)
+                outcome = p.Outcome(step=steps, reward=float(reward), terminated=bool(terminated),
+                                    truncated=bool(truncated), applied=applied)
+                if terminated or truncated:
+                    report_episode_end(client, obs.astype(np.float32), outcome, max(period, 0.05))
                     break
                 if realtime:
                     deadline = pacer.wait_next()
@@ -269,6 +280,18 @@ def run_sim(client: Controller, task: TaskSpec, episodes: int = 1, seed: int = 0
                       limit_counts=loop.limit_counts, watchdog_transitions=loop.transitions(),
                       stale_replies=stale, max_applied_age_ms=loop.max_applied_age_s * 1e3,
                       rtt_p50_us=float(np.percentile(rtt, 50)), rtt_p99_us=float(np.percentile(rtt, 99)))
+
+
+def report_episode_end(client: Controller, final_obs: np.ndarray, outcome: p.Outcome, timeout_s: float) -> None:
+    """Send the observation that ends an episode with its outcome, so a recording holds the last transition.
+
+    Its reply is not applied (there is no next step), and a missed reply only costs the recording that
+    transition: the importer then drops it, as D4RL's qlearning_dataset drops a step without a successor.
+    """
+    try:
+        client.act(final_obs, timeout_s=timeout_s, outcome=outcome)
+    except (ServerUnavailable, p.ServerError) as exc:
+        log.warning("end of episode not reported (%s); its last transition is not recorded", exc)
 
 
 class InProcessPolicy:
@@ -301,7 +324,7 @@ class InProcessPolicy:
         self.state.reset()
 
     def act(self, obs: np.ndarray, timeout_s: float | None = None,
-            watchdog: p.WatchdogReport | None = None) -> p.ActionReply:
+            watchdog: p.WatchdogReport | None = None, outcome: p.Outcome | None = None) -> p.ActionReply:
         import torch  # only the in-process reference needs torch; the serving path never imports it
 
         with torch.no_grad():

@@ -7,6 +7,7 @@ language can read it. Latencies are microseconds per stage; `time` is Unix secon
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,18 @@ class TelemetryRecord:
     controller: dict[str, int] = field(default_factory=dict)
     client: str = ""
     observation_ood: bool = False
+    # What training on deployed experience needs (`data import x.mcap`): the observation as received, the
+    # action the decision rule chose before the safety layer (`action` is what was sent, after it), and
+    # the controller's report of the transition into this observation when it sends one (protocol 1.2
+    # `act.outcome`): its index in the episode, the reward, termination/truncation, and the action it really
+    # applied after the previous observation (the watchdog may have held instead). None / [] when not sent.
+    observation: list[float] = field(default_factory=list)
+    policy_action: list[float] = field(default_factory=list)
+    episode_step: int | None = None
+    reward: float | None = None
+    terminated: bool | None = None
+    truncated: bool | None = None
+    applied_action: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its recursive deep copy costs ~10 us per record on the serving path.
@@ -94,7 +107,14 @@ class TelemetryRecord:
                 watchdog=_string(raw.get("watchdog", "running"), "watchdog"),
                 controller=_counters(raw.get("controller", {})),
                 client=_string(raw.get("client", ""), "client"),
-                observation_ood=_boolean(raw.get("observation_ood", False)),
+                observation_ood=_boolean(raw.get("observation_ood", False), "observation_ood"),
+                observation=_vector(raw.get("observation", []), "observation"),
+                policy_action=_vector(raw.get("policy_action", []), "policy_action"),
+                episode_step=_optional(raw.get("episode_step"), _integer, "episode_step"),
+                reward=_optional(raw.get("reward"), _number, "reward"),
+                terminated=_optional(raw.get("terminated"), _boolean, "terminated"),
+                truncated=_optional(raw.get("truncated"), _boolean, "truncated"),
+                applied_action=_vector(raw.get("applied_action", []), "applied_action"),
             )
         except KeyError as exc:
             raise TelemetryDecodeError(f"telemetry record lacks field {exc.args[0]!r}") from exc
@@ -125,10 +145,15 @@ def _string(value: Any, name: str) -> str:
     return value
 
 
-def _boolean(value: Any) -> bool:
+def _boolean(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
-        raise TelemetryDecodeError("telemetry field observation_ood must be a boolean")
+        raise TelemetryDecodeError(f"telemetry field {name} must be a boolean")
     return value
+
+
+def _optional(value: Any, check: Callable[[Any, str], Any], name: str) -> Any:
+    """Fields of the controller's optional report: absent or nil when it sent none."""
+    return None if value is None else check(value, name)
 
 
 def _source(value: Any) -> str:
