@@ -16,3 +16,17 @@ def make_record(sequence: int, source: str = "raw", support_score: float = 0.5, 
     }
     fields.update(overrides)
     return TelemetryRecord(**fields)
+
+
+SOFT_ZONE_RGB = (0xF9, 0xC7, 0x7E)  # the page's soft-zone fill (dashboard_page.drawAction)
+
+
+def count_pixels(png: bytes, rgb: tuple[int, int, int], tolerance: int = 6) -> int:
+    """Pixels of a screenshot within `tolerance` of a colour: proof that a canvas drew that element."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return int((np.abs(pixels - np.array(rgb, dtype=np.int16)).max(axis=-1) <= tolerance).sum())

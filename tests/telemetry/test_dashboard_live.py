@@ -4,12 +4,17 @@
 (gate always prefers raw), under a tight safety spec recorded at export. A ControlLoop (Client +
 watchdog) streams observations at 125 Hz; the page must load, update, show RUNNING and no fallback,
 then, when the controller sends far-off observations, show fallbacks, limit hits and the fallback
-event; a SIGSTOP of the server then shows the watchdog's safe stop and recovery. The Prometheus
-endpoint of the same server is scraped for the same facts. Screenshot: $SPAARS_DASHBOARD_SCREENSHOT.
+event; a SIGSTOP of the server then shows the watchdog's safe stop and recovery. Then the panels an
+engineer watches must hold live numbers: the controller's deadline misses and hold share equal the
+ControlLoop's own counts (while the server's own hold share stays 0 %), latency p50/p99 for the
+policy, safety and total stages, limit hits per second, timestamped events, and the spec's soft zone
+drawn on the action bars (checked in the screenshot's pixels). The Prometheus endpoint of the same
+server is scraped for the same facts. Screenshot: $SPAARS_DASHBOARD_SCREENSHOT (docs/dashboard.png is one).
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +35,7 @@ from spaars_robot.runtime.sim_client import ControlLoop, Pacer, task_schema
 from spaars_robot.safety.spec import load_safety_spec
 from spaars_robot.safety.watchdog import WatchdogState
 from tests.runtime.runtime_helpers import free_port, hopper_info, torch_outputs
+from tests.telemetry.telemetry_helpers import SOFT_ZONE_RGB, count_pixels
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -81,6 +87,34 @@ def feed(client: Client, normal: np.ndarray, far: np.ndarray, provoke: threading
 
 def metric(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def check_engineer_panels(page, loop: ControlLoop, halt: threading.Event, feeder: threading.Thread) -> None:
+    """The panels issue 21 asked for, against the controller's own counts once the robot side stops."""
+    page.wait_for_function("() => Number(document.getElementById('deadline-misses').textContent) > 0",
+                           timeout=20_000)
+    time.sleep(1.0)  # a second of normal running after the recovery, so the last requests arrive fresh
+    halt.set()
+    feeder.join(timeout=5)
+    ticks, held, misses = sum(loop.sources.values()), loop.sources["hold"], loop.watchdog.deadline_misses
+    time.sleep(0.5)  # the last records reach the page (it only changes when a record arrives)
+    # Each request reports the counts up to the period before it: the page lags the loop by one tick.
+    page_held, page_ticks = map(int, re.search(r"(\d+) of (\d+) ticks",
+                                               page.text_content("#controller-hold-total")).groups())
+    assert ticks - 3 <= page_ticks <= ticks - 1, (page_ticks, ticks)
+    assert held - 3 <= page_held <= held and page_held > 0, (page_held, held)
+    assert misses - 3 <= int(page.text_content("#deadline-misses")) <= misses
+    assert page.text_content("#hold-rate") == "0.0 %"  # the server never held: only the controller did
+    for stage in ("policy", "safety", "total"):
+        p50, p99 = map(float, page.locator(f"#latency-stages tr[data-stage='{stage}'] td.n").all_text_contents())
+        assert 0 <= p50 <= p99, (stage, p50, p99)
+    total_p50 = float(page.locator("#latency-stages tr[data-stage='total'] td.n").first.text_content())
+    assert total_p50 > 0
+    rates = page.locator("#limits tr[data-kind] td:nth-child(2)").all_text_contents()
+    assert rates and all(re.fullmatch(r"\d+\.\d", r) for r in rates)
+    events = page.locator("#events li").all_text_contents()
+    assert events and all(re.match(r"\d\d:\d\d:\d\d\.\d{3} #\d+ ", e) for e in events), events
+    assert count_pixels(page.locator("#action").screenshot(), SOFT_ZONE_RGB) > 500
 
 
 def test_dashboard_shows_live_server_state_fallback_and_watchdog(tmp_path) -> None:
@@ -153,7 +187,8 @@ def test_dashboard_shows_live_server_state_fallback_and_watchdog(tmp_path) -> No
             page.wait_for_function("() => document.getElementById('source').textContent === 'fallback'",
                                    timeout=20_000)
             assert page.text_content("#conn") == "live"
-            page.screenshot(path=str(SCREENSHOT))
+            check_engineer_panels(page, loop, halt, feeder)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
             browser.close()
         scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         assert metric(scraped, "spaars_fallbacks_total") > 0

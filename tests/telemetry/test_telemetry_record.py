@@ -26,6 +26,10 @@ def test_round_trip_keeps_every_field_including_nan() -> None:
     ({"action": [0.1]}, "differ in length"),
     ({"surprise": 1}, "unknown telemetry fields"),
     ({"latency_us": {"total": "fast"}}, "latency_us.total must be a number"),
+    ({"controller": {"held": -1}}, "controller must be a map"),
+    ({"controller": {"ticks": 1.5}}, "controller must be a map"),
+    ({"action_soft_low": [0.1], "action_soft_high": [0.2]}, "must be empty or as long as action"),
+    ({"action_soft_low": [0.1, 0.1, 0.1]}, "must be empty or as long as action"),
 ])
 def test_invalid_records_are_refused(change: dict, message: str) -> None:
     raw = msgpack.unpackb(make_record(1).to_msgpack())
