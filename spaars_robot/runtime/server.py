@@ -37,6 +37,7 @@ MAX_SESSIONS = 64
 # silent this long (a reconnecting controller gets a new identity and leaves its old session behind); a live
 # controller is never evicted by another local client: the newcomer is refused with `session_limit` instead.
 SESSION_IDLE_EVICT_S = 10.0
+MAX_REMEMBERED_CLIENTS = 1024
 
 TelemetryHook = Callable[[TelemetryRecord], None]
 WatchdogHook = Callable[[str, int], None]  # (state entered, new deadline misses) reported by a client
@@ -141,6 +142,9 @@ class ActionServer:
         self.source_counts = dict.fromkeys(p.SOURCES, 0)
         self.fallback_count = 0
         self._next_session = 1
+        # A controller's deadline-miss count is cumulative over its life, across reconnects; remembered per client
+        # name so a new session does not count the old misses again (bounded: names are free-form).
+        self._misses_by_client: OrderedDict[str, int] = OrderedDict()
         self._welcome_fields = {"gate_threshold": m.gate.threshold, "gate_hysteresis": m.gate.hysteresis,
                                 "support_threshold": m.support.threshold, "support_hysteresis": m.support.hysteresis}
         if safety is not None:
@@ -302,7 +306,8 @@ class ActionServer:
                           state=DecisionState(m.gate.threshold, m.gate.hysteresis, m.support.threshold,
                                               m.support.hysteresis),
                           safety=None if self.safety is None else self.safety.new_state(),
-                          last_action=np.zeros(m.action.dim, dtype=np.float32))
+                          last_action=np.zeros(m.action.dim, dtype=np.float32),
+                          deadline_misses=self._misses_by_client.get(hello.client[:64], 0))
         self._next_session += 1
         self.sessions.pop(identity, None)
         self.sessions[identity] = session
@@ -407,6 +412,10 @@ class ActionServer:
         new_misses = max(report.deadline_misses - session.deadline_misses, 0)
         changed = report.state != session.watchdog
         session.watchdog, session.deadline_misses = report.state, report.deadline_misses
+        self._misses_by_client[session.client] = report.deadline_misses
+        self._misses_by_client.move_to_end(session.client)
+        while len(self._misses_by_client) > MAX_REMEMBERED_CLIENTS:
+            self._misses_by_client.popitem(last=False)
         session.controller = {"deadline_misses": report.deadline_misses}
         if report.ticks is not None and report.held is not None:
             session.controller.update(ticks=report.ticks, held=report.held)

@@ -166,3 +166,15 @@ def test_stats_count_every_request_over_the_servers_life(bundle, hopper):
         stats = server.stats()
     assert stats["requests"] == 21
     assert sum(stats[s] for s in p.SOURCES) == 21 and stats["hold"] == 3
+
+
+def test_a_reconnecting_controller_does_not_count_its_old_deadline_misses_again(bundle, hopper):
+    reported: list[int] = []
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"], on_watchdog=lambda state, n: reported.append(n))) \
+            as server, Client(server.bound[0], task_schema(hopper), timeout_s=1.0, name="arm1") as client:
+        obs = np.zeros(11, np.float32)
+        client.act(obs, watchdog=p.WatchdogReport("running", 5))
+        client.forget_session()  # a new handshake: a new server session for the same controller
+        client.act(obs, watchdog=p.WatchdogReport("running", 5))
+        client.act(obs, watchdog=p.WatchdogReport("running", 7))
+    assert sum(reported) == 7  # 5 once, then 2 new ones; never 5 + 5 + 2
