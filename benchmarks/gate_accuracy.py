@@ -18,6 +18,7 @@ on the critic it judges; with gamma = 0.99, H = 100 covers 63 % of the discount 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
@@ -32,6 +33,8 @@ from spaars_robot.config.training import load_run_config
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_write_json, safe_torch_load
 from spaars_robot.envs import make_env
+from spaars_robot.safety.limits import SafetyLayer
+from spaars_robot.safety.spec import load_safety_spec
 from spaars_robot.train.agents import build_agent
 
 DIAGNOSTIC_SEED_BASE = 3_000_000  # never a training or evaluation seed
@@ -47,20 +50,27 @@ def load_agent(run_dir: Path, cache_dir: Path):
     return config, task, built
 
 
-def collect_states(agent, task, count: int, stride: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(qpos, qvel, obs) every `stride` steps along episodes of the deployed policy."""
+def applied(layer: SafetyLayer | None, state, action: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """What the env receives: the run's safety layer applied (trained under a spec), else the env's clip."""
+    return np.clip(action, -1.0, 1.0) if layer is None else layer.apply(action, state, obs).action
+
+
+def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | None) -> list[tuple]:
+    """(qpos, qvel, obs, safety state) every `stride` steps along episodes of the deployed policy."""
     env = make_env(task)
     states, episode = [], 0
     while len(states) < count:
         obs, _ = env.reset(seed=DIAGNOSTIC_SEED_BASE + episode)
+        safety = None if layer is None else layer.new_state()
         agent.begin_episode(evaluation=True)
         done, t = False, 0
         while not done and len(states) < count:
             if t % stride == 0:
                 data = env.unwrapped.data
-                states.append((data.qpos.copy(), data.qvel.copy(), np.asarray(obs, dtype=np.float64).copy()))
+                states.append((data.qpos.copy(), data.qvel.copy(), np.asarray(obs, dtype=np.float64).copy(),
+                               copy.deepcopy(safety)))
             action, _ = agent.act(obs)
-            obs, _, terminated, truncated, _ = env.step(action)
+            obs, _, terminated, truncated, _ = env.step(applied(layer, safety, action, obs))
             done, t = terminated or truncated, t + 1
         episode += 1
     env.close()
@@ -68,14 +78,18 @@ def collect_states(agent, task, count: int, stride: int) -> list[tuple[np.ndarra
 
 
 def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int, gamma: float, noise: float,
-                  seed: int) -> float:
-    """Discounted return of `first_action` then the deployed policy with seeded noise, from (qpos, qvel)."""
+                  seed: int, layer: SafetyLayer | None = None, safety=None, obs: np.ndarray | None = None) -> float:
+    """Discounted return of `first_action` then the deployed policy with seeded noise, from (qpos, qvel).
+
+    Under a safety layer both branches continue from a copy of the same saved layer state (rate-limit history).
+    """
     env.unwrapped.set_state(qpos, qvel)
     agent.begin_episode(evaluation=True)
     generator = np.random.default_rng(seed)
+    safety = copy.deepcopy(safety)
     total, action = 0.0, first_action
     for t in range(horizon):
-        obs, reward, terminated, _, _ = env.unwrapped.step(np.clip(action, -1.0, 1.0))
+        obs, reward, terminated, _, _ = env.unwrapped.step(applied(layer, safety, action, obs))
         total += gamma ** t * float(reward)
         if terminated:
             break
@@ -102,7 +116,10 @@ def main() -> None:
     agent, nets = built.agent, built.nets
     gate_cfg = config.online.gate
     agent.phase, agent.force_raw = "gated", False  # score the gate even for a run that never switched
-    states = collect_states(agent, task, args.states, args.stride)
+    # a run trained under a safety spec is judged as it runs: every executed action through that layer
+    layer = None if config.safety_spec is None else SafetyLayer(load_safety_spec(Path(config.safety_spec)),
+                                                                 task.action_dim, task.obs_dim)
+    states = collect_states(agent, task, args.states, args.stride, layer)
     obs = nets.normalizer(torch.as_tensor(np.stack([s[2] for s in states]), dtype=torch.float32))
     raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
     advantage = member_advantages(nets.critic, obs, raw, lat)  # [E, N]
@@ -111,13 +128,13 @@ def main() -> None:
     gate_open = (lcb > gate_cfg.tau_rel * scale).numpy()
     env = make_env(task)
     diffs = np.zeros((len(states), args.repeats))
-    for i, (qpos, qvel, _) in enumerate(states):
+    for i, (qpos, qvel, obs_i, safety) in enumerate(states):
         for r in range(args.repeats):
             seed = 7919 * i + r
             g_raw = branch_return(env, agent, qpos, qvel, raw[i].numpy(), args.horizon, config.online.gamma,
-                                  args.noise, seed)
+                                  args.noise, seed, layer, safety, obs_i)
             g_lat = branch_return(env, agent, qpos, qvel, lat[i].numpy(), args.horizon, config.online.gamma,
-                                  args.noise, seed)
+                                  args.noise, seed, layer, safety, obs_i)
             diffs[i, r] = g_raw - g_lat
     env.close()
     mean = diffs.mean(1)
@@ -130,6 +147,7 @@ def main() -> None:
 
     result = {
         "run": str(args.run_dir), "task": task.name, "seed": config.seed, "algo": config.algo,
+        "safety_spec": None if config.safety_spec is None else Path(config.safety_spec).name,
         "states": len(states), "horizon": args.horizon, "repeats": args.repeats, "noise": args.noise,
         "gamma": config.online.gamma, "gate": gate_cfg.model_dump(mode="json"), "gate_scale": scale,
         "significant_states": int(significant.sum()),

@@ -29,7 +29,7 @@ for task in $TASKS; do
         if [ -f "$dir/config.yaml" ]; then
           $BIN train --resume "$dir" --results-dir benchmarks/results/train &
         else
-          $BIN train --task "$task" --dataset "$task-medium" --algo "$algo" --seeds "$s" --protocol short $ABLATION --results-dir benchmarks/results/train &
+          $BIN train --task "$task" --dataset "$task-medium" --algo "$algo" --seeds "$s" --protocol short $ABLATION --safety-spec none --results-dir benchmarks/results/train &
         fi
         pids+=($!)
       done

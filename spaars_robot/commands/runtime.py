@@ -24,16 +24,20 @@ def export_cmd(
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Export format; ONNX is the only one.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle at --out.")] = False,
     safety: Annotated[str | None, typer.Option(
-        help="Safety spec to validate against and record (robot name or YAML) [default: safety/<task>.yaml].")] = None,
+        help="Safety spec to validate against and record (robot name or YAML) [default: the one the run trained "
+             "under, else safety/<task>.yaml].")] = None,
 ) -> None:
     """Export a trained run as an ONNX policy bundle; refuses to write one that fails torch/ORT parity."""
     if not onnx:
         raise SpaarsError("only --onnx export is supported")
-    from spaars_robot.export.from_run import load_run_for_export
+    from spaars_robot.export.from_run import export_spec, load_run_for_export
     from spaars_robot.export.onnx_export import export_bundle
 
     stack, info = load_run_for_export(run_dir)
-    manifest = export_bundle(stack, info, out, overwrite=overwrite, safety_spec=safety)
+    spec, warning = export_spec(info.config, safety)
+    if warning is not None:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    manifest = export_bundle(stack, info, out, overwrite=overwrite, safety_spec=spec)
     worst = max(manifest.parity.max_abs_error.values())
     console.print(f"wrote {out} (task {manifest.task}, parity max abs error {worst:.2e} "
                   f"over {manifest.parity.recorded_obs + manifest.parity.random_obs} observations; "

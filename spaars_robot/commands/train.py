@@ -43,6 +43,10 @@ def train(
                                                    "online.gate.kappa=2 (repeatable).")] = None,
     workers: Annotated[int, typer.Option(help="Parallel seed processes (0 = min(#seeds, CPU cores)).")] = 0,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast for offline network passes (fp32 master weights).")] = False,
+    safety_spec: Annotated[str | None, typer.Option(
+        help="Safety spec (robot name or YAML) whose layer shapes every online training and evaluation action, as "
+             "`serve` applies it; 'none' for no layer [default: the task's spec, safety/<task>.yaml, if it exists].")
+    ] = None,
     runs_root: Annotated[Path, typer.Option(help="Where run directories are created.")] = Path("runs"),
     run_dir: Annotated[Path | None, typer.Option(help="Explicit run directory (single seed only).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Resume the run in this directory (seed or group dir).")] = None,
@@ -68,7 +72,7 @@ def train(
             + (["online.hard_switch=true"] if hard_switch else [])
         jobs = plan_new(task, dataset, resolve_dataset(dataset) if dataset is not None else None, algo.value,
                         parse_seeds(seeds), protocol, list(set_ or []), variant_sets, runs_root, run_dir,
-                        cache_dir, bf16)
+                        cache_dir, bf16, safety_spec)
     summaries = run_jobs(jobs, workers, " ".join(["spaars-robot", *sys.argv[1:]]))
     for job, summary in zip(jobs, summaries):
         out = write_compact_summary(summary, results_dir or runs_root / "summaries")

@@ -141,6 +141,11 @@ class TrainConfig(_Strict):
                                      "'set-<hash>', so such runs never share a run directory or summary file")
     tag_sets: dict[str, Any] = Field(default_factory=dict, description="what the tag stands for: each hyperparameter "
                                      "that differs from the protocol, as dotted key -> value (copied into summaries)")
+    safety_spec: str | None = Field(None, description="safety spec YAML whose SafetyLayer (the code `serve` runs) "
+                                                      "shapes every online training and evaluation action; None = "
+                                                      "no layer (set by `train --safety-spec`, default the task's spec)")
+    safety_spec_sha256: str | None = Field(None, description="SHA-256 of that file when the run started: a resume "
+                                                             "refuses a changed spec, export records it")
     pretrain: PretrainConfig = PretrainConfig()
     online: OnlineConfig = OnlineConfig()
     eval: EvalConfig = EvalConfig()
@@ -162,7 +167,8 @@ def _set_path(tree: dict, dotted: str, value: object) -> None:
 
 # Set by the command (and naming the run directory and summary), so never by --set: `--set seed=1` with
 # `--seeds 0` would train seed 1 into seed0/ and overwrite another run's committed summary.
-COMMAND_FIELDS = frozenset({"protocol", "task", "dataset", "algo", "seed", "tag", "tag_sets"})
+COMMAND_FIELDS = frozenset({"protocol", "task", "dataset", "algo", "seed", "tag", "tag_sets", "safety_spec",
+                            "safety_spec_sha256"})
 
 
 def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None) -> TrainConfig:

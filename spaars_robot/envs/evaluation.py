@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import gymnasium as gym
 import numpy as np
 
 from spaars_robot.config.tasks import TaskSpec
@@ -10,13 +11,15 @@ from spaars_robot.envs.make import make_env
 
 
 def run_episodes(act: Callable[[np.ndarray], tuple[np.ndarray, str]], task: TaskSpec, episodes: int,
-                 seed_base: int, begin_episode: Callable[[], None] | None = None) -> tuple[list[float], float]:
+                 seed_base: int, begin_episode: Callable[[], None] | None = None,
+                 make: Callable[[], gym.Env] | None = None) -> tuple[list[float], float]:
     """Play `episodes` episodes from seeds seed_base + i (never training seeds).
 
     Returns the episode returns and the share of steps whose action came from the raw policy
-    (`act` reports the source of each action).
+    (`act` reports the source of each action). `make` builds the env (default `make_env(task)`; a run
+    trained under a safety spec evaluates under it too, as it will be served).
     """
-    env = make_env(task)
+    env = make() if make is not None else make_env(task)
     returns, raw_steps, steps = [], 0, 0
     for i in range(episodes):
         obs, _ = env.reset(seed=seed_base + i)

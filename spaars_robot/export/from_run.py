@@ -32,6 +32,30 @@ def seed_run_dir(run_dir: Path | str) -> Path:
     return run_dir  # load_run_config says what is missing
 
 
+def export_spec(config: dict, given: str | None) -> tuple[str | None, str | None]:
+    """(spec to validate and record, a warning or None) for a run trained with `config`.
+
+    Default: the spec the run trained under, so the bundle records the limits its policy learned with and
+    `serve` accepts it as is. A different spec is allowed (the user may deploy on another robot) but said.
+    """
+    from spaars_robot.export.safety_binding import spec_path, spec_sha256
+
+    trained, trained_sha = config.get("safety_spec"), config.get("safety_spec_sha256")
+    if trained is not None and (not Path(trained).exists() or spec_sha256(Path(trained)) != trained_sha):
+        raise SpaarsError(f"the run trained under safety spec {trained} (sha256 {str(trained_sha)[:12]}...), which "
+                          f"is missing or has changed since; restore it, or pass --safety to record another spec")
+    if trained is None:
+        recorded = given or f"safety/{config['task']}.yaml"
+        return given, (f"the run trained without a safety layer in the loop; its policy meets {recorded}'s limits "
+                       f"for the first time when served (train with its default --safety-spec avoids that)")
+    if given is None:
+        return trained, None
+    if spec_sha256(spec_path(given)) != trained_sha:
+        return given, (f"the run trained under {Path(trained).name} (sha256 {trained_sha[:12]}...), not under "
+                       f"{given}; its policy was not trained with these limits")
+    return given, None
+
+
 def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo]:
     """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records."""
     from spaars_robot.algos.offline import OfflineNets

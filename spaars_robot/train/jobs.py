@@ -47,20 +47,28 @@ def parse_seeds(text: str) -> list[int]:
 
 def plan_new(task: str, dataset: str | None, dataset_path: Path | None, algo: str, seeds: list[int], protocol: str,
              sets: list[str], variant_sets: list[str], runs_root: Path, run_dir: Path | None, cache_dir: Path,
-             bf16: bool) -> list[TrainJob]:
-    """One job per seed; `variant_sets` are the ablation flags, which name the run but are not a `--set` tag."""
+             bf16: bool, safety_spec: str | None = None) -> list[TrainJob]:
+    """One job per seed; `variant_sets` are the ablation flags, which name the run but are not a `--set` tag.
+
+    `safety_spec`: `--safety-spec` as given (None: the task's own spec when it has one; "none": no layer).
+    """
+    from spaars_robot.config.tasks import load_task
+    from spaars_robot.train.safety_in_loop import resolve_training_spec
+
     if run_dir is not None and len(seeds) > 1:
         raise SpaarsError("--run-dir takes a single seed; use --runs-root for several")
+    spec, spec_sha = resolve_training_spec(load_task(task), safety_spec)
     jobs = []
     for seed in seeds:
-        fields = {"task": task, "dataset": str(dataset or ""), "algo": algo, "seed": seed}
+        fields = {"task": task, "dataset": str(dataset or ""), "algo": algo, "seed": seed, "safety_spec": spec,
+                  "safety_spec_sha256": spec_sha}
         cfg = resolve_config(protocol, fields, sets + variant_sets)
         if sets:
             default = resolve_config(protocol, fields, variant_sets)
             cfg = cfg.model_copy(update={"tag": hyperparameter_tag(cfg, default),
                                          "tag_sets": hyperparameter_changes(cfg, default)})
         group = runs_root / run_name(task, algo, cfg.protocol, cfg.online.concurrent_bc, cfg.online.hard_switch,
-                                     cfg.tag, bf16)
+                                     cfg.tag, bf16, spec is not None)
         jobs.append(TrainJob(cfg, run_dir or group / f"seed{seed}", cache_dir, dataset_path, bf16))
     return jobs
 

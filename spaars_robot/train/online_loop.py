@@ -75,8 +75,10 @@ class OnlineLoop:
                                        "networks hold NaN/inf); the last checkpoint keeps the last finite state, "
                                        "but a resume replays the same steps: change the config (e.g. a lower lr)")
             score = self.support.score(obs, action) if self.support is not None else math.nan
-            next_obs, reward, terminated, truncated, _ = self.env.step(action)
-            self.replay.add(self.encode(torch.as_tensor(obs, dtype=torch.float32)), action,
+            next_obs, reward, terminated, truncated, step_info = self.env.step(action)
+            # under a safety layer the env applied a shaped action: the transition is about that one
+            applied = step_info.get("applied_action", action)
+            self.replay.add(self.encode(torch.as_tensor(obs, dtype=torch.float32)), applied,
                             float(reward) * self.reward_scale,
                             self.encode(torch.as_tensor(next_obs, dtype=torch.float32)), terminated, truncated)
             obs = next_obs

@@ -26,12 +26,12 @@ from spaars_robot.config.training import TrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
 from spaars_robot.data.replay import ReplayBuffer, mixed_batch
-from spaars_robot.envs import make_env
 from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
 from spaars_robot.train.agents import BuiltAgent, build_agent
 from spaars_robot.train.online_loop import OnlineLoop, StepInfo
 from spaars_robot.train.progress import ProgressDisplay, make_progress
+from spaars_robot.train.safety_in_loop import check_unchanged, env_factory
 
 RECENT_STATES = 2_000
 METRIC_FIELDS = (
@@ -55,10 +55,10 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def evaluate(agent: Agent, task: TaskSpec, episodes: int, seed_base: int) -> dict:
+def evaluate(agent: Agent, task: TaskSpec, episodes: int, seed_base: int, make=None) -> dict:
     """Deterministic episodes on fixed seeds shared by every algorithm and training seed."""
     returns, raw_rate = run_episodes(agent.act, task, episodes, seed_base,
-                                     begin_episode=lambda: agent.begin_episode(evaluation=True))
+                                     begin_episode=lambda: agent.begin_episode(evaluation=True), make=make)
     norm = [task.normalized_score(r) for r in returns]
     return {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
             "normalized_mean": float(np.mean(norm)), "normalized_std": float(np.std(norm)),
@@ -90,6 +90,7 @@ class Runner:
         self.dataset_path, self.bf16, self.show_progress = dataset_path, bf16, show_progress
         self.task = load_task(config.task)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.make_env = env_factory(config, self.task)  # under the run's safety spec, if it has one
 
     def log(self, message: str) -> None:
         """One line per pretraining checkpoint and evaluation in `train.log` (seeds run without a progress bar)."""
@@ -110,6 +111,7 @@ class Runner:
             raise SpaarsError(f"{self.run_dir}: no checkpoint.pt to resume from")
         if not resume and self.checkpoint_path.exists():
             raise SpaarsError(f"{self.run_dir} already holds a run; use --resume or another --run-dir")
+        check_unchanged(cfg)
         self._write_config()
         dataset = OfflineDataset.load(self.dataset_path) if cfg.algo != "sac" else None
         if dataset is not None:
@@ -154,6 +156,8 @@ class Runner:
         return {
             "task": cfg.task, "algo": cfg.algo, "seed": cfg.seed, "protocol": cfg.protocol,
             "dataset": str(self.dataset_path), "bf16": self.bf16,
+            "safety_spec": (None if cfg.safety_spec is None else
+                            {"file": Path(cfg.safety_spec).name, "sha256": cfg.safety_spec_sha256}),
             "variant": {"concurrent_bc": cfg.online.concurrent_bc, "hard_switch": cfg.online.hard_switch},
             **({"tag": cfg.tag, "tag_sets": cfg.tag_sets} if cfg.tag else {}),
             "final_normalized": float(np.mean([r["normalized_mean"] for r in last])),
@@ -184,7 +188,7 @@ class OnlineSession:
         self.runner, self.built, self.progress = runner, built, progress
         self.cfg, self.task = cfg, task
         self.online = ReplayBuffer(max(oc.env_steps, 1), task.obs_dim, task.action_dim)
-        self.loop = OnlineLoop(make_env(task), built.agent, self.online, self._sample, seed=cfg.seed, utd=oc.utd,
+        self.loop = OnlineLoop(runner.make_env(), built.agent, self.online, self._sample, seed=cfg.seed, utd=oc.utd,
                                encode=built.encode, reward_scale=built.reward_scale, support=built.support)
         self.counters, self.rows, self.wall_before = Counters(), [], 0.0
         self.support_threshold = built.support.threshold if built.support is not None else float("inf")
@@ -248,7 +252,7 @@ class OnlineSession:
     def evaluate(self) -> None:
         """Evaluate the deployed policy, let the agent read its signals, record the row, clear the counters."""
         cfg, agent, c, step, wall = self.cfg, self.built.agent, self.counters, self.loop.step, self.wall()
-        record = evaluate(agent, self.task, cfg.eval.episodes, cfg.eval.seed_base)
+        record = evaluate(agent, self.task, cfg.eval.episodes, cfg.eval.seed_base, self.runner.make_env)
         recent = self.online.obs[max(0, self.online.size - RECENT_STATES): self.online.size]
         if recent.shape[0] == 0:
             recent = self.built.offline.obs[:RECENT_STATES]

@@ -94,7 +94,7 @@ def test_iql_baseline_does_not_depend_on_the_cvae(tiny_hopper_dataset, tmp_path,
         (run_dir,) = [p.parent for p in runs.glob("*/seed0/metrics.csv")]
         returns.append([r["return_mean"] for r in _rows(run_dir)])
     assert returns[0] == returns[1]
-    (tagged,) = (tmp_path / "res").glob("hopper_iql-set-*_smoke_seed0.json")
+    (tagged,) = (tmp_path / "res").glob("hopper_iql-safe-set-*_smoke_seed0.json")
     assert json.loads(tagged.read_text())["tag_sets"] == {"pretrain.cvae_kl_weight": 0.5}  # the summary says what it ran
 
 

@@ -19,7 +19,7 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
     cache = tmp_path / "cache"
     run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", "spaars", "--protocol",
             "smoke", "--runs-root", str(tmp_path / "runs"), env={"SPAARS_CACHE": str(cache)})
-    run_dir = tmp_path / "runs" / "hopper-spaars-smoke" / "seed0"
+    run_dir = tmp_path / "runs" / "hopper-spaars-safe-smoke" / "seed0"  # the default: under safety/hopper.yaml
     first = _diagnose(run_dir, cache, tmp_path / "a.json")
     assert first["states"] == 12 and 0 <= first["significant_states"] <= 12
     for key in ("sign_accuracy", "mean_advantage_sign_accuracy"):

@@ -69,7 +69,7 @@ def test_parallel_seeds_match_single_seed_runs(tiny_hopper_dataset, tmp_path):
             "--results-dir", str(tmp_path / "r1"), env=env)
     run_cli(*common, "--seeds", "1", "--runs-root", str(tmp_path / "single"), "--results-dir", str(tmp_path / "r2"),
             env=env)
-    multi = tmp_path / "multi" / "hopper-spaars-smoke"
-    single = tmp_path / "single" / "hopper-spaars-smoke"
+    multi = tmp_path / "multi" / "hopper-spaars-safe-smoke"
+    single = tmp_path / "single" / "hopper-spaars-safe-smoke"
     assert _rows(multi / "seed1") == _rows(single / "seed1")
     assert _rows(multi / "seed0") != _rows(multi / "seed1")  # seeds really differ
