@@ -22,7 +22,7 @@ from spaars_robot.runtime.client import Client
 from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.runtime.sim_client import task_schema
 
-OBS_DIM = 11
+OBS_DIM, ACT_DIM = 11, 3
 
 
 def hopper_schema() -> p.Schema:
