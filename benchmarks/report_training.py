@@ -40,6 +40,52 @@ def _gate_profile(runs: list[dict]) -> str:
     return " / ".join(thirds)
 
 
+def _whole_run(run: dict) -> tuple[float | None, int]:
+    """(out-of-support rate, falls) over every online step of a run, from its evaluation windows.
+
+    Each curve row after the first covers the `eval.every` training steps before it, so the rate weighted by
+    window is the rate over the whole online budget (issue 16: safety kept through the run, not only early).
+    """
+    rows = run["curve"][1:]
+    falls = int(sum(r["falls"] for r in rows))
+    rates = [r["out_of_support_rate"] for r in rows]
+    if not rows or any(v in ("", None) for v in rates):
+        return None, falls
+    return sum(rates) / len(rates), falls
+
+
+def _steps_to_reach(run: dict, target: float) -> int | None:
+    """First online evaluation step at which the run's score reaches `target` (None: never)."""
+    for row in run["curve"][1:]:
+        if row["normalized_mean"] >= target:
+            return int(row["step"])
+    return None
+
+
+def sample_efficiency(groups: dict) -> list[str]:
+    """Per task and seed: online steps each algorithm needs to reach IQL fine-tuning's final score of that seed."""
+    lines = []
+    for (task, protocol, label), runs in sorted(groups.items()):
+        iql = {r["seed"]: r for r in groups.get((task, protocol, "iql"), [])}
+        if label == "iql" or not iql:
+            continue
+        cells = []
+        for run in sorted(runs, key=lambda r: r["seed"]):
+            if run["seed"] not in iql:
+                continue
+            target = iql[run["seed"]]["final_normalized"]
+            mine, theirs = _steps_to_reach(run, target), _steps_to_reach(iql[run["seed"]], target)
+            cells.append(f"s{run['seed']}: {'never' if mine is None else f'{mine // 1000}k'} vs "
+                         f"{'never' if theirs is None else f'{theirs // 1000}k'}")
+        if cells:
+            lines.append(f"| {task} | {protocol} | {label} | {'; '.join(cells)} |")
+    if not lines:
+        return []
+    return ["", "Online steps to first reach IQL fine-tuning's final score of the same seed (this algorithm vs IQL "
+            "itself; evaluations every 5k steps):", "", "| task | protocol | algorithm | per seed |",
+            "|---|---|---|---|", *lines]
+
+
 def build() -> str:
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for path in sorted(RESULTS.glob("*.json")):
@@ -50,20 +96,26 @@ def build() -> str:
     if not groups:
         return "\n".join(lines + ["No finished runs yet.", "", END])
     lines += ["| task | protocol | algorithm | seeds | offline start | final score (95% CI) | paper | "
-              "per seed | out-of-support, first 50k | falls, first 50k | raw share (thirds of run) | switch step |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "per seed | out-of-support, first 50k | falls, first 50k | out-of-support, all online | falls, all online "
+              "| raw share (thirds of run) | switch step |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, protocol, label), runs in sorted(groups.items()):
         final = mean_ci95([r["final_normalized"] for r in runs])
         start = mean_ci95([r["offline_normalized"] for r in runs])
         measured = [100 * r["early_out_of_support_rate"] for r in runs if r["early_out_of_support_rate"] is not None]
         oos_text = f"{_fmt(*mean_ci95(measured))}%" if measured else "n/a"  # sac has no CVAE to score support
         falls = mean_ci95([r["early_falls"] for r in runs])
+        whole = [_whole_run(r) for r in runs]
+        whole_oos = [100 * rate for rate, _ in whole if rate is not None]
+        whole_oos_text = f"{_fmt(*mean_ci95(whole_oos))}%" if whole_oos else "n/a"
+        whole_falls = mean_ci95([f for _, f in whole])
         switches = [str(r["switch"][0]["step"]) for r in runs if r.get("switch")]
         paper = PAPER.get(task, {}).get(label, "")
         per_seed = " / ".join(f"{r['final_normalized']:.1f}" for r in sorted(runs, key=lambda r: r["seed"]))
         lines.append(f"| {task} | {protocol} | {label} | {', '.join(str(r['seed']) for r in sorted(runs, key=lambda r: r['seed']))} "
                      f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {per_seed} | {oos_text} | {_fmt(*falls)} | "
-                     f"{_gate_profile(runs)} | {', '.join(switches) or '-'} |")
+                     f"{whole_oos_text} | {_fmt(*whole_falls)} | {_gate_profile(runs)} | {', '.join(switches) or '-'} |")
+    lines += sample_efficiency(groups)
     notes = sorted({(s["tag"], _tag_note(s)) for runs in groups.values() for s in runs if s.get("tag")})
     if notes:
         lines += [""] + [f"`{tag}`: {note}." for tag, note in notes]
