@@ -42,7 +42,11 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config field, e.g. "
                                                    "online.gate.kappa=2 (repeatable).")] = None,
     workers: Annotated[int, typer.Option(help="Parallel seed processes (0 = min(#seeds, CPU cores)).")] = 0,
-    bf16: Annotated[bool, typer.Option(help="bf16 autocast for offline network passes (fp32 master weights).")] = False,
+    precision: Annotated[str, typer.Option(
+        help="fp32 | bf16 (the CVAE's pretraining passes under bf16 autocast; critics, targets and advantages stay "
+             "fp32) | auto (measure both for a few seconds on this machine, bf16 only if >= 1.1x faster; recorded "
+             "in the run).")] = "fp32",
+    bf16: Annotated[bool, typer.Option(hidden=True, help="Same as --precision bf16.")] = False,
     safety_spec: Annotated[str | None, typer.Option(
         help="Safety spec (robot name or YAML) whose layer shapes every online training and evaluation action, as "
              "`serve` applies it; 'none' for no layer [default: the task's spec, safety/<task>.yaml, if it exists].")
@@ -55,8 +59,11 @@ def train(
              "benchmarks/results/train, written only when asked).")] = None,
 ) -> None:
     """Offline pretraining (cached) then online fine-tuning in MuJoCo, for any algorithm, several seeds."""
+    from dataclasses import replace
+
     from spaars_robot.data.locate import resolve_dataset
     from spaars_robot.train.jobs import parse_seeds, plan_new, plan_resume, run_jobs
+    from spaars_robot.train.precision import choose_precision
     from spaars_robot.train.runner import FINAL_EVALUATIONS
     from spaars_robot.train.summaries import write_compact_summary
 
@@ -70,9 +77,24 @@ def train(
             raise SpaarsError(f"--dataset is required for --algo {algo.value}")
         variant_sets = (["online.concurrent_bc=false"] if no_concurrent_bc else []) \
             + (["online.hard_switch=true"] if hard_switch else [])
-        jobs = plan_new(task, dataset, resolve_dataset(dataset) if dataset is not None else None, algo.value,
-                        parse_seeds(seeds), protocol, list(set_ or []), variant_sets, runs_root, run_dir,
-                        cache_dir, bf16, safety_spec)
+        dataset_path = resolve_dataset(dataset) if dataset is not None else None
+        requested = "bf16" if bf16 else precision
+
+        def plan(use_bf16: bool):
+            return plan_new(task, dataset, dataset_path, algo.value, parse_seeds(seeds), protocol, list(set_ or []),
+                            variant_sets, runs_root, run_dir, cache_dir, use_bf16, safety_spec)
+
+        jobs = plan(requested == "bf16")
+        choice = choose_precision(requested, None, jobs[0].config.pretrain)  # validates the word before any compute
+        if requested == "auto" and dataset_path is not None:
+            from spaars_robot.data.dataset import OfflineDataset
+
+            console.print("precision auto: measuring fp32 and bf16 pretraining updates on this machine ...")
+            choice = choose_precision("auto", OfflineDataset.load(dataset_path), jobs[0].config.pretrain,
+                                      jobs[0].config.seed)
+            console.print(choice.describe(), highlight=False)
+            jobs = plan(choice.bf16)
+        jobs = [replace(job, precision=choice.record()) for job in jobs]
     summaries = run_jobs(jobs, workers, " ".join(["spaars-robot", *sys.argv[1:]]))
     for job, summary in zip(jobs, summaries):
         out = write_compact_summary(summary, results_dir or runs_root / "summaries")

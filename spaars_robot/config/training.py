@@ -259,6 +259,7 @@ class RunFacts:
     dataset_path: Path | None
     bf16: bool
     command: str
+    precision: dict | None = None  # how bf16 was chosen (`--precision`); absent in runs made before it
 
 
 def load_run_config(run_dir: Path | str) -> tuple[TrainConfig, RunFacts]:
@@ -276,7 +277,9 @@ def load_run_config(run_dir: Path | str) -> tuple[TrainConfig, RunFacts]:
         if not isinstance(raw, dict) or "dataset_path" not in raw or "bf16" not in raw:
             raise ConfigError(f"{path}: not a run config written by `spaars-robot train` (no dataset_path/bf16)")
         ds_path, use_bf16, command = raw.pop("dataset_path"), raw.pop("bf16"), raw.pop("command", None)
-        facts = RunFacts(None if ds_path in (None, "None") else Path(ds_path), bool(use_bf16), command or "")
+        precision = raw.pop("precision", None)  # a record of how bf16 was chosen; `bf16` is what the run uses
+        facts = RunFacts(None if ds_path in (None, "None") else Path(ds_path), bool(use_bf16), command or "",
+                         precision if isinstance(precision, dict) else None)
         return TrainConfig.model_validate(raw), facts
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); the run cannot be resumed "

@@ -33,6 +33,7 @@ class TrainJob:
     resume: bool = False
     command: str = ""
     show_progress: bool = True
+    precision: dict | None = None  # `--precision` as asked and chosen (train/precision.py), recorded in the run
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -81,7 +82,8 @@ def plan_resume(resume: Path, cache_dir: Path) -> list[TrainJob]:
     jobs = []
     for d in dirs:
         cfg, facts = load_run_config(d)
-        jobs.append(TrainJob(cfg, d, cache_dir, facts.dataset_path, facts.bf16, resume=(d / "checkpoint.pt").exists()))
+        jobs.append(TrainJob(cfg, d, cache_dir, facts.dataset_path, facts.bf16, resume=(d / "checkpoint.pt").exists(),
+                             precision=facts.precision))
     return jobs
 
 
@@ -91,7 +93,7 @@ def _run_one(job: TrainJob) -> dict:
 
     job.run_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner(job.config, job.run_dir, job.cache_dir, job.dataset_path, job.bf16,
-                    show_progress=job.show_progress, command=job.command)
+                    show_progress=job.show_progress, command=job.command, precision=job.precision)
     return runner.run(resume=job.resume)
 
 

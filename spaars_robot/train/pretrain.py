@@ -226,7 +226,7 @@ def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cac
     While it computes, `<key>.partial.pt` holds an exact-resume checkpoint; it is removed once the result is stored.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(dataset, seed, cfg) + ("-bf16" if bf16 else "")
+    key = cache_key(dataset, seed, cfg) + ("-bf16cvae" if bf16 else "")  # bf16 CVAE, fp32 critics (since 12-02)
     path = cache_dir / f"{key}.pt"
     partial = cache_dir / f"{key}.partial.pt"
     with open(cache_dir / f"{key}.lock", "w") as lock:

@@ -84,10 +84,12 @@ FINAL_EVALUATIONS = 5  # a run's "final" score is the mean of its last 5 online 
 
 class Runner:
     def __init__(self, config: TrainConfig, run_dir: Path, cache_dir: Path, dataset_path: Path | None,
-                 bf16: bool = False, show_progress: bool = True, command: str = "") -> None:
+                 bf16: bool = False, show_progress: bool = True, command: str = "",
+                 precision: dict | None = None) -> None:
         self.config, self.run_dir, self.cache_dir = config, Path(run_dir), Path(cache_dir)
         self.command = command or " ".join(["spaars-robot", *sys.argv[1:]])
         self.dataset_path, self.bf16, self.show_progress = dataset_path, bf16, show_progress
+        self.precision = precision or {"requested": "bf16" if bf16 else "fp32", "chosen": "bf16" if bf16 else "fp32"}
         self.task = load_task(config.task)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.make_env = env_factory(config, self.task)  # under the run's safety spec, if it has one
@@ -100,7 +102,7 @@ class Runner:
     def _write_config(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         payload = self.config.model_dump(mode="json") | {"dataset_path": str(self.dataset_path), "bf16": self.bf16,
-                                                         "command": self.command}
+                                                         "precision": self.precision, "command": self.command}
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(payload, sort_keys=False))
 
     def run(self, resume: bool = False) -> dict:
@@ -155,7 +157,7 @@ class Runner:
         early_steps = sum(cfg.eval.every for _ in early) or 1
         return {
             "task": cfg.task, "algo": cfg.algo, "seed": cfg.seed, "protocol": cfg.protocol,
-            "dataset": str(self.dataset_path), "bf16": self.bf16,
+            "dataset": str(self.dataset_path), "bf16": self.bf16, "precision": self.precision,
             "safety_spec": (None if cfg.safety_spec is None else
                             {"file": Path(cfg.safety_spec).name, "sha256": cfg.safety_spec_sha256}),
             "variant": {"concurrent_bc": cfg.online.concurrent_bc, "hard_switch": cfg.online.hard_switch},
