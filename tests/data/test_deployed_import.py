@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,8 @@ from spaars_robot.envs import make_env
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import random_stack
 from spaars_robot.runtime import protocol as p
-from spaars_robot.runtime.client import Client, ServerUnavailable
+from spaars_robot.runtime.client import Client
+from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.runtime.sim_client import run_sim, task_schema
 from spaars_robot.telemetry.mcap_log import McapRecorder
 from tests.conftest import run_cli
@@ -42,14 +42,7 @@ def _serve(bundle: Path, endpoint: str, recording: Path) -> subprocess.Popen:
 
 
 def _connected(client: Client, server: subprocess.Popen) -> None:
-    for _ in range(300):
-        try:
-            client.connect(timeout_s=0.5)
-            return
-        except ServerUnavailable:
-            assert server.poll() is None, server.stderr.read()
-            time.sleep(0.05)
-    raise AssertionError("server never answered the handshake")
+    wait_for_server(client, server)
 
 
 def test_recorded_deployment_imports_and_trains(tmp_path: Path) -> None:

@@ -23,8 +23,9 @@ from spaars_robot.config.tasks import load_task
 from spaars_robot.export.bundle import load_bundle
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import random_stack
-from spaars_robot.runtime.client import Client, ServerUnavailable
+from spaars_robot.runtime.client import Client
 from spaars_robot.runtime.protocol import PROTOCOL_MAJOR, PROTOCOL_MINOR
+from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.runtime.sim_client import task_schema
 from tests.runtime.runtime_helpers import free_port, hopper_info
 
@@ -53,13 +54,7 @@ def test_serve_exports_build_info_and_watchdog_state(tmp_path) -> None:
     try:
         before = scrape(metrics_port, server)
         with Client(endpoint, task_schema(load_task("hopper")), timeout_s=1.0) as client:
-            for _ in range(300):
-                try:
-                    client.connect(timeout_s=0.5)
-                    break
-                except ServerUnavailable:
-                    assert server.poll() is None, server.stderr.read()
-                    time.sleep(0.05)
+            wait_for_server(client, server)
             for i in range(5):
                 client.act(np.full(11, 0.01 * i, np.float32))
         after = scrape(metrics_port, server)

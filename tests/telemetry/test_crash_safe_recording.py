@@ -22,7 +22,8 @@ from spaars_robot.config.tasks import load_task
 from spaars_robot.errors import SpaarsError
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import random_stack
-from spaars_robot.runtime.client import Client, ServerUnavailable
+from spaars_robot.runtime.client import Client
+from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.runtime.sim_client import task_schema
 from spaars_robot.telemetry.mcap_log import SCHEMA, TOPIC, McapRecorder, read_mcap
 from spaars_robot.telemetry.record import TelemetryRecord
@@ -59,13 +60,7 @@ def test_kill_9_loses_at_most_the_last_second(tmp_path: Path) -> None:
     answered: dict[int, float] = {}
     try:
         with Client(endpoint, task_schema(load_task("hopper")), timeout_s=1.0, name="crash-test") as client:
-            for _ in range(300):
-                try:
-                    client.connect(timeout_s=0.5)
-                    break
-                except ServerUnavailable:
-                    assert server.poll() is None, server.stderr.read()
-                    time.sleep(0.05)
+            wait_for_server(client, server)
             _traffic(client, 2.0, 200, answered)
             quiet_from = time.monotonic()
             first_phase = set(answered)

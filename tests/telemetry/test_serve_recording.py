@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -13,7 +12,8 @@ import pytest
 from spaars_robot.config.tasks import load_task
 from spaars_robot.export.onnx_export import export_bundle
 from spaars_robot.export.stack import random_stack
-from spaars_robot.runtime.client import Client, ServerUnavailable
+from spaars_robot.runtime.client import Client
+from spaars_robot.runtime.service import wait_for_server
 from spaars_robot.runtime.sim_client import task_schema
 from spaars_robot.telemetry.mcap_log import read_mcap
 from tests.runtime.runtime_helpers import free_port, hopper_info
@@ -30,13 +30,7 @@ def test_serve_records_every_request_to_mcap(tmp_path) -> None:
                               text=True, env={**os.environ, "COLUMNS": "300"})
     try:
         with Client(endpoint, task_schema(load_task("hopper")), timeout_s=1.0, name="recorder-test") as client:
-            for _ in range(300):
-                try:
-                    client.connect(timeout_s=0.5)
-                    break
-                except ServerUnavailable:
-                    assert server.poll() is None, server.stderr.read()
-                    time.sleep(0.05)
+            wait_for_server(client, server)
             replies = [client.act(np.full(11, 0.01 * i, np.float32)) for i in range(25)]
     finally:
         server.send_signal(signal.SIGTERM)
