@@ -87,7 +87,10 @@ class TrainingProvenance(BaseModel):
 
 
 class ParityReport(BaseModel):
-    """Max |onnxruntime - torch| per output, measured at export on recorded and random observations."""
+    """Max |onnxruntime - torch| per output, measured at export on recorded and random observations.
+
+    `gate_advantage`'s error is in units of the mean |Q| (onnx_export.measure_parity says why).
+    """
 
     model_config = ConfigDict(extra="forbid")
     atol: float

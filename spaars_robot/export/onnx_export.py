@@ -112,10 +112,22 @@ def parity_observations(stack: PolicyStack, info: RunExportInfo, n_random: int, 
 
 
 def measure_parity(stack: PolicyStack, session: ort.InferenceSession, obs: np.ndarray) -> dict[str, float]:
+    """Max |onnxruntime - torch| per output; `gate_advantage`'s in units of the mean |Q| it is computed from.
+
+    The advantage is a difference of two Q values of order 100, so float32 leaves it ~1e-5 of |Q| apart between
+    any two correct implementations. Divided by the gate's scale, that error grows by |Q| / scale: harmless with
+    `gate.scale: q` (scale ~ |Q|), ~4000x with `gate.scale: advantage` (scale ~ mean |A|, 0.03 on hopper), which
+    failed parity on a correct graph. Measured relative to |Q|, the tolerance means the same for both scales.
+    """
     with torch.no_grad():
-        torch_out = dict(zip(OUTPUT_NAMES, (t.numpy() for t in stack(torch.from_numpy(obs)))))
+        tensor_obs = torch.from_numpy(obs)
+        torch_out = dict(zip(OUTPUT_NAMES, (t.numpy() for t in stack(tensor_obs))))
+        s = stack.normalizer(tensor_obs)
+        q_abs = float(stack.critic(s, stack.raw_policy.mean_action(s)).abs().mean())
     ort_out = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"obs": obs})))
-    return parity_errors(torch_out, ort_out)
+    errors = parity_errors(torch_out, ort_out)
+    errors["gate_advantage"] *= float(stack.gate_scale) / max(q_abs, 1.0)
+    return errors
 
 
 def build_manifest(info: RunExportInfo, parity: ParityReport, support_hysteresis: float | None = None,
