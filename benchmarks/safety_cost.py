@@ -67,9 +67,9 @@ class InProcessServer:
         self._call(p.Reset(self._seq))
 
     def act(self, obs: np.ndarray, timeout_s: float | None = None,
-            watchdog: p.WatchdogReport | None = None) -> p.ActionReply:
+            watchdog: p.WatchdogReport | None = None, outcome: p.Outcome | None = None) -> p.ActionReply:
         self._seq += 1
-        reply = self._call(p.Act(self._seq, np.asarray(obs, dtype=np.float32), watchdog))
+        reply = self._call(p.Act(self._seq, np.asarray(obs, dtype=np.float32), watchdog, outcome))
         assert isinstance(reply, p.ActionReply)
         return reply
 
