@@ -41,10 +41,6 @@ def _serve(bundle: Path, endpoint: str, recording: Path) -> subprocess.Popen:
                             text=True)
 
 
-def _connected(client: Client, server: subprocess.Popen) -> None:
-    wait_for_server(client, server)
-
-
 def test_recorded_deployment_imports_and_trains(tmp_path: Path) -> None:
     task = load_task("hopper")
     bundle, recording = tmp_path / "bundle", tmp_path / "logs" / "deployed.mcap"
@@ -53,7 +49,7 @@ def test_recorded_deployment_imports_and_trains(tmp_path: Path) -> None:
     server = _serve(bundle, endpoint, recording)
     try:
         with Client(endpoint, task_schema(task), timeout_s=2.0, name="sim") as client:
-            _connected(client, server)
+            wait_for_server(client, server)
             summaries = [run_sim(client, task, episodes, seed, realtime=False, max_steps=max_steps, timeout_s=2.0)
                          for seed, episodes, max_steps in RUNS]
             # an old (1.1) controller on the same server: no outcome, so its requests add no transition
@@ -183,7 +179,7 @@ def test_malformed_outcome_is_refused_and_an_old_client_still_served(tmp_path: P
     dealer = context.socket(zmq.DEALER)
     try:
         with Client(endpoint, task_schema(load_task("hopper")), timeout_s=2.0) as client:
-            _connected(client, server)
+            wait_for_server(client, server)
             assert client.act(np.zeros(11, np.float32)).action.shape == (3,)  # no outcome: a 1.1 client
             good = client.act(np.zeros(11, np.float32), outcome=p.Outcome(1, 0.5, applied=np.ones(3, np.float32)))
             assert good.action.shape == (3,)

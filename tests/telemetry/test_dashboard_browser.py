@@ -10,6 +10,8 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,15 +51,30 @@ def stream(publisher: TelemetryPublisher, stop: threading.Event, fallback_from: 
         time.sleep(0.005)
 
 
-def test_dashboard_loads_updates_and_shows_fallback() -> None:
+@contextmanager
+def live_dashboard(feed: Callable[..., None], *feed_args: object) -> Iterator[str]:
+    """A real publisher, a dashboard subscribed to it and a thread running `feed(publisher, stop, *feed_args)`;
+    yields the page URL and tears all of it down afterwards."""
     context = zmq.Context()
     publisher = TelemetryPublisher("tcp://127.0.0.1:*", context)
     board = Dashboard(telemetry_endpoint=publisher.endpoint, port=0, push_hz=10, context=context)
-    stop, provoke = threading.Event(), threading.Event()
+    stop = threading.Event()
     url = board.start()
-    worker = threading.Thread(target=stream, args=(publisher, stop, provoke), daemon=True)
+    worker = threading.Thread(target=feed, args=(publisher, stop, *feed_args), daemon=True)
     worker.start()
     try:
+        yield url
+    finally:
+        stop.set()
+        worker.join(timeout=2)
+        board.stop()
+        publisher.close()
+        context.term()
+
+
+def test_dashboard_loads_updates_and_shows_fallback() -> None:
+    provoke = threading.Event()
+    with live_dashboard(stream, provoke) as url:
         with playwright_sync.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 820})
@@ -81,12 +98,6 @@ def test_dashboard_loads_updates_and_shows_fallback() -> None:
             assert page.text_content("#conn") == "live"
             page.screenshot(path=str(SCREENSHOT))
             browser.close()
-    finally:
-        stop.set()
-        worker.join(timeout=2)
-        board.stop()
-        publisher.close()
-        context.term()
 
 
 def detailed_stream(publisher: TelemetryPublisher, stop: threading.Event) -> None:
@@ -107,14 +118,7 @@ def detailed_stream(publisher: TelemetryPublisher, stop: threading.Event) -> Non
 
 
 def test_dashboard_shows_deadline_misses_controller_hold_stage_latency_rates_and_folded_events() -> None:
-    context = zmq.Context()
-    publisher = TelemetryPublisher("tcp://127.0.0.1:*", context)
-    board = Dashboard(telemetry_endpoint=publisher.endpoint, port=0, push_hz=10, context=context)
-    stop = threading.Event()
-    url = board.start()
-    worker = threading.Thread(target=detailed_stream, args=(publisher, stop), daemon=True)
-    worker.start()
-    try:
+    with live_dashboard(detailed_stream) as url:
         with playwright_sync.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 820})
@@ -152,9 +156,3 @@ def test_dashboard_shows_deadline_misses_controller_hold_stage_latency_rates_and
             # The soft zone is drawn on the action bars.
             assert count_pixels(page.locator("#action").screenshot(), SOFT_ZONE_RGB) > 500
             browser.close()
-    finally:
-        stop.set()
-        worker.join(timeout=2)
-        board.stop()
-        publisher.close()
-        context.term()
