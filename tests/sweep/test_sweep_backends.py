@@ -1,0 +1,117 @@
+"""Real sweeps of `smoke` trials: the local backend survives kill -9 (no orphan, resumes, reruns nothing finished),
+and the Ray backend, on a local Ray instance the sweep starts, gives the local backend's numbers exactly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray  # the Ray backend is part of the tested product: without ray this module fails, it never skips
+import yaml
+
+from tests.conftest import REPO, run_cli
+
+SEEDS = [0, 1, 2]
+
+
+def _write_sweep(root: Path, dataset: Path, seeds: list[int]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"protocol": "smoke", "safety_spec": "none", "tasks": ["hopper"],
+                                    "datasets": {"hopper": str(dataset)}, "algos": ["iql"], "seeds": seeds,
+                                    "runs_root": str(root / "runs")}))
+    return path
+
+
+def _live_pids(marker: str) -> list[int]:
+    """Processes (not zombies) whose command line contains `marker`: a sweep's trials name their run dirs."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if marker in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _summaries(root: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((root / "runs" / "summaries").glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tiny_hopper_dataset, tmp_path_factory):
+    """Start a 3-trial sweep on 2 workers, kill -9 it while a trial is mid-run, then run the same command again."""
+    root = tmp_path_factory.mktemp("local")
+    sweep = _write_sweep(root, tiny_hopper_dataset, SEEDS)
+    runs, summaries = root / "runs", root / "runs" / "summaries"
+    env = {**os.environ, "SPAARS_CACHE": str(root / "cache"), "MUJOCO_GL": "egl"}
+    with open(root / "first.log", "wb") as log:
+        first = subprocess.Popen([sys.executable, "-m", "spaars_robot.cli", "sweep", str(sweep), "--workers", "2"],
+                                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    mid_run: list[Path] = []
+    while time.monotonic() < deadline and first.poll() is None:
+        finished = list(summaries.glob("*.json"))
+        mid_run = [c.parent for c in runs.glob("*/seed*/checkpoint.pt") if not (c.parent / "summary.json").exists()]
+        if finished and mid_run:
+            break
+        time.sleep(0.2)
+    assert first.poll() is None and finished and mid_run, (root / "first.log").read_text()
+    trial_pids = _live_pids(str(runs))
+    assert trial_pids, "no trial process found while the sweep ran"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    gone_by = time.monotonic() + 10
+    while _live_pids(str(runs)) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    orphans = _live_pids(str(runs))
+    mid_run = [d for d in mid_run if not (d / "summary.json").exists()]  # it may have finished before the kill
+    before = {p.stem: (p.stat().st_mtime_ns, p.read_bytes()) for p in summaries.glob("*.json")}
+    logs_before = {p: p.stat().st_size for p in runs.glob("*/seed*/train.log")}
+    second = run_cli("sweep", str(sweep), "--workers", "2", env={"SPAARS_CACHE": str(root / "cache")})
+    return {"root": root, "orphans": orphans, "killed_pids": trial_pids, "before": before, "mid_run": mid_run,
+            "logs_before": logs_before, "second": second}
+
+
+def test_local_sweep_resumes_after_kill_9_without_orphans_or_reruns(local_sweep):
+    root, before = local_sweep["root"], local_sweep["before"]
+    assert local_sweep["orphans"] == [], f"trial processes outlived the killed sweep: {local_sweep['orphans']}"
+    assert f"{len(SEEDS)} trials: {len(before)} done, " in local_sweep["second"].stdout
+    after = _summaries(root)
+    assert sorted(after) == [f"hopper_iql_smoke_seed{s}" for s in SEEDS]
+    assert all(len(s["curve"]) == 4 for s in after.values())
+    for name, (mtime, content) in before.items():  # finished before the kill: not rerun, not rewritten
+        path = root / "runs" / "summaries" / f"{name}.json"
+        assert path.stat().st_mtime_ns == mtime and path.read_bytes() == content
+    assert local_sweep["mid_run"], "no trial was mid-run at the kill"
+    for run_dir in local_sweep["mid_run"]:  # killed mid-run: continued from its checkpoint, not restarted
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert "--resume" in config["command"], config["command"]
+    for name in before:  # nor did a finished trial's process run again (train.log is appended by every run)
+        log = root / "runs" / "hopper-iql-smoke" / name.rsplit("_", 1)[1] / "train.log"
+        assert log.stat().st_size == local_sweep["logs_before"][log], f"{log}: a finished trial ran again"
+
+
+def test_ray_backend_equals_local_backend(local_sweep, tiny_hopper_dataset, tmp_path):
+    """The same trials as Tune trials on a local Ray (loopback, no dashboard, 2 CPUs): the same numbers."""
+    assert ray.__version__ == "2.60.0"
+    sweep = _write_sweep(tmp_path, tiny_hopper_dataset, SEEDS[:2])
+    proc = run_cli("sweep", str(sweep), "--backend", "ray", "--workers", "2",
+                   env={"SPAARS_CACHE": str(tmp_path / "cache")})  # its own cache: pretraining is redone on Ray
+    assert "2 trials finished now" in proc.stdout, proc.stdout
+    assert (tmp_path / "runs" / "_ray").is_dir()  # Tune's experiment directory beside the run directories
+    on_ray, local = _summaries(tmp_path), _summaries(local_sweep["root"])
+    assert sorted(on_ray) == [f"hopper_iql_smoke_seed{s}" for s in SEEDS[:2]]
+    for name, summary in on_ray.items():
+        for key in ("curve", "final_normalized", "offline_normalized", "switch", "early_falls"):
+            assert summary[key] == local[name][key], f"{name}: {key} differs between ray and local"

@@ -1,0 +1,100 @@
+"""The sweep file: malformed files are one clear line; the committed grid's sweep finds every committed summary."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from rich.console import Console
+
+from spaars_robot.errors import SpaarsError
+from spaars_robot.sweep.spec import load_sweep
+from spaars_robot.sweep.trials import Status, plan_trials
+from spaars_robot.sweep.view import SweepView, read_state
+from tests.conftest import REPO, run_cli
+
+GOOD = "protocol: smoke\ntasks: [hopper]\nalgos: [iql]\nseeds: [0, 1]\n"
+
+
+def _plan(tmp_path, text: str):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    sweep, grids = load_sweep(path)
+    return plan_trials(sweep, grids, path)
+
+
+@pytest.mark.parametrize("text,expected", [
+    (GOOD.replace("[hopper]", "[hoper]"), "unknown task 'hoper'"),
+    (GOOD.replace("[iql]", "[iqll]"), "algos.0: Input should be 'spaars'"),
+    (GOOD.replace("[0, 1]", "[0, 0]"), "seeds must be distinct"),
+    (GOOD.replace("[0, 1]", "[0, -1]"), "seeds must be >= 0"),
+    (GOOD.replace("[0, 1]", "[0, x]"), "seeds.1: Input should be a valid integer"),
+    (GOOD + "seed: [2]\n", "seed: Extra inputs are not permitted"),
+    (GOOD.replace("algos: [iql]\n", ""), "no algos"),
+    (GOOD + "variants: {kappa: [online.gate.kappa=-1]}\n", "online.gate.kappa"),
+    (GOOD + "ablations: [hard]\n", "ablations.0: Input should be 'none'"),
+    ("grids:\n  - tasks: [hopper]\n    algos: [spaars]\n    seeds: [0]\n    protocol: nope\n", "grids[0]"),
+])
+def test_malformed_sweep_files_are_one_line_errors(tmp_path, text, expected):
+    with pytest.raises(SpaarsError) as info:
+        _plan(tmp_path, text)
+    message = str(info.value)
+    assert expected in message and "\n" not in message and str(tmp_path / "sweep.yaml") in message
+
+
+def test_trials_are_the_cross_product_named_as_train_names_them(tmp_path):
+    trials = _plan(tmp_path, "protocol: smoke\nsafety_spec: none\nruns_root: r\ngrids:\n"
+                   "  - {tasks: [hopper, walker2d], algos: [spaars, iql], seeds: [0, 1]}\n"
+                   "  - {tasks: [hopper], algos: [spaars], ablations: [no-concurrent-bc+hard-switch], seeds: [3],\n"
+                   "     variants: {k2: [online.gate.kappa=2]}, safety_spec: default}\n")
+    assert len(trials) == 2 * 2 * 2 + 1
+    assert trials[0].name == "hopper_spaars_smoke_seed0" and trials[0].dataset == "hopper-medium"
+    last = trials[-1]
+    assert last.name.startswith("hopper_spaars-no-concurrent-bc-hard-switch-safe-set-") and last.seed == 3
+    assert last.run_dir.parent.name == last.name.split("_")[1].join(["hopper-", "-smoke"])
+    args = last.train_args()
+    assert "--no-concurrent-bc" in args and "--hard-switch" in args and "--safety-spec" not in args
+    assert args[args.index("--set") + 1] == "online.gate.kappa=2"
+    assert all(t.status() is Status.new for t in trials)
+
+
+def test_committed_short_grid_sweep_finds_every_committed_summary():
+    """benchmarks/sweeps/short_grid.yaml names exactly the committed grid's summaries: its dry run says all done."""
+    proc = run_cli("sweep", "benchmarks/sweeps/short_grid.yaml", "--dry-run", cwd=REPO)
+    assert "46 trials: 46 done, 0 to resume, 0 new" in proc.stdout, proc.stdout
+    results = REPO / "benchmarks" / "results" / "train"
+    listed = {line.split()[1] for line in proc.stdout.splitlines()[1:]}
+    core = {p.stem for p in results.glob("*_short_seed*.json") if "-set-" not in p.stem}  # set-*: tuning runs
+    assert listed == core
+
+
+def test_live_view_reads_trial_state_from_the_run_directory(tmp_path):
+    (trial,) = _plan(tmp_path, GOOD.replace("[0, 1]", "[0]") + f"runs_root: {tmp_path / 'runs'}\n")
+    assert read_state(trial, running=False).phase == "waiting"
+    trial.run_dir.mkdir(parents=True)
+    (trial.run_dir / "train.log").write_text("12:00:00 pretrain step 50/200 (25 updates/s) iql/q=1\n")
+    state = read_state(trial, running=True)
+    assert (state.phase, state.step, state.total, state.eta_seconds) == ("pretrain", 50, 200, 6.0)
+    with open(trial.run_dir / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["step", "phase", "normalized_mean", "env_steps_per_second"])
+        writer.writeheader()
+        writer.writerow({"step": 200, "phase": "iql", "normalized_mean": 12.5, "env_steps_per_second": 40.0})
+    state = read_state(trial, running=True)
+    assert (state.phase, state.step, state.total, state.score, state.eta_seconds) == ("iql", 200, 600, 12.5, 10.0)
+    console = Console(record=True, width=120)
+    table = SweepView([trial], console, live=False).table({trial.name: state})
+    console.print(table)
+    text = console.export_text()
+    assert "hopper_iql-safe_smoke_seed0" in text and "200/600" in text and "12.5" in text and "0m10s" in text
+    trial.summary_path.parent.mkdir(parents=True)
+    trial.summary_path.write_text(json.dumps({"final_normalized": 1.0}))
+    assert read_state(trial, running=False).phase == "done"
+
+
+def test_sweep_cli_refuses_a_bad_file_in_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD + "seeds_extra: 1\n")
+    proc = run_cli("sweep", str(path), "--dry-run", check=False)
+    assert proc.returncode == 2 and "seeds_extra: Extra inputs are not permitted" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
