@@ -1,7 +1,7 @@
 """Compact, committed JSON summaries of finished runs, and the statistics reported over seeds.
 
 Run directories are large and not committed; these summaries are, so the `short` grid can be
-completed over several sittings and BENCHMARKS.md regenerated from them (benchmarks/report_training.py).
+completed over several sittings and BENCHMARKS.md regenerated from them (`spaars-robot report`, spaars_robot/report/).
 """
 from __future__ import annotations
 
