@@ -127,8 +127,10 @@ def gate_figure(groups: Groups, labels: list[str]) -> tuple[Figure | None, bool]
     """(figure, or None when no run of `labels` has a gate; whether the mean-|advantage| row could be drawn).
 
     The committed compact summaries record the raw share per evaluation but not the advantage; a run
-    directory's metrics.csv records `adv_scale`, the mean |A(s, raw) - A(s, latent)| over the last 2,000 states
-    at each evaluation (algos/spaars.py `after_eval`), which is what the gate's thresholds are compared with.
+    directory's metrics.csv records `adv_scale` at each evaluation (algos/spaars.py `after_eval`): over the last
+    2,000 online states, the mean of |ensemble mean of Q_i(s, a_raw) - Q_i(s, a_latent)|, the scale an
+    advantage-scaled gate divides by. It is unsigned: the signed mean advantage of the paper's figure 2 is
+    not recorded by the runner.
     """
     gated = {k: runs for k, runs in groups.items() if k[2] in labels and _has_gate(runs)}
     if not gated:
