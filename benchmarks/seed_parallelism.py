@@ -6,7 +6,7 @@
 For each online update (IQL, SPAARS latent phase, SPAARS gated phase, SAC; the real classes, batch sampling
 included, via train_throughput.build_step) it measures aggregate updates/s over all seeds for
   1 process x 2 threads (one seed), 1 process x 1 thread (one seed),
-  2 processes x 1 thread (two seeds side by side: how `run_short_grid.sh` runs the grid),
+  2 processes x 1 thread (two seeds side by side: how the `short` grid ran),
   5 processes x 1 thread (five seeds at once),
 the same process configurations of d3rlpy's IQL (`d3rlpy_iql`, in its own venv, BENCHMARKS.md says how to make
 it; skipped with a note if that venv is missing), so our IQL is compared with it seed count by seed count,

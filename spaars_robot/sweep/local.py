@@ -1,7 +1,7 @@
 """The local backend: one `train` process per trial, `workers` at a time, from a single-threaded loop.
 
 One 1-thread process per core is how several seeds run fastest here (BENCHMARKS "Several seeds"), which is
-what `benchmarks/run_short_grid.sh` did in pairs; this loop starts the next trial as soon as any one ends
+what the shell loop it replaced did in pairs; this loop starts the next trial as soon as any one ends
 instead of waiting for the pair. The loop never starts a thread, because a trial's PR_SET_PDEATHSIG fires when
 the *thread* that forked it exits (sweep/process.py); the view is redrawn from this loop for the same reason.
 """

@@ -122,12 +122,16 @@ class SweepView:
             self._lines(states, running)
 
     def table(self, states: dict[str, TrialState]) -> Table:
+        """One row per trial of this run; trials done before it started are only counted (a grid can be long)."""
         done = sum(s.phase == "done" for s in states.values())
-        table = Table(title=f"sweep: {done}/{len(states)} trials done, {_duration(time.perf_counter() - self.started)}"
-                      " elapsed", title_justify="left")
+        earlier = len(self._done_before & set(states))
+        table = Table(title=f"sweep: {done}/{len(states)} trials done ({earlier} before this run), "
+                      f"{_duration(time.perf_counter() - self.started)} elapsed", title_justify="left")
         for column in ("trial", "phase", "step", "last score", "ETA (stage)"):
             table.add_column(column, justify="right" if column in ("step", "last score") else "left")
         for name, s in states.items():
+            if name in self._done_before:
+                continue
             table.add_row(name, s.phase, f"{s.step}/{s.total}", "-" if s.score is None else f"{s.score:.1f}",
                           "" if s.eta_seconds is None else _duration(s.eta_seconds))
         return table

@@ -102,14 +102,31 @@ def test_local_sweep_resumes_after_kill_9_without_orphans_or_reruns(local_sweep)
         assert log.stat().st_size == local_sweep["logs_before"][log], f"{log}: a finished trial ran again"
 
 
-def test_ray_backend_equals_local_backend(local_sweep, tiny_hopper_dataset, tmp_path):
-    """The same trials as Tune trials on a local Ray (loopback, no dashboard, 2 CPUs): the same numbers."""
+def test_ray_backend_equals_local_backend_and_resumes_a_preempted_trial(local_sweep, tiny_hopper_dataset, tmp_path):
+    """The same trials as Tune trials on a local Ray (loopback, no dashboard, 2 CPUs) give the same numbers, also
+    when one trial's process is killed mid-run (a preempted trial): Tune retries it and it resumes exactly."""
     assert ray.__version__ == "2.60.0"
     sweep = _write_sweep(tmp_path, tiny_hopper_dataset, SEEDS[:2])
-    proc = run_cli("sweep", str(sweep), "--backend", "ray", "--workers", "2",
-                   env={"SPAARS_CACHE": str(tmp_path / "cache")})  # its own cache: pretraining is redone on Ray
-    assert "2 trials finished now" in proc.stdout, proc.stdout
-    assert (tmp_path / "runs" / "_ray").is_dir()  # Tune's experiment directory beside the run directories
+    runs = tmp_path / "runs"
+    env = {**os.environ, "SPAARS_CACHE": str(tmp_path / "cache"), "MUJOCO_GL": "egl"}  # pretraining redone on Ray
+    with open(tmp_path / "ray.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "spaars_robot.cli", "sweep", str(sweep), "--backend", "ray",
+                                 "--workers", "2"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline, victim = time.monotonic() + 240, None
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        for checkpoint in runs.glob("*/seed*/checkpoint.pt"):
+            pids = _live_pids(f"--run-dir {checkpoint.parent} ")
+            if pids and not (checkpoint.parent / "summary.json").exists():
+                victim = checkpoint.parent
+                os.kill(pids[0], signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    assert proc.wait(timeout=300) == 0, (tmp_path / "ray.log").read_text()
+    output = (tmp_path / "ray.log").read_text()
+    assert victim is not None, output
+    assert "2 trials finished now" in output, output
+    assert "--resume" in yaml.safe_load((victim / "config.yaml").read_text())["command"]  # retried, resumed
+    assert (runs / "_ray").is_dir()  # Tune's experiment directory beside the run directories
     on_ray, local = _summaries(tmp_path), _summaries(local_sweep["root"])
     assert sorted(on_ray) == [f"hopper_iql_smoke_seed{s}" for s in SEEDS[:2]]
     for name, summary in on_ray.items():
