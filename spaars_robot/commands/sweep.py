@@ -64,12 +64,12 @@ def _check_datasets(trials: list) -> None:
     """A missing dataset is one line before any trial starts, not one failed trial per seed."""
     from spaars_robot.data.locate import resolve_dataset
 
-    for dataset in sorted({t.dataset for t in trials if t.dataset is not None}):
+    for dataset, task in sorted({(t.dataset, t.task) for t in trials if t.dataset is not None}):
         try:
             resolve_dataset(dataset)
         except SpaarsError as exc:
-            raise SpaarsError(f"{exc}; make it first, e.g. spaars-robot data collect --task "
-                              f"{dataset.split('-')[0]} --quality medium") from exc
+            raise SpaarsError(f"{exc}; make it first (spaars-robot data collect --task {task} --quality ...) "
+                              "or name another in the sweep file's `datasets:`") from exc
 
 
 def _run(trials: list, backend: Backend, address: str | None, workers: int):

@@ -99,3 +99,11 @@ def test_sweep_cli_refuses_a_bad_file_in_one_line(tmp_path):
     assert proc.returncode == 2 and "seeds_extra: Extra inputs are not permitted" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
+
+
+def test_a_missing_dataset_is_refused_before_any_trial_starts(tmp_path):
+    from spaars_robot.commands.sweep import _check_datasets
+
+    trials = _plan(tmp_path, GOOD + f"datasets: {{hopper: {tmp_path / 'nowhere'}}}\n")
+    with pytest.raises(SpaarsError, match=r"nowhere not found .*data collect --task hopper"):
+        _check_datasets(trials)
