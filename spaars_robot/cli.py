@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from spaars_robot.commands import register_all
 from spaars_robot.commands.app import app, err_console, state
@@ -24,7 +25,8 @@ def main() -> None:
     except SpaarsError as exc:
         if state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets (`pip install 'spaars-robot[wandb]'`) that rich would take as markup
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ClickException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `spaars-robot` / `spaars-robot data`: the help

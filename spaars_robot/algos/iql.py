@@ -65,16 +65,17 @@ class IQLAgent:
         self.phase = "iql"
 
     def policy_input(self, obs: np.ndarray) -> torch.Tensor:
-        return self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+        s = torch.as_tensor(obs, dtype=torch.float32, device=self.nets.device)
+        return self.nets.normalizer(s.unsqueeze(0))
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
         s = self.policy_input(obs)
-        return self.nets.raw_policy.sample(s, self.generator)[0][0].numpy(), "raw"
+        return self.nets.raw_policy.sample(s, self.generator)[0][0].cpu().numpy(), "raw"
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
-        return self.nets.raw_policy.mean_action(self.policy_input(obs))[0].numpy(), "raw"
+        return self.nets.raw_policy.mean_action(self.policy_input(obs))[0].cpu().numpy(), "raw"
 
     def begin_episode(self, evaluation: bool = False) -> None:
         pass

@@ -35,6 +35,11 @@ class OfflineNets(nn.Module):
         self.register_buffer("reward_scale", torch.tensor(1.0))
         self.register_buffer("q_scale", torch.tensor(1.0))
 
+    @property
+    def device(self) -> torch.device:
+        """Where these networks live (`train --device`): an agent built on them creates its own tensors there."""
+        return self.q_scale.device
+
     def decoded_latent_mean(self, s: torch.Tensor) -> torch.Tensor:
         """a_lat(s) = D(s, mean z(s)): the latent policy's deterministic action (s already normalised)."""
         return self.cvae.decode(s, self.latent_policy.mean_action(s))
@@ -49,7 +54,7 @@ def offline_losses(nets: OfflineNets, critic_target: QEnsemble, batch: dict[str,
     resolution (8 bits of mantissa: 2^-8 relative).
     """
     cvae_loss, cvae_metrics = nets.cvae.loss(batch["obs"], batch["action"], generator)
-    with torch.autocast("cpu", enabled=False):
+    with torch.autocast(batch["obs"].device.type, enabled=False):
         value_loss, critic_loss, actor_loss, metrics = iql_losses(
             batch, nets.critic, critic_target, nets.value, nets.raw_policy, cfg.gamma, cfg.expectile,
             cfg.awr_beta, cfg.awr_max_weight, cfg.target_subset, generator)
@@ -62,7 +67,7 @@ def plas_latent_loss(nets: OfflineNets, obs: torch.Tensor) -> torch.Tensor:
     The decoder may run under a bf16 autocast; the critic always in fp32 (see `offline_losses`).
     """
     latent_action = nets.cvae.decode(obs, nets.latent_policy.mean_action(obs))
-    with torch.autocast("cpu", enabled=False):
+    with torch.autocast(obs.device.type, enabled=False):
         return -nets.critic(obs, latent_action.float()).mean()
 
 
@@ -81,6 +86,7 @@ class SupportScorer:
 
     @torch.no_grad()
     def score(self, obs: np.ndarray, action: np.ndarray) -> float:
-        s = self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
-        a = torch.as_tensor(action, dtype=torch.float32).unsqueeze(0)
+        device = self.nets.device
+        s = self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0))
+        a = torch.as_tensor(action, dtype=torch.float32, device=device).unsqueeze(0)
         return float(self.nets.cvae.support_score(s, a)[0])

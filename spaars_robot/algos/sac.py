@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.nn.critics import QEnsemble
+from spaars_robot.nn.device import make_generator, set_generator_state
 from spaars_robot.nn.policies import TanhGaussianPolicy
 
 
@@ -31,19 +32,23 @@ class SAC:
     """SAC as an `Agent`: the same object is the behaviour-policy trainer of `data collect` and `--algo sac`.
 
     `explore` draws uniform actions for the first `random_steps` calls (warm-up), then samples the policy.
+    The networks are initialised on the CPU (the same weights for every device) and then moved to `device`;
+    `generator`, when given, must draw on that device (nn/device.make_generator).
     """
 
     phase = "sac"
 
     def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, seed: int,
-                 generator: torch.Generator | None = None, random_steps: int = 0) -> None:
+                 generator: torch.Generator | None = None, random_steps: int = 0,
+                 device: torch.device | str = "cpu") -> None:
         self.config = config
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+        self.generator = generator if generator is not None else make_generator(seed, device)
         torch.manual_seed(seed)
-        self.actor = TanhGaussianPolicy(obs_dim, action_dim, config.hidden)
-        self.critic = QEnsemble(obs_dim, action_dim, config.hidden, ensemble_size=2, layer_norm=False)
+        self.actor = TanhGaussianPolicy(obs_dim, action_dim, config.hidden).to(device)
+        self.critic = QEnsemble(obs_dim, action_dim, config.hidden, ensemble_size=2, layer_norm=False).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.tensor(np.log(config.init_temperature), dtype=torch.float32, requires_grad=True)
+        self.log_alpha = torch.tensor(np.log(config.init_temperature), dtype=torch.float32, device=device,
+                                      requires_grad=True)
         self.target_entropy = config.target_entropy_per_dim * action_dim
         self.actor_opt = fused_adam(self.actor.parameters(), config.lr)
         self.critic_opt = fused_adam(self.critic.parameters(), config.lr)
@@ -58,13 +63,15 @@ class SAC:
     def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
         self.explore_steps += 1
         if self.explore_steps <= self.random_steps:
-            return (torch.rand(self.actor.out_dim, generator=self.generator) * 2 - 1).numpy(), "raw"
-        obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-        return self.actor.sample(obs_t, self.generator)[0][0].numpy(), "raw"
+            uniform = torch.rand(self.actor.out_dim, generator=self.generator, device=self.log_alpha.device)
+            return (uniform * 2 - 1).cpu().numpy(), "raw"
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.log_alpha.device).unsqueeze(0)
+        return self.actor.sample(obs_t, self.generator)[0][0].cpu().numpy(), "raw"
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
-        return self.actor.mean_action(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))[0].numpy(), "raw"
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.log_alpha.device).unsqueeze(0)
+        return self.actor.mean_action(obs_t)[0].cpu().numpy(), "raw"
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -120,5 +127,5 @@ class SAC:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.alpha_opt.load_state_dict(state["alpha_opt"])
-        self.generator.set_state(state["generator"])
+        set_generator_state(self.generator, state["generator"])  # reseeded when saved on another device
         self.explore_steps = int(state.get("explore_steps", 0))

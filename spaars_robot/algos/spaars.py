@@ -46,9 +46,10 @@ class SPAARSAgent:
         self.phase = "gated" if self.variant == "raw" else "latent"
         self.force_raw = self.variant == "raw"
         k = nets.latent_dim
-        self.log_alpha = torch.tensor(math.log(self.cfg.init_temperature), requires_grad=True)
+        device = nets.device  # the run's device (`train --device`): everything this agent creates goes there
+        self.log_alpha = torch.tensor(math.log(self.cfg.init_temperature), device=device, requires_grad=True)
         self.target_entropy = -k / 2.0
-        self.rnd = RND(nets.normalizer.mean.numel(), self.cfg.hidden, self.cfg.rnd_feature_dim)
+        self.rnd = RND(nets.normalizer.mean.numel(), self.cfg.hidden, self.cfg.rnd_feature_dim).to(device)
         lr = self.cfg.lr
         self.critic_opt = fused_adam(nets.critic.parameters(), lr)
         self.latent_params = list(nets.latent_policy.parameters())
@@ -58,7 +59,7 @@ class SPAARSAgent:
         self.alpha_opt = fused_adam([self.log_alpha], lr)
         self.rnd_opt = fused_adam(self.rnd.predictor.parameters(), lr)
         self.q_scale = nets.q_scale.clone()
-        self.adv_scale = torch.tensor(1.0)  # mean |A| on recent states; set at every evaluation (after_eval)
+        self.adv_scale = torch.tensor(1.0, device=device)  # mean |A| on recent states; set by every after_eval
         self.switch_log: list[dict] = []
 
     def gate_scale(self) -> torch.Tensor:
@@ -67,7 +68,7 @@ class SPAARSAgent:
 
     # -- acting ------------------------------------------------------------------------------------
     def _s(self, obs: np.ndarray) -> torch.Tensor:
-        return self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+        return self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32, device=self.nets.device).unsqueeze(0))
 
     def begin_episode(self, evaluation: bool = False) -> None:
         """Gate hysteresis is per trajectory; evaluation episodes have their own gate state."""
@@ -89,10 +90,11 @@ class SPAARSAgent:
         if self.phase == "gated":
             use_raw, raw, _ = self._gated_choice(s, self.gate)
             if use_raw:
-                noise = torch.randn(raw.shape, generator=self.generator) * self.cfg.raw_explore_noise
-                return (raw + noise).clamp(-1.0, 1.0)[0].numpy(), "raw"
+                noise = torch.randn(raw.shape, generator=self.generator, device=raw.device)
+                noise = noise * self.cfg.raw_explore_noise
+                return (raw + noise).clamp(-1.0, 1.0)[0].cpu().numpy(), "raw"
         z = self.nets.latent_policy.sample(s, self.generator)[0]
-        return self.nets.cvae.decode(s, z)[0].numpy(), "latent"
+        return self.nets.cvae.decode(s, z)[0].cpu().numpy(), "latent"
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
@@ -100,8 +102,8 @@ class SPAARSAgent:
         s = self._s(obs)
         if self.phase == "gated":
             use_raw, raw, lat = self._gated_choice(s, self.eval_gate)
-            return (raw if use_raw else lat)[0].numpy(), "raw" if use_raw else "latent"
-        return self.nets.decoded_latent_mean(s)[0].numpy(), "latent"
+            return (raw if use_raw else lat)[0].cpu().numpy(), "raw" if use_raw else "latent"
+        return self.nets.decoded_latent_mean(s)[0].cpu().numpy(), "latent"
 
     # -- learning ----------------------------------------------------------------------------------
     def _next_action(self, next_obs: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,12 @@ def train(
     runs_root: Annotated[Path, typer.Option(help="Where run directories are created.")] = Path("runs"),
     run_dir: Annotated[Path | None, typer.Option(help="Explicit run directory (single seed only).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Resume the run in this directory (seed or group dir).")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto | cpu | cuda: where networks, optimiser state and buffers live (auto: cuda when a GPU is usable); "
+             "recorded in the run [default: cpu; --resume: the device the run recorded].")] = None,
+    wandb: Annotated[str | None, typer.Option(
+        metavar="PROJECT", help="Also log the run's scalars to this Weights & Biases project (needs the optional "
+                                "wandb extra; WANDB_MODE=offline works without network). Off by default.")] = None,
     results_dir: Annotated[Path | None, typer.Option(
         help="Where compact JSON summaries go (default: RUNS_ROOT/summaries; the committed results are "
              "benchmarks/results/train, written only when asked).")] = None,
@@ -62,14 +68,20 @@ def train(
     from dataclasses import replace
 
     from spaars_robot.data.locate import resolve_dataset
+    from spaars_robot.nn.device import resolve_device
     from spaars_robot.train.jobs import parse_seeds, plan_new, plan_resume, run_jobs
     from spaars_robot.train.precision import choose_precision
     from spaars_robot.train.runner import FINAL_EVALUATIONS
     from spaars_robot.train.summaries import write_compact_summary
 
     cache_dir = Path(os.environ.get("SPAARS_CACHE", runs_root / "_pretrain_cache"))
+    chosen_device = resolve_device(device) if device is not None else None  # before any compute
+    if wandb is not None:
+        from spaars_robot.train.wandb_log import import_wandb
+
+        import_wandb()  # not installed: one line now, not after pretraining
     if resume is not None:
-        jobs = plan_resume(resume, cache_dir)
+        jobs = plan_resume(resume, cache_dir, chosen_device, wandb)
     else:
         if task is None:
             raise SpaarsError("--task is required (or --resume RUN_DIR)")
@@ -82,7 +94,8 @@ def train(
 
         def plan(use_bf16: bool):
             return plan_new(task, dataset, dataset_path, algo.value, parse_seeds(seeds), protocol, list(set_ or []),
-                            variant_sets, runs_root, run_dir, cache_dir, use_bf16, safety_spec)
+                            variant_sets, runs_root, run_dir, cache_dir, use_bf16, safety_spec,
+                            chosen_device or "cpu", wandb)
 
         jobs = plan(requested == "bf16")
         choice = choose_precision(requested, None, jobs[0].config.pretrain)  # validates the word before any compute
@@ -91,7 +104,7 @@ def train(
 
             console.print("precision auto: measuring fp32 and bf16 pretraining updates on this machine ...")
             choice = choose_precision("auto", OfflineDataset.load(dataset_path), jobs[0].config.pretrain,
-                                      jobs[0].config.seed)
+                                      jobs[0].config.seed, device=jobs[0].config.device)
             console.print(choice.describe(), highlight=False)
             jobs = plan(choice.bf16)
         jobs = [replace(job, precision=choice.record()) for job in jobs]

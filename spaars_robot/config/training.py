@@ -137,6 +137,11 @@ class TrainConfig(_Strict):
     algo: Algo = "spaars"
     seed: int = 0
     threads: int = Field(1, ge=1, description="torch threads per run (seeds run as parallel processes)")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where every network, optimiser state and buffer "
+                                           "lives (`train --device`; auto is resolved before the run, so this is "
+                                           "what it ran on); a resume may change it (nn/device.py)")
+    wandb: str | None = Field(None, description="Weights & Biases project that also receives the run's scalars "
+                                                "(`train --wandb`); None = off, and wandb is never imported")
     tag: str = Field("", description="set by `train` when --set changes a hyperparameter of the protocol: "
                                      "'set-<hash>', so such runs never share a run directory or summary file")
     tag_sets: dict[str, Any] = Field(default_factory=dict, description="what the tag stands for: each hyperparameter "

@@ -3,7 +3,8 @@
 Used for the online buffer and (read-only) for the offline dataset, so a 50/50 mixed batch is two
 index gathers and a cat, with no per-step Python copies. `truncated` (time-limit ends) is stored but never
 sampled: learning needs only `done` (a timeout is not a terminal), a dataset made from the buffer
-(medium-replay) needs both to split episodes.
+(medium-replay) needs both to split episodes. The storage lives on the run's device (`train --device`), so a
+sampled batch is already where the networks are; the generator must be of the same device.
 """
 from __future__ import annotations
 
@@ -13,21 +14,23 @@ FIELDS = ("obs", "action", "reward", "next_obs", "done")
 
 
 class ReplayBuffer:
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device | str = "cpu") -> None:
         self.capacity = capacity
-        self.obs = torch.zeros(capacity, obs_dim)
-        self.action = torch.zeros(capacity, action_dim)
-        self.reward = torch.zeros(capacity)
-        self.next_obs = torch.zeros(capacity, obs_dim)
-        self.done = torch.zeros(capacity)
-        self.truncated = torch.zeros(capacity, dtype=torch.bool)
+        self.device = torch.device(device)
+        self.obs = torch.zeros(capacity, obs_dim, device=device)
+        self.action = torch.zeros(capacity, action_dim, device=device)
+        self.reward = torch.zeros(capacity, device=device)
+        self.next_obs = torch.zeros(capacity, obs_dim, device=device)
+        self.done = torch.zeros(capacity, device=device)
+        self.truncated = torch.zeros(capacity, dtype=torch.bool, device=device)
         self.size = 0
         self.cursor = 0
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ReplayBuffer:
+        """A full buffer holding `tensors`, on their device."""
         n = tensors["obs"].shape[0]
-        buf = cls(n, tensors["obs"].shape[1], tensors["action"].shape[1])
+        buf = cls(n, tensors["obs"].shape[1], tensors["action"].shape[1], tensors["obs"].device)
         for name in FIELDS:
             getattr(buf, name).copy_(tensors[name])
         buf.size = buf.cursor = n
@@ -45,7 +48,7 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        idx = torch.randint(0, self.size, (batch_size,), generator=generator)
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=self.device)
         return {name: getattr(self, name)[idx] for name in FIELDS}
 
     def state_dict(self) -> dict:

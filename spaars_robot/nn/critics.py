@@ -30,7 +30,7 @@ class QEnsemble(nn.Module):
         q = self(obs, action)
         if subset is None or subset >= self.ensemble_size:
             return q.min(0).values
-        members = torch.randperm(self.ensemble_size, generator=generator)[:subset]
+        members = torch.randperm(self.ensemble_size, generator=generator, device=q.device)[:subset]
         return q[members].min(0).values
 
 

@@ -35,7 +35,7 @@ class CVAE(nn.Module):
         """PLAS objective: MSE reconstruction + kl_weight * KL(q(z|s,a) || N(0, I))."""
         mu, log_std = self.encode(obs, action)
         std = log_std.exp()
-        z = mu + std * torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        z = mu + std * torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
         recon = self.decode(obs, z)
         recon_loss = (recon - action).pow(2).mean()
         kl = (-0.5 * (1 + 2 * log_std - mu.pow(2) - std.pow(2))).sum(-1).mean()

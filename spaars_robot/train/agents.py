@@ -4,6 +4,10 @@ A builder returns a `BuiltAgent`: the agent (algos/base.Agent), the generator th
 from (the one the agent samples with, so a run is one seeded stream), and the data view: the offline
 buffer in the networks' input space, how to encode an observation and scale a reward for the online
 buffer, and the support scorer. The runner uses these and the agent contract, nothing else.
+
+Everything a builder returns lives on `config.device` (`train --device`): the networks, the agent's own tensors and
+optimiser state, the offline buffer and the generator (nn/device.make_generator). tests/train/test_device.py
+checks it for every registered algorithm.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.config.training import TrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.replay import ReplayBuffer
+from spaars_robot.nn.device import make_generator
 from spaars_robot.train.online_loop import identity
 from spaars_robot.train.progress import ProgressDisplay
 
@@ -37,8 +42,12 @@ class BuiltAgent:
 
 
 def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | None, cache_dir: Path,
-                bf16: bool, progress: ProgressDisplay | None, log: Callable[[str], None] | None = None) -> BuiltAgent:
-    """Pretrain (or load from cache) when the algorithm starts from data, then construct its agent."""
+                bf16: bool, progress: ProgressDisplay | None, log: Callable[[str], None] | None = None,
+                scalars: Callable[[int, dict[str, float]], None] | None = None) -> BuiltAgent:
+    """Pretrain (or load from cache) when the algorithm starts from data, then construct its agent.
+
+    `scalars(step, losses)` receives pretraining's losses while it runs here (TensorBoard, W&B: train/scalars.py).
+    """
     if config.algo == "sac":
         return _build_sac(config, task)
     from spaars_robot.train.pretrain import normalized_offline_buffer, pretrain_cached
@@ -46,12 +55,13 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
     if dataset is None:
         raise ValueError(f"--algo {config.algo} needs a dataset")
     nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log,
-                                 checkpoint_every=config.eval.checkpoint_every)
-    generator = torch.Generator().manual_seed(config.seed + 12345)
+                                 checkpoint_every=config.eval.checkpoint_every, device=config.device, scalars=scalars)
+    generator = make_generator(config.seed + 12345, config.device)
     agent = DATA_AGENTS[config.algo](nets, config, generator)
     return BuiltAgent(agent=agent, generator=generator, offline=normalized_offline_buffer(dataset, nets),
                       offline_ratio=config.online.offline_ratio, encode=nets.normalizer,
-                      reward_scale=float(nets.reward_scale), support=SupportScorer(nets), nets=nets,
+                      reward_scale=float(info["reward_scale"]),  # = nets.reward_scale, read without the device
+                      support=SupportScorer(nets), nets=nets,
                       pretrain_info=info)
 
 
@@ -61,10 +71,11 @@ def _build_sac(config: TrainConfig, task: TaskSpec) -> BuiltAgent:
     online = config.online
     sac_cfg = SACConfig(hidden=online.hidden, lr=online.lr, gamma=online.gamma, tau=online.tau,
                         batch_size=online.batch_size)
-    generator = torch.Generator().manual_seed(config.seed)
-    agent = SAC(task.obs_dim, task.action_dim, sac_cfg, config.seed, generator, random_steps=online.random_steps)
-    return BuiltAgent(agent=agent, generator=generator, offline=ReplayBuffer(1, task.obs_dim, task.action_dim),
-                      offline_ratio=0.0)
+    generator = make_generator(config.seed, config.device)
+    agent = SAC(task.obs_dim, task.action_dim, sac_cfg, config.seed, generator, random_steps=online.random_steps,
+                device=config.device)
+    return BuiltAgent(agent=agent, generator=generator,
+                      offline=ReplayBuffer(1, task.obs_dim, task.action_dim, config.device), offline_ratio=0.0)
 
 
 def _iql(nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> Agent:

@@ -48,10 +48,13 @@ def parse_seeds(text: str) -> list[int]:
 
 def plan_new(task: str, dataset: str | None, dataset_path: Path | None, algo: str, seeds: list[int], protocol: str,
              sets: list[str], variant_sets: list[str], runs_root: Path, run_dir: Path | None, cache_dir: Path,
-             bf16: bool, safety_spec: str | None = None) -> list[TrainJob]:
+             bf16: bool, safety_spec: str | None = None, device: str = "cpu",
+             wandb: str | None = None) -> list[TrainJob]:
     """One job per seed; `variant_sets` are the ablation flags, which name the run but are not a `--set` tag.
 
     `safety_spec`: `--safety-spec` as given (None: the task's own spec when it has one; "none": no layer).
+    `device` (resolved: cpu | cuda) and `wandb` (a W&B project or None) are recorded in each config; neither names
+    the run.
     """
     from spaars_robot.config.tasks import load_task
     from spaars_robot.train.safety_in_loop import resolve_training_spec
@@ -62,7 +65,7 @@ def plan_new(task: str, dataset: str | None, dataset_path: Path | None, algo: st
     jobs = []
     for seed in seeds:
         fields = {"task": task, "dataset": str(dataset or ""), "algo": algo, "seed": seed, "safety_spec": spec,
-                  "safety_spec_sha256": spec_sha}
+                  "safety_spec_sha256": spec_sha, "device": device, "wandb": wandb}
         cfg = resolve_config(protocol, fields, sets + variant_sets)
         if sets:
             default = resolve_config(protocol, fields, variant_sets)
@@ -74,14 +77,18 @@ def plan_new(task: str, dataset: str | None, dataset_path: Path | None, algo: st
     return jobs
 
 
-def plan_resume(resume: Path, cache_dir: Path) -> list[TrainJob]:
-    """The run in `resume` (a seed directory), or every seed run under it (a group directory)."""
+def plan_resume(resume: Path, cache_dir: Path, device: str | None = None, wandb: str | None = None) -> list[TrainJob]:
+    """The run in `resume` (a seed directory), or every seed run under it (a group directory).
+
+    A run continues on the device and W&B project it recorded, unless `device` / `wandb` say otherwise.
+    """
     dirs = [resume] if (resume / "config.yaml").exists() else sorted(p.parent for p in resume.glob("*/config.yaml"))
     if not dirs:
         raise SpaarsError(f"{resume}: no run (config.yaml) found to resume")
     jobs = []
     for d in dirs:
         cfg, facts = load_run_config(d)
+        cfg = cfg.model_copy(update={k: v for k, v in (("device", device), ("wandb", wandb)) if v is not None})
         jobs.append(TrainJob(cfg, d, cache_dir, facts.dataset_path, facts.bf16, resume=(d / "checkpoint.pt").exists(),
                              precision=facts.precision))
     return jobs

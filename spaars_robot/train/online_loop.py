@@ -78,9 +78,11 @@ class OnlineLoop:
             next_obs, reward, terminated, truncated, step_info = self.env.step(action)
             # under a safety layer the env applied a shaped action: the transition is about that one
             applied = step_info.get("applied_action", action)
-            self.replay.add(self.encode(torch.as_tensor(obs, dtype=torch.float32)), applied,
+            device = self.replay.device  # encoded where the networks and the buffer are (`train --device`)
+            self.replay.add(self.encode(torch.as_tensor(obs, dtype=torch.float32, device=device)), applied,
                             float(reward) * self.reward_scale,
-                            self.encode(torch.as_tensor(next_obs, dtype=torch.float32)), terminated, truncated)
+                            self.encode(torch.as_tensor(next_obs, dtype=torch.float32, device=device)), terminated,
+                            truncated)
             obs = next_obs
             self.step += 1
             if self.step > self.update_after:

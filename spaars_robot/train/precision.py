@@ -44,26 +44,27 @@ class PrecisionChoice:
                 f"({self.bf16_updates_per_second:.0f} vs {self.fp32_updates_per_second:.0f} pretraining updates/s)")
 
 
-def measure(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, updates: int = 150, rounds: int = 2) -> tuple[float, float]:
-    """Median pretraining updates/s (fp32, bf16), each from `rounds` interleaved runs of the real loop."""
+def measure(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, updates: int = 150, rounds: int = 2,
+            device: str = "cpu") -> tuple[float, float]:
+    """Median pretraining updates/s (fp32, bf16), each from `rounds` interleaved runs of the real loop on `device`."""
     from spaars_robot.train.pretrain import pretrain
 
     probe = cfg.model_copy(update={"steps": updates, "latent_actor_start": 0.0, "support_samples": 100})
     rates: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(rounds):
         for bf16 in (False, True):
-            _, info = pretrain(dataset, probe, seed, bf16)
+            _, info = pretrain(dataset, probe, seed, bf16, device=device)
             rates[bf16].append(info["updates_per_second"])
     return statistics.median(rates[False]), statistics.median(rates[True])
 
 
 def choose_precision(requested: str, dataset: OfflineDataset | None, cfg: PretrainConfig, seed: int = 0,
-                     updates: int = 150) -> PrecisionChoice:
+                     updates: int = 150, device: str = "cpu") -> PrecisionChoice:
     if requested not in PRECISIONS:
         raise SpaarsError(f"--precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
     if requested != "auto":
         return PrecisionChoice(requested, requested == "bf16")
     if dataset is None:  # sac: no offline pretraining, nothing runs under the autocast
         return PrecisionChoice(requested, False)
-    fp32, bf16 = measure(dataset, cfg, seed, updates)
+    fp32, bf16 = measure(dataset, cfg, seed, updates, device=device)
     return PrecisionChoice(requested, bf16 >= MIN_SPEEDUP * fp32, fp32, bf16)

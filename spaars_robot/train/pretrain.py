@@ -11,6 +11,10 @@ those and reused by spaars, iql, latent and raw runs: compute is never paid twic
 longest single stretch of a run (about 20 min of the `short` protocol), so it also writes an exact-resume
 checkpoint (`<key>.partial.pt` beside the cache entry) every `checkpoint_every` updates: a run killed
 half-way through pretraining continues from there, bit for bit, instead of starting again.
+
+It runs on the run's device (`train --device`). Pretraining on a GPU gives other numbers than on the CPU
+(kernels, random streams), so its entries get their own key (`<key>-cuda`); CPU entries keep theirs. A cache
+entry is read to the CPU, checked, then moved to the device.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +41,7 @@ from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_torch_save, safe_torch_load
 from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.errors import TrainingDiverged
+from spaars_robot.nn.device import make_generator
 from spaars_robot.nn.normalizer import ObsNormalizer
 from spaars_robot.train.progress import ProgressDisplay
 
@@ -72,35 +78,56 @@ def iql_reward_scale(dataset: OfflineDataset) -> float:
     return 1000.0 / spread if spread > 1e-6 else 1.0
 
 
+def device_suffix(device: torch.device) -> str:
+    """What a cache key gets for pretraining on `device`: nothing on the CPU (and meta, which computes nothing and
+    so only ever reads CPU entries), `-cuda` on a GPU, whose numbers differ from the CPU's."""
+    return "" if device.type in ("cpu", "meta") else f"-{device.type}"
+
+
 def normalized_offline_buffer(dataset: OfflineDataset, nets: OfflineNets) -> ReplayBuffer:
-    """The dataset as a replay buffer in the networks' input space (normalised obs, scaled reward)."""
+    """The dataset as a replay buffer in the networks' input space (normalised obs, scaled reward), on their device."""
     with torch.no_grad():
-        tensors = dataset.tensors()
+        tensors = {name: tensor.to(nets.device) for name, tensor in dataset.tensors().items()}
         tensors = {**tensors, "obs": nets.normalizer(tensors["obs"]), "next_obs": nets.normalizer(tensors["next_obs"]),
                    "reward": tensors["reward"] * nets.reward_scale}
     return ReplayBuffer.from_tensors(tensors)
 
 
-def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool = False,
-             progress: ProgressDisplay | None = None, log: Callable[[str], None] | None = None,
-             checkpoint: Path | None = None, checkpoint_every: int = 5_000) -> tuple[OfflineNets, dict]:
-    """Run (or continue, from `checkpoint`) the offline pretraining loop and calibrate the support threshold."""
+def pretraining_setup(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, device: torch.device | str = "cpu",
+                      ) -> tuple[dict[str, Any], ReplayBuffer, torch.Generator]:
+    """Everything pretraining updates (what a partial checkpoint holds), the dataset buffer and the generator, all on
+    `device`. The networks are initialised on the CPU from the seed (the same weights on every device), then moved."""
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = make_generator(seed, device)
     nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
     mean, std = dataset.observation_stats()
     nets.normalizer = ObsNormalizer(mean, std)
     if cfg.reward_scale == "iql":
         nets.reward_scale.fill_(iql_reward_scale(dataset))
+    nets.to(device)
     buffer = normalized_offline_buffer(dataset, nets)
     critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
     main_opt = fused_adam(list(nets.critic.parameters()) + list(nets.value.parameters())
                           + list(nets.raw_policy.parameters()), cfg.lr)
     cvae_opt = fused_adam(nets.cvae.parameters(), cfg.cvae_lr)
-    latent_params = list(nets.latent_policy.parameters())
-    latent_opt = fused_adam(latent_params, cfg.lr)
+    latent_opt = fused_adam(nets.latent_policy.parameters(), cfg.lr)
     resumable = {"nets": nets, "critic_target": critic_target, "main_opt": main_opt, "cvae_opt": cvae_opt,
                  "latent_opt": latent_opt}
+    return resumable, buffer, generator
+
+
+def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool = False,
+             progress: ProgressDisplay | None = None, log: Callable[[str], None] | None = None,
+             checkpoint: Path | None = None, checkpoint_every: int = 5_000, device: torch.device | str = "cpu",
+             scalars: Callable[[int, dict[str, float]], None] | None = None) -> tuple[OfflineNets, dict]:
+    """Run (or continue, from `checkpoint`) the offline pretraining loop and calibrate the support threshold.
+
+    `scalars(step, metrics)` receives the same points as train.log and the cached history (TensorBoard, W&B).
+    """
+    resumable, buffer, generator = pretraining_setup(dataset, cfg, seed, device)
+    nets, critic_target = resumable["nets"], resumable["critic_target"]
+    main_opt, cvae_opt, latent_opt = resumable["main_opt"], resumable["cvae_opt"], resumable["latent_opt"]
+    latent_params = list(nets.latent_policy.parameters())
     start, history, seconds_before = 0, [], 0.0
     state = _load_partial(checkpoint, cfg.steps, log) if checkpoint is not None else None
     if state is not None:
@@ -111,7 +138,7 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
         start, history, seconds_before = int(state["step"]), json.loads(state["history"]), float(state["seconds"])
         _say(log, f"pretrain resumed at step {start}/{cfg.steps} from {checkpoint}")
     latent_start = int(cfg.latent_actor_start * cfg.steps)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    autocast = torch.autocast(nets.device.type, dtype=torch.bfloat16, enabled=bf16)
     bar = progress.add_task("offline pretraining", total=cfg.steps, completed=start) if progress else None
     t0 = time.perf_counter()
     for step in range(start, cfg.steps):
@@ -137,6 +164,8 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
             if diverged:  # checked where the metrics are synchronised anyway: no per-step .item()
                 raise TrainingDiverged(f"offline pretraining diverged by step {step + 1}: {', '.join(diverged)} "
                                        "non-finite; nothing was cached (try a lower pretrain.lr)")
+            if scalars is not None:
+                scalars(step + 1, {k: v for k, v in history[-1].items() if k != "step"})
             if log is not None:
                 rate = (step + 1 - start) / (time.perf_counter() - t0)
                 log(f"pretrain step {step + 1}/{cfg.steps} ({rate:.0f} updates/s) "
@@ -160,7 +189,7 @@ def pretrain(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, bf16: bool
 
 def _load_cached(path: Path, dataset: OfflineDataset, cfg: PretrainConfig,
                  log: Callable[[str], None] | None) -> tuple[OfflineNets, dict] | None:
-    """A cache entry, or None when it is unreadable: it is set aside and recomputed (a cache is derived data)."""
+    """A cache entry (on the CPU), or None when it is unreadable: it is set aside and recomputed (derived data)."""
     try:
         state = safe_torch_load(path)
         nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
@@ -220,13 +249,18 @@ def calibrate(nets: OfflineNets, buffer: ReplayBuffer, cfg: PretrainConfig, gene
 
 def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cache_dir: Path, bf16: bool = False,
                     progress: ProgressDisplay | None = None, log: Callable[[str], None] | None = None,
-                    checkpoint_every: int = 5_000) -> tuple[OfflineNets, dict]:
-    """Load the pretraining result for (dataset, seed, cfg) or compute and store it (file-locked).
+                    checkpoint_every: int = 5_000, device: torch.device | str = "cpu",
+                    scalars: Callable[[int, dict[str, float]], None] | None = None) -> tuple[OfflineNets, dict]:
+    """Load the pretraining result for (dataset, seed, cfg, device kind) or compute and store it (file-locked).
 
     While it computes, `<key>.partial.pt` holds an exact-resume checkpoint; it is removed once the result is stored.
+    The networks come back on `device`. `scalars` sees the losses only when pretraining runs here (a cache hit's
+    history is in the returned info).
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(dataset, seed, cfg) + ("-bf16cvae" if bf16 else "")  # bf16 CVAE, fp32 critics (since 12-02)
+    device = torch.device(device)
+    key = (cache_key(dataset, seed, cfg) + ("-bf16cvae" if bf16 else "")  # bf16 CVAE, fp32 critics (since 12-02)
+           + device_suffix(device))
     path = cache_dir / f"{key}.pt"
     partial = cache_dir / f"{key}.partial.pt"
     with open(cache_dir / f"{key}.lock", "w") as lock:
@@ -234,9 +268,9 @@ def pretrain_cached(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, cac
         cached = _load_cached(path, dataset, cfg, log) if path.exists() else None
         if cached is not None:
             nets, info = cached
-            return nets, {**info, "cache": str(path), "cache_hit": True}
+            return nets.to(device), {**info, "cache": str(path), "cache_hit": True}
         nets, info = pretrain(dataset, cfg, seed, bf16, progress, log, checkpoint=partial,
-                              checkpoint_every=checkpoint_every)
+                              checkpoint_every=checkpoint_every, device=device, scalars=scalars)
         atomic_torch_save(path, {"nets": nets.state_dict(), "info": json.dumps(info)})
         partial.unlink(missing_ok=True)
     with contextlib.suppress(OSError):

@@ -2,11 +2,15 @@
 exact-resume checkpoints, for every algorithm. It talks to algorithms only through the agent contract
 (algos/base.Agent) and what their builder returned (train/agents.BuiltAgent).
 
-Run directory:  config.yaml  metrics.csv  tb/  checkpoint.pt  pretrain.json  summary.json  train.log
+Run directory:  config.yaml  metrics.csv  tb/ (tb/pretrain/)  checkpoint.pt  pretrain.json  summary.json  train.log
 A checkpoint is written at the first episode boundary after every `eval.checkpoint_every` env steps and
 holds networks, optimisers, generator state, online replay, phase/gate/transition state, counters and
 metrics rows; each training episode resets from a seed derived from its index (train/online_loop.py), so
 a run resumed after kill -9 replays exactly what the uninterrupted run would have done.
+
+Everything runs on `config.device` (`train --device`; nn/device.py). A checkpoint records its device; a resume
+on another device loads everything (checkpoints are read to the CPU, then copied into place) but cannot continue
+the random stream of another kind of generator, so it says so in train.log and is no longer exact.
 """
 from __future__ import annotations
 
@@ -28,10 +32,12 @@ from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_t
 from spaars_robot.data.replay import ReplayBuffer, mixed_batch
 from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
+from spaars_robot.nn.device import resolve_device, set_generator_state
 from spaars_robot.train.agents import BuiltAgent, build_agent
 from spaars_robot.train.online_loop import OnlineLoop, StepInfo
 from spaars_robot.train.progress import ProgressDisplay, make_progress
 from spaars_robot.train.safety_in_loop import check_unchanged, env_factory
+from spaars_robot.train.scalars import ScalarLog
 
 RECENT_STATES = 2_000
 METRIC_FIELDS = (
@@ -107,6 +113,7 @@ class Runner:
 
     def run(self, resume: bool = False) -> dict:
         cfg, task = self.config, self.task
+        resolve_device(cfg.device)  # a recorded or --set cuda on a machine without a GPU: one clear line
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         if resume and not self.checkpoint_path.exists():
@@ -119,15 +126,31 @@ class Runner:
         if dataset is not None:
             dataset.check_fits(task)
         progress = make_progress(live=self.show_progress)  # several seeds: plain lines, never redrawn bars
-        with progress:
-            built = build_agent(cfg, task, dataset, self.cache_dir, self.bf16, progress, self.log)
-            if built.pretrain_info:
-                atomic_write_json(self.run_dir / "pretrain.json", dict(built.pretrain_info))
-            return self._online(built, resume, progress)
+        scalars = ScalarLog(self.run_dir, self._open_wandb())
+        try:
+            with progress:
+                built = build_agent(cfg, task, dataset, self.cache_dir, self.bf16, progress, self.log,
+                                    scalars=scalars.pretrain)
+                if built.pretrain_info:
+                    atomic_write_json(self.run_dir / "pretrain.json", dict(built.pretrain_info))
+                    if built.pretrain_info.get("cache_hit"):  # computed by an earlier run: log its history now
+                        scalars.pretrain_history(built.pretrain_info.get("history", []))
+                return self._online(built, resume, progress, scalars)
+        finally:
+            scalars.close()
 
-    def _online(self, built: BuiltAgent, resume: bool, progress: ProgressDisplay) -> dict:
+    def _open_wandb(self):
+        """The run's W&B run when it asked for one (`train --wandb`); wandb is imported only then."""
+        if self.config.wandb is None:
+            return None
+        from spaars_robot.train.wandb_log import WandbRun
+
+        return WandbRun(self.config.wandb, self.run_dir, f"{self.run_dir.parent.name}/{self.run_dir.name}",
+                        self.config.model_dump(mode="json"))
+
+    def _online(self, built: BuiltAgent, resume: bool, progress: ProgressDisplay, scalars: ScalarLog) -> dict:
         """Resume or start, evaluate the offline start, step the shared loop to `env_steps`, summarise."""
-        session = OnlineSession(self, built, progress)
+        session = OnlineSession(self, built, progress, scalars)
         if resume:
             session.restore(load_checkpoint(self.checkpoint_path))
         session.begin()
@@ -157,7 +180,7 @@ class Runner:
         early_steps = sum(cfg.eval.every for _ in early) or 1
         return {
             "task": cfg.task, "algo": cfg.algo, "seed": cfg.seed, "protocol": cfg.protocol,
-            "dataset": str(self.dataset_path), "bf16": self.bf16, "precision": self.precision,
+            "dataset": str(self.dataset_path), "bf16": self.bf16, "precision": self.precision, "device": cfg.device,
             "safety_spec": (None if cfg.safety_spec is None else
                             {"file": Path(cfg.safety_spec).name, "sha256": cfg.safety_spec_sha256}),
             "variant": {"concurrent_bc": cfg.online.concurrent_bc, "hard_switch": cfg.online.hard_switch},
@@ -185,11 +208,11 @@ class OnlineSession:
     schedule, and checkpoints at episode boundaries. Everything a checkpoint holds is an attribute here.
     """
 
-    def __init__(self, runner: Runner, built: BuiltAgent, progress: ProgressDisplay) -> None:
+    def __init__(self, runner: Runner, built: BuiltAgent, progress: ProgressDisplay, scalars: ScalarLog) -> None:
         cfg, task, oc = runner.config, runner.task, runner.config.online
-        self.runner, self.built, self.progress = runner, built, progress
+        self.runner, self.built, self.progress, self.scalars = runner, built, progress, scalars
         self.cfg, self.task = cfg, task
-        self.online = ReplayBuffer(max(oc.env_steps, 1), task.obs_dim, task.action_dim)
+        self.online = ReplayBuffer(max(oc.env_steps, 1), task.obs_dim, task.action_dim, cfg.device)
         self.loop = OnlineLoop(runner.make_env(), built.agent, self.online, self._sample, seed=cfg.seed, utd=oc.utd,
                                encode=built.encode, reward_scale=built.reward_scale, support=built.support)
         self.counters, self.rows, self.wall_before = Counters(), [], 0.0
@@ -204,16 +227,18 @@ class OnlineSession:
     def restore(self, state: dict) -> None:
         self.built.agent.load_state_dict(state["agent"])
         self.online.load_state_dict(state["online"])
-        self.built.generator.set_state(state["generator"])
+        saved_on = state.get("device", "cpu")  # absent in checkpoints written before --device
+        if not set_generator_state(self.built.generator, state["generator"]) or saved_on != self.cfg.device:
+            self.runner.log(f"resumed on {self.cfg.device} a checkpoint written on {saved_on}: networks, optimisers "
+                            "and replay carried over, the random stream reseeded (not bit-identical to an "
+                            "uninterrupted run)")
         self.counters, self.rows = Counters(**state["counters"]), [dict(r) for r in state["rows"]]
         self.loop.step, self.loop.episode = int(state["step"]), int(state["episode"])
         self.wall_before, self.resumed = float(state["wall"]), True
 
     def begin(self) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         step = self.loop.step
-        self.writer = SummaryWriter(str(self.runner.run_dir / "tb"), purge_step=step if self.resumed else None)
+        self.scalars.start_online(step, self.resumed)
         self.runner.write_metrics(self.rows)
         self.t_start = time.perf_counter()
         self.bar = self.progress.add_task(self.description(), total=self.cfg.online.env_steps, completed=step)
@@ -235,8 +260,7 @@ class OnlineSession:
         c.raw += info.source == "raw"
         c.oos += info.support_score > self.support_threshold
         if info.step % self.cfg.eval.every == 0:
-            for key, value in (info.metrics or {}).items():
-                self.writer.add_scalar(key, float(value), info.step)
+            self.scalars.online(info.step, info.metrics or {})
             self.evaluate()
         self.progress.update(self.bar, completed=info.step)
         return False
@@ -272,9 +296,8 @@ class OnlineSession:
         oos = "n/a" if row["out_of_support_rate"] == "" else f"{row['out_of_support_rate']:.3f}"
         self.runner.log(f"eval step {step} [{row['phase']}] normalised {row['normalized_mean']:.1f} "
                         f"raw {row['train_raw_rate']:.2f} oos {oos} falls {row['falls']} {row['event']}")
-        for key, value in row.items():
-            if isinstance(value, (int, float)) and key != "step":
-                self.writer.add_scalar(f"eval/{key}", value, step)
+        self.scalars.online(step, {f"eval/{key}": value for key, value in row.items()
+                                   if isinstance(value, (int, float)) and key != "step"})
         self.runner.write_metrics(self.rows)
         self.progress.update(self.bar, completed=step, description=self.description())
         c.clear()
@@ -284,8 +307,7 @@ class OnlineSession:
         atomic_torch_save(self.runner.checkpoint_path, {
             "agent": self.built.agent.state_dict(), "online": self.online.state_dict(),
             "generator": self.built.generator.get_state(), "counters": asdict(self.counters), "rows": self.rows,
-            "step": self.loop.step, "episode": self.loop.episode, "wall": self.wall()})
+            "step": self.loop.step, "episode": self.loop.episode, "wall": self.wall(), "device": self.cfg.device})
 
     def close(self) -> None:
         self.loop.env.close()
-        self.writer.close()
