@@ -64,12 +64,17 @@ def _render(runs: list[Run], bundles: list[Path], out_dir: Path, steps: int, rep
     from spaars_robot.report.render import from_bundle, from_checkpoint, render_rollout
 
     rendered: set[str] = set()
-    candidates = [(from_bundle, b) for b in bundles]
+    candidates = [(from_bundle, b, "", None) for b in bundles]  # a bundle's task is known once it is loaded
     for task in sorted({r.task for r in runs}):
         with_checkpoint = sorted((r for r in runs if r.task == task and r.checkpoint is not None),
                                  key=lambda r: -r.summary["final_normalized"])
-        candidates += [(from_checkpoint, with_checkpoint[0].run_dir)] if with_checkpoint else []
-    for load, where in candidates:
+        if with_checkpoint:
+            best = with_checkpoint[0]
+            candidates.append((from_checkpoint, best.run_dir, f" ({best.label}, best final score of the "
+                               f"{len(with_checkpoint)} {task} runs with a checkpoint)", task))
+    for load, where, why, task in candidates:
+        if task in rendered:  # a bundle of this task was given: it is what the user asked to see
+            continue
         try:
             policy = load(where)
             if policy.task in rendered:
@@ -80,7 +85,7 @@ def _render(runs: list[Run], bundles: list[Path], out_dir: Path, steps: int, rep
             continue
         rendered.add(policy.task)
         shares = ", ".join(f"{k} {v}" for k, v in rollout.sources.most_common())
-        report.figures.append((f"{policy.task} rollout, {policy.source}: {rollout.steps} control steps "
+        report.figures.append((f"{policy.task} rollout, {policy.source}{why}: {rollout.steps} control steps "
                                f"({'fell' if rollout.terminated else 'still up'}), return {rollout.episode_return:.0f}, "
                                f"actions {shares}", rollout.path))
     for task in sorted({r.task for r in runs} - rendered):

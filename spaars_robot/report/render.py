@@ -103,7 +103,11 @@ class Camera:
         self.renderer = None
         if hasattr(self.env, "model") and hasattr(self.env, "data"):  # a gymnasium MuJoCo env
             config = getattr(getattr(self.env, "mujoco_renderer", None), "default_cam_config", None) or {}
-            self.renderer = mujoco.Renderer(self.env.model, FRAME_PX, FRAME_PX)
+            try:
+                self.renderer = mujoco.Renderer(self.env.model, FRAME_PX, FRAME_PX)
+            except Exception as exc:  # no GL context: mujoco raises several types, all meaning the same here
+                raise SpaarsError(f"offscreen rendering is not available ({exc.__class__.__name__}: {exc}); "
+                                  "MUJOCO_GL=egl needs EGL, or pass --no-render") from exc
             self.camera = mujoco.MjvCamera()
             self.camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
             self.camera.trackbodyid = 1  # the root body (torso) of every MuJoCo locomotion task
