@@ -69,6 +69,41 @@ def test_pretraining_losses_go_to_tensorboard_and_a_resume_logs_no_step_twice(ti
     assert scalars(other / "tb" / "pretrain") == live
 
 
+class Killed(Exception):
+    """Stands in for kill -9 half-way through pretraining (in-process, so the test stays fast and exact)."""
+
+
+def test_pretraining_killed_mid_way_logs_each_point_once(tiny_hopper_dataset, tmp_path):
+    from spaars_robot.config.training import resolve_config
+    from spaars_robot.data.dataset import OfflineDataset
+    from spaars_robot.train.pretrain import pretrain
+    from spaars_robot.train.scalars import ScalarLog
+
+    dataset = OfflineDataset.load(tiny_hopper_dataset)
+    cfg = resolve_config("smoke", {"task": "hopper", "dataset": "tiny"}).pretrain
+    partial = tmp_path / "cache" / "key.partial.pt"
+    partial.parent.mkdir()
+    first = ScalarLog(tmp_path / "run")
+
+    def dies_at_150(step: int, values: dict) -> None:
+        first.pretrain(step, values)  # flushed per point: on disk as after a kill
+        if step == 150:
+            raise Killed
+
+    with pytest.raises(Killed):
+        pretrain(dataset, cfg, 0, checkpoint=partial, checkpoint_every=100, scalars=dies_at_150)
+    assert safe_torch_load(partial)["step"] == 100  # points 110-150 were logged after the last checkpoint
+    second = ScalarLog(tmp_path / "run")
+    _, info = pretrain(dataset, cfg, 0, checkpoint=partial, checkpoint_every=100, scalars=second.pretrain)
+    second.close()
+    assert info["resumed_at_step"] == 100
+    logged = scalars(tmp_path / "run" / "tb" / "pretrain")
+    assert steps(logged["pretrain/cvae/recon"]) == PRETRAIN_POINTS
+    _, uninterrupted = pretrain(dataset, cfg, 0)
+    assert [v for _, v in logged["pretrain/cvae/recon"]] == pytest.approx(
+        [p["cvae/recon"] for p in uninterrupted["history"]])
+
+
 def wandb_history(run_file: Path) -> list[dict]:
     """The `history` records of a W&B run file (`run-<id>.wandb`: W&B's LevelDB-style log of protobuf records)."""
     from wandb.proto import wandb_internal_pb2
