@@ -16,6 +16,8 @@ Baselines through this same class (same networks, data, updates and evaluation):
   latent  never switches (PLAS-style online fine-tuning in the latent space),
   raw     starts in the gated phase with the gate forced open (raw fine-tuning from the start),
 and the ablations `concurrent_bc=False` and `hard_switch=True` (force the gate open after the switch).
+With `online.raw_init=spar` the raw policy is SPAR's rectified policy (algos/spar.py: a frozen BC anchor plus a
+bounded residual), and it improves by Latent Self-Imitation in both phases instead of concurrent BC / TD3+BC.
 """
 from __future__ import annotations
 
@@ -28,15 +30,21 @@ import torch
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
 from spaars_robot.algos.offline import OfflineNets
+from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
 from spaars_robot.algos.transition import TransitionMonitor
 from spaars_robot.config.training import TrainConfig
 from spaars_robot.nn.rnd import RND
 
 
 class SPAARSAgent:
-    def __init__(self, nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> None:
+    def __init__(self, nets: OfflineNets, config: TrainConfig, generator: torch.Generator,
+                 rectified: RectifiedPolicy | None = None) -> None:
         self.nets, self.config, self.cfg = nets, config, config.online
         self.generator = generator
+        # online.raw_init=spar: the raw policy is SPAR's rectified policy (anchor + bounded residual), improved by
+        # Latent Self-Imitation in both phases; otherwise the pretraining's AWR policy, as the paper builds it
+        self.rectified = rectified
+        self.raw_policy = rectified if rectified is not None else nets.raw_policy
         self.variant = config.algo  # spaars | latent | raw
         self.critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
         gate_cfg = self.cfg.gate
@@ -53,7 +61,8 @@ class SPAARSAgent:
         lr = self.cfg.lr
         self.critic_opt = fused_adam(nets.critic.parameters(), lr)
         self.latent_params = list(nets.latent_policy.parameters())
-        self.raw_params = list(nets.raw_policy.parameters())
+        self.raw_params = (rectified.residual_parameters() if rectified is not None
+                           else list(nets.raw_policy.parameters()))
         self.latent_opt = fused_adam(self.latent_params, lr)
         self.raw_opt = fused_adam(self.raw_params, lr)
         self.alpha_opt = fused_adam([self.log_alpha], lr)
@@ -76,7 +85,7 @@ class SPAARSAgent:
 
     @torch.no_grad()
     def _gated_choice(self, s: torch.Tensor, gate: AdvantageGate) -> tuple[bool, torch.Tensor, torch.Tensor]:
-        raw = self.nets.raw_policy.mean_action(s)
+        raw = self.raw_policy.mean_action(s)
         lat = self.nets.decoded_latent_mean(s)
         if self.force_raw:
             return True, raw, lat
@@ -112,7 +121,7 @@ class SPAARSAgent:
         latent = self.nets.cvae.decode(next_obs, z)
         if self.phase == "latent":
             return latent
-        raw = self.nets.raw_policy.mean_action(next_obs)
+        raw = self.raw_policy.mean_action(next_obs)
         if self.force_raw:
             return raw
         lcb = gate_lcb(self.nets.critic, next_obs, raw, self.nets.decoded_latent_mean(next_obs), self.cfg.gate.kappa)
@@ -153,9 +162,13 @@ class SPAARSAgent:
                    "online/latent_loss": latent_loss.detach(), "online/alpha": alpha}
         with torch.no_grad():
             anchor = nets.cvae.decode(obs, z_mean.detach())
-        raw = nets.raw_policy.mean_action(obs)
+        raw = self.raw_policy.mean_action(obs)
         bc = (raw - anchor).pow(2).sum(-1).mean()
-        if self.phase == "gated":
+        if self.rectified is not None:
+            raw_loss, lsi_metrics = lsi_loss(self.rectified, nets.cvae, nets.critic, obs, self.config.spar,
+                                             self.generator)
+            metrics.update(lsi_metrics)
+        elif self.phase == "gated":
             q_raw = nets.critic(obs, raw).mean(0)
             lam = cfg.alpha_bc / q_raw.abs().mean().detach().clamp_min(1e-6)
             raw_loss = -lam * q_raw.mean() + bc
@@ -184,7 +197,7 @@ class SPAARSAgent:
     def after_eval(self, step: int, record: dict, recent_obs: torch.Tensor) -> dict:
         """Compute the transition signals on recently visited states and switch phase if they say so."""
         nets = self.nets
-        raw = nets.raw_policy.mean_action(recent_obs)
+        raw = self.raw_policy.mean_action(recent_obs)
         lat = nets.decoded_latent_mean(recent_obs)
         bc_error = float((raw - lat).pow(2).sum(-1).mean())
         novelty = float(self.rnd.novelty(recent_obs).mean())
@@ -219,10 +232,13 @@ class SPAARSAgent:
             "adv_scale": self.adv_scale.clone(),
             "phase": self.phase, "force_raw": self.force_raw, "gate_open": self.gate.is_open,
             "transition": self.transition.state_dict(), "switch_log": list(self.switch_log),
+            **({"spar": self.rectified.state_dict()} if self.rectified is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.nets.load_state_dict(state["nets"])
+        if self.rectified is not None:
+            self.rectified.load_state_dict(state["spar"])
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])

@@ -19,6 +19,8 @@ class AlgoChoice(StrEnum):
     latent = "latent"
     raw = "raw"
     sac = "sac"
+    spar = "spar"
+    bc = "bc"
 
 
 def _complete_protocol(incomplete: str) -> list[str]:
@@ -31,7 +33,7 @@ def _complete_protocol(incomplete: str) -> list[str]:
 def train(
     task: Annotated[str | None, typer.Option(help="Task name (sim/tasks); required unless --resume.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset path or id (e.g. hopper-medium); not used by sac.")] = None,
-    algo: Annotated[AlgoChoice, typer.Option(help="Algorithm; latent and raw are SPAARS's ablations.")] = AlgoChoice.spaars,
+    algo: Annotated[AlgoChoice, typer.Option(help="Algorithm; latent and raw are SPAARS's ablations, bc is SPAR's frozen anchor alone.")] = AlgoChoice.spaars,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each runs in its own process.")] = "0",
     protocol: Annotated[str, typer.Option(help="smoke | short | paper (sim/protocols), or a protocol YAML path.",
                                           autocompletion=_complete_protocol)] = "short",

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spaars_robot.config.loading import data_root, load_yaml_model
 from spaars_robot.errors import ConfigError
 
-Algo = Literal["spaars", "iql", "latent", "raw", "sac"]
+Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc"]
 
 
 class _Strict(BaseModel):
@@ -116,8 +116,30 @@ class OnlineConfig(_Strict):
     rnd_feature_dim: int = Field(64, ge=1)
     target_subset: int | None = Field(None, ge=1, description="online critic targets: min over this many members "
                                                               "sampled per update; None = min over all")
+    raw_init: Literal["awr", "spar"] = Field(
+        "awr", description="spaars/raw: the raw policy starts as the pretraining's AWR policy (awr), or as SPAR's "
+                           "rectified policy (spar: the `spar` section's offline stages run first, and the raw policy "
+                           "then improves by Latent Self-Imitation instead of concurrent BC / TD3+BC)")
     gate: GateConfig = GateConfig()
     transition: TransitionConfig = TransitionConfig()
+
+
+class SPARConfig(_Strict):
+    """SPAR's offline stages and its residual (algos/spar.py; choices the paper leaves open: docs/spar.md)."""
+
+    anchor_steps: int = Field(50_000, ge=0, description="stage (i): behaviour-cloning updates of the frozen anchor")
+    residual_steps: int = Field(10_000, ge=0, description="stage (i): residual regression onto what the anchor misses")
+    lsi_steps: int = Field(50_000, ge=0, description="stage (iii): Latent Self-Imitation updates of the residual")
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(3e-4, gt=0, description="Adam lr of anchor and residual (offline and online)")
+    hidden: tuple[int, ...] = Field((256, 256), description="MLP widths of anchor and residual")
+    residual_bound: float = Field(0.3, gt=0, le=2, description="eps: |residual| <= eps per action dimension")
+    zero_init: bool = Field(True, description="residual's last layer starts at zero (policy = anchor at init)")
+    candidates: int = Field(16, ge=2, description="LSI residual candidates per state (candidate 0: current action)")
+    latent_sigma: float = Field(0.5, gt=0, description="candidate std in the CVAE latent space, in units of the "
+                                                       "dataset's per-dimension spread of latent codes")
+    temperature: float = Field(0.5, gt=0, description="LSI weights softmax(Q / (temperature x mean within-state "
+                                                      "std of Q))")
 
 
 class EvalConfig(_Strict):
@@ -153,6 +175,7 @@ class TrainConfig(_Strict):
                                                              "refuses a changed spec, export records it")
     pretrain: PretrainConfig = PretrainConfig()
     online: OnlineConfig = OnlineConfig()
+    spar: SPARConfig = SPARConfig()
     eval: EvalConfig = EvalConfig()
 
 
@@ -210,7 +233,23 @@ def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None
         raise ConfigError(format_validation_error(f"{path} + command line", exc)) from exc
 
 
-_HYPERPARAMETER_SECTIONS = {"pretrain", "online", "eval"}
+_HYPERPARAMETER_SECTIONS = {"pretrain", "online", "spar", "eval"}
+
+# Fields added after tags were first committed, with their default: left out of the tag's hash while they hold it,
+# so a run tagged before they existed (e.g. set-e144a1f8) keeps its tag, run directory and summary name.
+_ADDED_NEUTRAL: dict[str, Any] = {"online.raw_init": "awr", "spar": SPARConfig().model_dump(mode="json")}
+
+
+def _tag_payload(config: TrainConfig) -> dict:
+    tree = config.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS)
+    for dotted, neutral in _ADDED_NEUTRAL.items():
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for key in parents:
+            node = node.get(key, {})
+        if node.get(leaf) == neutral:
+            node.pop(leaf)
+    return tree
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -242,8 +281,8 @@ def hyperparameter_tag(config: TrainConfig, protocol_default: TrainConfig) -> st
     import hashlib
     import json
 
-    mine = config.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS)
-    if mine == protocol_default.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS):
+    mine = _tag_payload(config)
+    if mine == _tag_payload(protocol_default):
         return ""
     return "set-" + hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -254,6 +293,7 @@ class ProtocolFile(_Strict):
     description: str = ""
     pretrain: dict = {}
     online: dict = {}
+    spar: dict = {}
     eval: dict = {}
 
 

@@ -78,7 +78,13 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
         gate_scale = float(choose_scale(gate.scale, agent.get("q_scale", nets.q_scale), agent.get("adv_scale")))
     except ValueError as err:
         raise SpaarsError(f"{run_dir}: {err}; export it with a config that says gate.scale: q") from err
-    stack = PolicyStack(nets.normalizer, nets.raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
+    raw_policy = nets.raw_policy
+    if "spar" in agent:  # spar, bc, or spaars with online.raw_init=spar: raw = the rectified policy
+        from spaars_robot.algos.spar import make_rectified
+
+        raw_policy = make_rectified(task.obs_dim, task.action_dim, nets.latent_dim, config.spar)
+        raw_policy.load_state_dict(agent["spar"])
+    stack = PolicyStack(nets.normalizer, raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
                         gate_scale=gate_scale).eval()
     dataset_path = facts.dataset_path
     metadata = read_metadata(dataset_path)

@@ -1,7 +1,8 @@
 """The deployable policy as one torch module: exactly what the onboard runtime evaluates.
 
 forward(obs [B, obs_dim], raw observation) ->
-    raw_action     [B, act_dim]  deterministic raw policy  mu_raw(s)
+    raw_action     [B, act_dim]  deterministic raw policy  mu_raw(s) (spar/bc runs: the rectified policy
+                                 pi_base(s) + bounded residual, algos/spar.py)
     latent_action  [B, act_dim]  decoded latent policy      D(s, z_max * tanh(mu_z(s)))
     gate_advantage [B]           lower confidence bound of Q(s, a_raw) - Q(s, a_lat) over the ensemble,
                                  in units of the gate's scale (`gate_scale`: the running mean |Q|, or
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from spaars_robot.algos.gate import gate_lcb
+from spaars_robot.algos.spar import RectifiedPolicy
 from spaars_robot.export.manifest import OUTPUT_NAMES, SupportCalibration  # noqa: F401 (re-exported)
 from spaars_robot.nn.critics import QEnsemble
 from spaars_robot.nn.cvae import CVAE
@@ -29,7 +31,8 @@ from spaars_robot.nn.policies import TanhGaussianPolicy
 
 
 class PolicyStack(nn.Module):
-    def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy, latent_policy: TanhGaussianPolicy,
+    def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy | RectifiedPolicy,
+                 latent_policy: TanhGaussianPolicy,
                  cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0) -> None:
         super().__init__()
         self.register_buffer("gate_scale", torch.tensor(float(gate_scale)))

@@ -19,6 +19,7 @@ import torch
 
 from spaars_robot.algos.base import Agent
 from spaars_robot.algos.offline import OfflineNets, SupportScorer
+from spaars_robot.algos.spar import RectifiedPolicy
 from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.config.training import TrainConfig
 from spaars_robot.data.dataset import OfflineDataset
@@ -56,9 +57,17 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
         raise ValueError(f"--algo {config.algo} needs a dataset")
     nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log,
                                  checkpoint_every=config.eval.checkpoint_every, device=config.device, scalars=scalars)
+    offline = normalized_offline_buffer(dataset, nets)
+    rectified = None
+    if uses_spar(config):
+        from spaars_robot.train.spar_offline import spar_offline_cached
+
+        rectified, spar_info = spar_offline_cached(nets, offline, config.spar, config.seed, Path(info["cache"]).stem,
+                                                   cache_dir, progress, log, config.eval.checkpoint_every)
+        info = {**info, "spar": spar_info}
     generator = make_generator(config.seed + 12345, config.device)
-    agent = DATA_AGENTS[config.algo](nets, config, generator)
-    return BuiltAgent(agent=agent, generator=generator, offline=normalized_offline_buffer(dataset, nets),
+    agent = DATA_AGENTS[config.algo](nets, config, generator, rectified)
+    return BuiltAgent(agent=agent, generator=generator, offline=offline,
                       offline_ratio=config.online.offline_ratio, encode=nets.normalizer,
                       reward_scale=float(info["reward_scale"]),  # = nets.reward_scale, read without the device
                       support=SupportScorer(nets), nets=nets,
@@ -78,19 +87,33 @@ def _build_sac(config: TrainConfig, task: TaskSpec) -> BuiltAgent:
                       offline=ReplayBuffer(1, task.obs_dim, task.action_dim, config.device), offline_ratio=0.0)
 
 
-def _iql(nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> Agent:
+def uses_spar(config: TrainConfig) -> bool:
+    """Whether a run needs SPAR's rectified policy (its offline stages run after the shared pretraining)."""
+    return config.algo in ("spar", "bc") or (config.algo in ("spaars", "raw") and config.online.raw_init == "spar")
+
+
+def _iql(nets: OfflineNets, config: TrainConfig, generator: torch.Generator, rectified: RectifiedPolicy | None) -> Agent:
     from spaars_robot.algos.iql import IQLAgent
 
     return IQLAgent(nets, config, generator)
 
 
-def _spaars(nets: OfflineNets, config: TrainConfig, generator: torch.Generator) -> Agent:
+def _spaars(nets: OfflineNets, config: TrainConfig, generator: torch.Generator,
+            rectified: RectifiedPolicy | None) -> Agent:
     """spaars, and its latent-only and raw fine-tuning baselines (same class, algos/spaars.py)."""
     from spaars_robot.algos.spaars import SPAARSAgent
 
-    return SPAARSAgent(nets, config, generator)
+    return SPAARSAgent(nets, config, generator, rectified)
 
 
-DATA_AGENTS: dict[str, Callable[[OfflineNets, TrainConfig, torch.Generator], Agent]] = {
-    "iql": _iql, "spaars": _spaars, "latent": _spaars, "raw": _spaars,
+def _spar(nets: OfflineNets, config: TrainConfig, generator: torch.Generator, rectified: RectifiedPolicy | None) -> Agent:
+    """spar, and bc (its frozen anchor alone: the behaviour-cloning baseline), algos/spar.py."""
+    from spaars_robot.algos.spar import SPARAgent
+
+    assert rectified is not None  # uses_spar() says so for these algorithms
+    return SPARAgent(nets, config, generator, rectified)
+
+
+DATA_AGENTS: dict[str, Callable[[OfflineNets, TrainConfig, torch.Generator, RectifiedPolicy | None], Agent]] = {
+    "iql": _iql, "spaars": _spaars, "latent": _spaars, "raw": _spaars, "spar": _spar, "bc": _spar,
 }

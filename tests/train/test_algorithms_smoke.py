@@ -10,8 +10,10 @@ import torch
 from spaars_robot.data.files import safe_torch_load
 from tests.conftest import run_cli
 
+# spar itself: tests/train/test_spar_end_to_end.py (smoke run, export, serve)
 ALGOS = [("spaars", []), ("iql", []), ("latent", []), ("raw", []), ("sac", []),
-         ("spaars", ["--no-concurrent-bc", "--hard-switch"])]
+         ("spaars", ["--no-concurrent-bc", "--hard-switch"]), ("bc", []),
+         ("spaars", ["--set", "online.raw_init=spar"])]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,8 @@ def _rows(run_dir):
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations"])
+@pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations", "bc",
+                              "spaars-spar-raw"])
 def test_smoke_protocol(algo, flags, tiny_hopper_dataset, tmp_path, cache_env):
     runs, results = tmp_path / "runs", tmp_path / "results"
     run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", algo, "--protocol", "smoke",
@@ -54,6 +57,12 @@ def test_smoke_protocol(algo, flags, tiny_hopper_dataset, tmp_path, cache_env):
         assert set(phases) == {"latent"} and float(rows[-1]["train_raw_rate"]) == 0.0
     elif algo == "raw":
         assert set(phases) == {"gated"} and float(rows[-1]["train_raw_rate"]) == 1.0
+    elif algo in ("spar", "bc"):
+        assert set(phases) == {algo} and float(rows[-1]["train_raw_rate"]) == 1.0
+    if algo in ("spar", "bc") or "online.raw_init=spar" in flags:  # SPAR's offline stages ran, in the record
+        spar_info = json.loads((run_dir / "pretrain.json").read_text())["spar"]
+        assert [h["stage"] for h in spar_info["history"]][-1] == "lsi"  # (bc reuses spar's cache entry)
+        assert "spar" in safe_torch_load(run_dir / "checkpoint.pt")["agent"]
     if algo != "sac":
         assert (run_dir / "pretrain.json").exists()
         assert 0.0 <= summary["early_out_of_support_rate"] <= 1.0

@@ -31,8 +31,7 @@ from tests.conftest import run_cli
 META = torch.device("meta")
 # registered algorithms whose builders do not place everything on the device yet (each entry is a known gap; strict:
 # the test fails as soon as one passes, so the entry is removed then)
-NOT_ON_DEVICE_YET = {"spar": "SPAR's rectified policy and offline stages are built on the CPU",
-                     "bc": "SPAR's rectified policy and offline stages are built on the CPU"}
+NOT_ON_DEVICE_YET: dict[str, str] = {}  # algorithm -> why it is not on the run's device yet (strict xfail)
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 
 

@@ -1,0 +1,151 @@
+"""SPAR's offline stages (algos/spar.py), run after the shared pretraining and cached like it.
+
+Stage (i) fits the frozen behaviour-cloning anchor and then the residual onto what it misses; stage (ii) is the
+shared pretraining's IQL critic (nothing to train here); stage (iii) improves the residual by Latent
+Self-Imitation against that critic. The result depends only on (the pretraining cache entry it started from,
+seed, SPARConfig), so `spar`, `bc` and `spaars --set online.raw_init=spar` runs of one seed share it, and like
+pretraining it writes an exact-resume checkpoint every `checkpoint_every` updates.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from spaars_robot.algos.base import fused_adam
+from spaars_robot.algos.offline import OfflineNets
+from spaars_robot.algos.spar import (
+    RectifiedPolicy,
+    bc_loss,
+    fit_latent_scale,
+    lsi_loss,
+    make_rectified,
+    residual_regression_loss,
+)
+from spaars_robot.config.training import SPARConfig
+from spaars_robot.data.files import atomic_torch_save, safe_torch_load
+from spaars_robot.data.replay import ReplayBuffer
+from spaars_robot.errors import TrainingDiverged
+from spaars_robot.nn.device import make_generator, set_generator_state
+from spaars_robot.train.pretrain import _load_partial, _say, _set_aside
+from spaars_robot.train.progress import ProgressDisplay
+
+SPAR_VERSION = "spar-v1"  # bump when the stages' maths change, to invalidate caches
+LATENT_SCALE_SAMPLES = 10_000
+
+
+def spar_cache_key(pretrain_entry: str, seed: int, cfg: SPARConfig) -> str:
+    payload = json.dumps({"v": SPAR_VERSION, "pretrain": pretrain_entry, "seed": seed,
+                          "cfg": cfg.model_dump(mode="json")}, sort_keys=True)
+    return "spar-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _stage(step: int, cfg: SPARConfig) -> str:
+    if step < cfg.anchor_steps:
+        return "anchor"
+    return "residual" if step < cfg.anchor_steps + cfg.residual_steps else "lsi"
+
+
+def spar_offline(nets: OfflineNets, buffer: ReplayBuffer, cfg: SPARConfig, seed: int,
+                 progress: ProgressDisplay | None = None, log: Callable[[str], None] | None = None,
+                 checkpoint: Path | None = None, checkpoint_every: int = 5_000) -> tuple[RectifiedPolicy, dict]:
+    """Run (or continue, from `checkpoint`) the three stages on the normalised offline buffer."""
+    device = buffer.obs.device  # the run's device (`train --device`), where the shared pretraining put the buffer
+    generator = make_generator(seed + 4242, device)
+    obs_dim, action_dim = buffer.obs.shape[1], buffer.action.shape[1]
+    with torch.random.fork_rng():  # the initial weights depend on the seed alone, not on whether pretraining was
+        torch.manual_seed(seed + 4242)  # computed or read from its cache before (which moves the global stream)
+        policy = make_rectified(obs_dim, action_dim, nets.latent_dim, cfg).to(device)
+    anchor_opt = fused_adam(policy.anchor.parameters(), cfg.lr)
+    residual_opt = fused_adam(policy.residual_parameters(), cfg.lr)
+    total = cfg.anchor_steps + cfg.residual_steps + cfg.lsi_steps
+    start, history, seconds_before = 0, [], 0.0
+    state = _load_partial(checkpoint, total, log) if checkpoint is not None else None
+    if state is not None:
+        policy.load_state_dict(state["policy"])
+        anchor_opt.load_state_dict(state["anchor_opt"])
+        residual_opt.load_state_dict(state["residual_opt"])
+        set_generator_state(generator, state["generator"])
+        start, history, seconds_before = int(state["step"]), json.loads(state["history"]), float(state["seconds"])
+        _say(log, f"spar offline stages resumed at step {start}/{total} from {checkpoint}")
+    with torch.no_grad():
+        stride = max(buffer.size // LATENT_SCALE_SAMPLES, 1)  # spread over the whole dataset, deterministic
+        fit_latent_scale(policy, nets.cvae, buffer.obs[:buffer.size:stride], buffer.action[:buffer.size:stride])
+    if start >= cfg.anchor_steps:
+        policy.freeze_anchor()
+    bar = progress.add_task("spar offline stages", total=total, completed=start) if progress and total else None
+    t0 = time.perf_counter()
+    report_every = max(total // 20, 1)
+    for step in range(start, total):
+        stage = _stage(step, cfg)
+        batch = buffer.sample(cfg.batch_size, generator)
+        if stage == "anchor":
+            loss, metrics = bc_loss(policy, batch["obs"], batch["action"]), {}
+            opt, params = anchor_opt, list(policy.anchor.parameters())
+        elif stage == "residual":
+            loss, metrics = residual_regression_loss(policy, batch["obs"], batch["action"]), {}
+            opt, params = residual_opt, policy.residual_parameters()
+        else:
+            loss, metrics = lsi_loss(policy, nets.cvae, nets.critic, batch["obs"], cfg, generator)
+            opt, params = residual_opt, policy.residual_parameters()
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+        opt.step()
+        if step + 1 == cfg.anchor_steps:
+            policy.freeze_anchor()
+        if (step + 1) % report_every == 0 or step + 1 == total:
+            history.append({"step": step + 1, "stage": stage, "loss": float(loss),
+                            **{k: float(v) for k, v in metrics.items()}})
+            if not math.isfinite(history[-1]["loss"]):
+                raise TrainingDiverged(f"spar offline stage {stage} diverged by step {step + 1}; nothing was cached")
+            if log is not None:
+                rate = (step + 1 - start) / (time.perf_counter() - t0)
+                log(f"spar step {step + 1}/{total} [{stage}] ({rate:.0f} updates/s) "
+                    + " ".join(f"{k}={v:.4g}" for k, v in history[-1].items() if k not in ("step", "stage")))
+        if bar is not None and ((step + 1) % 100 == 0 or step + 1 == total):
+            progress.update(bar, completed=step + 1)
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < total:
+            atomic_torch_save(checkpoint, {
+                "policy": policy.state_dict(), "anchor_opt": anchor_opt.state_dict(),
+                "residual_opt": residual_opt.state_dict(), "generator": generator.get_state(), "step": step + 1,
+                "total_steps": total, "history": json.dumps(history),
+                "seconds": seconds_before + time.perf_counter() - t0})
+    policy.freeze_anchor()
+    elapsed = seconds_before + time.perf_counter() - t0
+    return policy, {"seconds": elapsed, "updates_per_second": (total - start) / max(elapsed, 1e-9),
+                    "history": history, **({"resumed_at_step": start} if start else {})}
+
+
+def spar_offline_cached(nets: OfflineNets, buffer: ReplayBuffer, cfg: SPARConfig, seed: int, pretrain_entry: str,
+                        cache_dir: Path, progress: ProgressDisplay | None = None,
+                        log: Callable[[str], None] | None = None,
+                        checkpoint_every: int = 5_000) -> tuple[RectifiedPolicy, dict]:
+    """Load SPAR's offline result for (pretraining entry, seed, cfg) or compute and store it (file-locked)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = spar_cache_key(pretrain_entry, seed, cfg)
+    path, partial = cache_dir / f"{key}.pt", cache_dir / f"{key}.partial.pt"
+    with open(cache_dir / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            try:
+                state = safe_torch_load(path)
+                policy = make_rectified(buffer.obs.shape[1], buffer.action.shape[1], nets.latent_dim, cfg)
+                policy.load_state_dict(state["policy"])
+                policy.to(buffer.obs.device)
+                policy.freeze_anchor()
+                return policy, {**json.loads(state["info"]), "cache": str(path), "cache_hit": True}
+            except Exception as exc:  # a damaged cache entry is derived data: set aside, recompute
+                _set_aside(path, exc, log, "running SPAR's offline stages again")
+        policy, info = spar_offline(nets, buffer, cfg, seed, progress, log, partial, checkpoint_every)
+        atomic_torch_save(path, {"policy": policy.state_dict(), "info": json.dumps(info)})
+        partial.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (cache_dir / f"{key}.lock").unlink()
+    return policy, {**info, "cache": str(path), "cache_hit": False}
