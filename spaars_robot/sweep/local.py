@@ -29,7 +29,7 @@ class Outcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+def raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the trials the way Ctrl-C does
 
 
@@ -38,7 +38,7 @@ def run_local(trials: list[Trial], workers: int, view: SweepView) -> Outcome:
     outcome = Outcome(skipped=[t.name for t in trials if t.status() is Status.done])
     pending = [t for t in trials if t.status() is not Status.done]
     running: dict[str, tuple[Trial, subprocess.Popen]] = {}
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         while pending or running:
             while pending and len(running) < workers:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
 
 from spaars_robot.data.files import atomic_write_json
 from spaars_robot.errors import SpaarsError
-from spaars_robot.sweep.local import Outcome
+from spaars_robot.sweep.local import Outcome, raise_interrupt
 from spaars_robot.sweep.process import TRIAL_LOG, last_error, start_trial
 from spaars_robot.sweep.trials import Status, Trial
 from spaars_robot.sweep.view import SweepView
@@ -57,7 +58,7 @@ def _init_ray(address: str | None, workers: int) -> None:
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
              "configure_logging": True}
     if address is None:  # a private Ray on this machine: loopback only, `workers` CPUs
-        ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **quiet)
+        ray.init(num_cpus=workers, **quiet)
     else:
         ray.init(address=address, **quiet)
 
@@ -69,6 +70,15 @@ def run_ray(trials: list[Trial], address: str | None, workers: int, view: SweepV
     `storage`: Tune's own experiment directory (default RUNS_ROOT/_ray); the run directories are not in it.
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Tune tables; the sweep's view shows trials
+    # Ctrl-C stops the sweep now, as locally (Tune's own handler would start a graceful end that keeps starting
+    # trials): the KeyboardInterrupt leaves through fit(), ray.shutdown() ends the workers and with them, by
+    # PR_SET_PDEATHSIG, every trial process; a rerun resumes them.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    if address is None:
+        # A private single-node Ray: Ray's own single-node mode (read when ray is imported) takes 127.0.0.1 as the
+        # node address, and Ray's servers then listen on loopback only; otherwise GCS, raylet and workers listen on
+        # every interface (measured with `ss -ltnp`; tests/sweep checks it).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
         from ray import tune
@@ -80,6 +90,7 @@ def run_ray(trials: list[Trial], address: str | None, workers: int, view: SweepV
     if not pending:
         return outcome
     _init_ray(address, workers)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         tuner = tune.Tuner(
             tune.with_resources(_trial_function, {"cpu": 1}),
@@ -92,6 +103,7 @@ def run_ray(trials: list[Trial], address: str | None, workers: int, view: SweepV
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES), verbose=0))
         results = _fit_while_viewing(tuner, pending, view)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
     by_name = {t.name: t for t in pending}
     for result in results:

@@ -44,6 +44,48 @@ def _live_pids(marker: str) -> list[int]:
     return pids
 
 
+def _descendants(root_pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            continue
+    found, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in found]
+        found.update(children)
+        frontier.extend(children)
+    return found
+
+
+def _non_loopback_listeners(root_pid: int) -> list[str]:
+    """TCP sockets listening on anything but loopback, held by `root_pid` or a descendant (/proc/net/tcp*)."""
+    inodes = set()
+    for pid in _descendants(root_pid):
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    bad = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            address = local.split(":")[0]
+            # IPv4 hex is little-endian (127.x.x.x ends in 7F); IPv6: ::1, or ::ffff:127.x.x.x
+            loopback = address.endswith("7F") if len(address) == 8 else (
+                address == "00000000000000000000000001000000"
+                or (address.startswith("0000000000000000FFFF0000") and address.endswith("7F")))
+            if state == "0A" and inode in inodes and not loopback:
+                bad.append(f"{table}: {local}")
+    return bad
+
+
 def _summaries(root: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((root / "runs" / "summaries").glob("*.json"))}
 
@@ -59,6 +101,7 @@ def local_sweep(tiny_hopper_dataset, tmp_path_factory):
         first = subprocess.Popen([sys.executable, "-m", "spaars_robot.cli", "sweep", str(sweep), "--workers", "2"],
                                  cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
+    finished: list[Path] = []
     mid_run: list[Path] = []
     while time.monotonic() < deadline and first.poll() is None:
         finished = list(summaries.glob("*.json"))
@@ -66,11 +109,11 @@ def local_sweep(tiny_hopper_dataset, tmp_path_factory):
         if finished and mid_run:
             break
         time.sleep(0.2)
-    assert first.poll() is None and finished and mid_run, (root / "first.log").read_text()
     trial_pids = _live_pids(str(runs))
-    assert trial_pids, "no trial process found while the sweep ran"
-    os.kill(first.pid, signal.SIGKILL)
+    first.send_signal(signal.SIGKILL)  # also when the wait above failed: never leave a sweep running
     first.wait()
+    assert finished and mid_run, (root / "first.log").read_text()
+    assert trial_pids, "no trial process found while the sweep ran"
     gone_by = time.monotonic() + 10
     while _live_pids(str(runs)) and time.monotonic() < gone_by:
         time.sleep(0.1)
@@ -103,8 +146,8 @@ def test_local_sweep_resumes_after_kill_9_without_orphans_or_reruns(local_sweep)
 
 
 def test_ray_backend_equals_local_backend_and_resumes_a_preempted_trial(local_sweep, tiny_hopper_dataset, tmp_path):
-    """The same trials as Tune trials on a local Ray (loopback, no dashboard, 2 CPUs) give the same numbers, also
-    when one trial's process is killed mid-run (a preempted trial): Tune retries it and it resumes exactly."""
+    """The same trials as Tune trials on a local Ray (loopback only, no dashboard, 2 CPUs) give the same numbers,
+    also when one trial's process is killed mid-run (a preempted trial): Tune retries it and it resumes exactly."""
     assert ray.__version__ == "2.60.0"
     sweep = _write_sweep(tmp_path, tiny_hopper_dataset, SEEDS[:2])
     runs = tmp_path / "runs"
@@ -118,12 +161,19 @@ def test_ray_backend_equals_local_backend_and_resumes_a_preempted_trial(local_sw
             pids = _live_pids(f"--run-dir {checkpoint.parent} ")
             if pids and not (checkpoint.parent / "summary.json").exists():
                 victim = checkpoint.parent
+                exposed = _non_loopback_listeners(proc.pid)  # Ray is fully up: every server it runs is listening
                 os.kill(pids[0], signal.SIGKILL)
                 break
         time.sleep(0.2)
-    assert proc.wait(timeout=300) == 0, (tmp_path / "ray.log").read_text()
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, (tmp_path / "ray.log").read_text()
     output = (tmp_path / "ray.log").read_text()
     assert victim is not None, output
+    assert exposed == [], f"the local Ray listens beyond loopback: {exposed}"
     assert "2 trials finished now" in output, output
     assert "--resume" in yaml.safe_load((victim / "config.yaml").read_text())["command"]  # retried, resumed
     assert (runs / "_ray").is_dir()  # Tune's experiment directory beside the run directories
