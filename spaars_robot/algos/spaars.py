@@ -205,8 +205,11 @@ class SPAARSAgent:
         lcb = lcb_of(advantage, self.cfg.gate.kappa)
         self.adv_scale.fill_(float(advantage.mean(0).abs().mean()) + 1e-8)
         gate_rate = float(self.gate.batch_open(lcb, self.gate_scale()).float().mean())
+        # adv_mean: the signed mean advantage of raw over latent on recent states (the paper's figure 2), where
+        # adv_scale is its unsigned magnitude (what an advantage-scaled gate divides by)
         signals = {"novelty": novelty, "bc_error": bc_error, "gate_rate_recent": gate_rate,
-                   "q_scale": float(self.q_scale), "adv_scale": float(self.adv_scale)}
+                   "q_scale": float(self.q_scale), "adv_scale": float(self.adv_scale),
+                   "adv_mean": float(advantage.mean(0).mean())}
         if self.phase == "latent" and self.variant == "spaars":
             switch, reason = self.transition.update(step, record["return_mean"], novelty, bc_error, gate_rate)
             signals["transition_check"] = reason

@@ -109,33 +109,39 @@ def _has_gate(runs: list[Run]) -> bool:
     return not shares <= {0.0, 1.0}
 
 
-def _advantage_rows(runs: list[Run]) -> list[list[dict]] | None:
-    """metrics.csv rows with the mean |advantage| (`adv_scale`) of every run, None if any run lacks it."""
-    per_run = []
-    for run in runs:
-        rows = run.metrics_rows()
-        if rows is None:
-            return None
-        rows = [r for r in rows if r.get("adv_scale") not in (None, "")]
-        if not rows:
-            return None
-        per_run.append(rows)
-    return per_run
+def _advantage_rows(runs: list[Run]) -> tuple[list[list[dict]], str] | None:
+    """Per-evaluation advantage rows of every run and the field to draw, None if any run lacks one.
+
+    The signed mean advantage `adv_mean` (paper figure 2) from the summary's curve or the run directory's
+    metrics.csv where the run recorded it (runs since 2026-12-02); else the unsigned `adv_scale` from metrics.csv.
+    """
+    for key in ("adv_mean", "adv_scale"):
+        per_run = []
+        for run in runs:
+            rows = [r for r in run.summary["curve"] if r.get(key) not in (None, "")] if key == "adv_mean" else []
+            if not rows:
+                rows = [r for r in (run.metrics_rows() or []) if r.get(key) not in (None, "")]
+            if not rows:
+                break
+            per_run.append(rows)
+        else:
+            return per_run, key
+    return None
 
 
 def gate_figure(groups: Groups, labels: list[str]) -> tuple[Figure | None, bool]:
     """(figure, or None when no run of `labels` has a gate; whether the mean-|advantage| row could be drawn).
 
-    The committed compact summaries record the raw share per evaluation but not the advantage; a run
-    directory's metrics.csv records `adv_scale` at each evaluation (algos/spaars.py `after_eval`): over the last
-    2,000 online states, the mean of |ensemble mean of Q_i(s, a_raw) - Q_i(s, a_latent)|, the scale an
-    advantage-scaled gate divides by. It is unsigned: the signed mean advantage of the paper's figure 2 is
-    not recorded by the runner.
+    Runs since 2026-12-02 record the signed mean advantage `adv_mean` at each evaluation (algos/spaars.py
+    `after_eval`: over the last 2,000 online states, the mean of the ensemble-mean Q(s, a_raw) - Q(s, a_latent)), in
+    their summary's curve: the paper's figure 2. Earlier compact summaries record neither; their run directories'
+    metrics.csv has the unsigned `adv_scale` (the mean of |that difference|), drawn when no signed value exists.
     """
     gated = {k: runs for k, runs in groups.items() if k[2] in labels and _has_gate(runs)}
     if not gated:
         return None, False
-    advantage = {k: rows for k, runs in gated.items() if (rows := _advantage_rows(runs)) is not None}
+    advantage = {k: found for k, runs in gated.items() if (found := _advantage_rows(runs)) is not None}
+    signed = bool(advantage) and all(key == "adv_mean" for _, key in advantage.values())
     plt = _pyplot()
     tasks, colour = _tasks(gated), colours(labels)
     rows = 2 if advantage else 1
@@ -148,7 +154,8 @@ def gate_figure(groups: Groups, labels: list[str]) -> tuple[Figure | None, bool]
             steps, per_seed = seed_matrix([r.summary["curve"] for r in runs], "train_raw_rate")
             _band(share_ax, steps, 100 * per_seed, colour[label], f"{label} (n={len(runs)})")
             if (g_task, protocol, label) in advantage:
-                steps, per_seed = seed_matrix(advantage[(g_task, protocol, label)], "adv_scale")
+                adv_rows, key = advantage[(g_task, protocol, label)]
+                steps, per_seed = seed_matrix(adv_rows, key)  # signed where recorded, else unsigned
                 _band(ax_of(i, 1), steps, per_seed, colour[label], f"{label} (n={len(runs)})")
         share_ax.set_title(task)
         share_ax.set_ylabel("raw actions in training (%)")
@@ -156,12 +163,16 @@ def gate_figure(groups: Groups, labels: list[str]) -> tuple[Figure | None, bool]
         share_ax.legend(loc="lower right")
         if advantage:
             ax_of(i, 1).sharex(share_ax)
-            ax_of(i, 1).set_ylabel("mean |advantage|\n(critic value units)")
+            ax_of(i, 1).set_ylabel(("mean advantage, raw - latent" if signed else "mean |advantage|")
+                                   + "\n(critic value units)")
+            if signed:
+                ax_of(i, 1).axhline(0.0, color="0.4", lw=0.8)
         for row in range(rows):
             ax_of(i, row).grid(alpha=0.3)
         ax_of(i, rows - 1).set_xlabel("online environment steps (thousands)")
     fig.suptitle("Advantage gate: raw-policy share of training actions between evaluations"
-                 + (",\nmean |advantage| at each evaluation" if advantage else "") + " (mean, 95% t-interval band)")
+                 + ((",\nmean advantage of raw over latent" if signed else ",\nmean |advantage|")
+                    + " at each evaluation" if advantage else "") + " (mean, 95% t-interval band)")
     fig.tight_layout()
     return fig, bool(advantage)
 

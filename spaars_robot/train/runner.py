@@ -43,7 +43,7 @@ RECENT_STATES = 2_000
 METRIC_FIELDS = (
     "step", "phase", "return_mean", "return_std", "normalized_mean", "normalized_std", "eval_raw_rate",
     "train_raw_rate", "out_of_support_rate", "falls", "train_episodes", "novelty", "bc_error",
-    "gate_rate_recent", "q_scale", "adv_scale", "wall_seconds", "env_steps_per_second", "event",
+    "gate_rate_recent", "q_scale", "adv_scale", "adv_mean", "wall_seconds", "env_steps_per_second", "event",
 )
 CHECKPOINT_KEYS = {"agent", "online", "generator", "counters", "rows", "step", "episode", "wall"}
 
@@ -196,7 +196,7 @@ class Runner:
             "pretrain_cache_hit": pre_info.get("cache_hit"),
             "wall_seconds": rows[-1]["wall_seconds"],
             "curve": [{k: r[k] for k in ("step", "phase", "normalized_mean", "train_raw_rate", "eval_raw_rate",
-                                         "out_of_support_rate", "falls")} for r in rows],
+                                         "out_of_support_rate", "falls", "adv_mean") if k in r} for r in rows],
             "config": cfg.model_dump(mode="json"),
         }
 
@@ -288,7 +288,8 @@ class OnlineSession:
                "train_raw_rate": c.raw / n,
                "out_of_support_rate": c.oos / n if self.built.support is not None else "",  # no CVAE: n/a
                "falls": c.falls, "train_episodes": c.episodes,
-               **{k: signals.get(k, "") for k in ("novelty", "bc_error", "gate_rate_recent", "q_scale", "adv_scale")},
+               **{k: signals.get(k, "") for k in ("novelty", "bc_error", "gate_rate_recent", "q_scale", "adv_scale",
+                                                     "adv_mean")},
                "wall_seconds": round(wall, 1),
                "env_steps_per_second": round(step / max(wall, 1e-9), 1),  # online phase only
                "event": signals.get("switched", "")}
