@@ -76,8 +76,11 @@ def test_gate_scale_follows_the_config_and_the_advantage_scale_is_mean_abs_advan
         signals = agent.after_eval(0, {"return_mean": 0.0}, obs)
         with torch.no_grad():
             raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
-            expected = float((nets.critic(obs, raw) - nets.critic(obs, lat)).mean(0).abs().mean())
+            advantage = (nets.critic(obs, raw) - nets.critic(obs, lat)).mean(0)
+            expected = float(advantage.abs().mean())
         assert abs(signals["adv_scale"] - expected) <= 1e-5 * expected + 1e-7  # + the 1e-8 floor
+        # the signed mean (figure 2) is recorded too
+        assert signals["adv_mean"] == pytest.approx(float(advantage.mean()), rel=1e-5, abs=1e-7)
         assert 0 < expected < 0.5 * float(agent.q_scale)  # the two scales differ: the choice matters
         assert agent.gate_scale() is (agent.adv_scale if scale == "advantage" else agent.q_scale)
 
