@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dataset", type=Path, default=None, help="a hopper dataset (default: collect a tiny one)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON written")
     args = parser.parse_args()
 
     from spaars_robot.sweep.spec import load_sweep
@@ -143,7 +144,7 @@ def main() -> None:
         "ray_over_local": round(walls["ray"] / walls["local"], 3),
         "ray_overhead_seconds_per_trial": round((walls["ray"] - walls["local"]) / n, 2),
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
