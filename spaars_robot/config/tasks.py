@@ -5,7 +5,7 @@ Tasks are YAML files under `sim/tasks/`; `load_task("hopper")` or `load_task("pa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -49,6 +49,19 @@ class TaskSpec(BaseModel):
         "controller's hello carry them. None: generic obs_0, obs_1, ...")
     action_names: list[str] | None = Field(
         None, description="One name per action element, in order. None: generic action_0, action_1, ...")
+    env_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the gymnasium env's constructor (gymnasium "
+        "backend only), e.g. FrankaKitchen's tasks_to_complete; recorded in datasets' env_spec.")
+    observation_keys: list[str] | None = Field(
+        None, min_length=1, description="Goal-conditioned (Dict-observation) gymnasium-robotics envs: the keys "
+        "concatenated, in this order, into the flat observation (each flattened as gymnasium.spaces.flatten "
+        "does; envs/goal.py). None: the env already observes a Box.")
+    score: Literal["return", "subtasks", "success"] = Field(
+        "return", description="What the normalised score measures. return: D4RL's normalisation of the episode "
+        "return (locomotion). subtasks: the return counts completed target subtasks, so the score is 100 x "
+        "completed / ref_max_score (ref_max_score = number of targets). success: the return is 1 when the "
+        "episode reached its goal (it terminates there), else 0, so the score is 100 x success. All three are the "
+        "one formula in normalized_score; the validator checks that the task's env makes them mean that.")
 
     @model_validator(mode="after")
     def _scores_ordered(self) -> TaskSpec:
@@ -66,13 +79,43 @@ class TaskSpec(BaseModel):
                 raise ValueError(f"{field}: names must be non-empty and without commas (ONNX metadata joins them)")
         return self
 
+    @model_validator(mode="after")
+    def _score_fits(self) -> TaskSpec:
+        if (self.env_kwargs or self.observation_keys) and self.backend != "gymnasium":
+            raise ValueError("env_kwargs and observation_keys apply to the gymnasium backend only")
+        if self.score == "return":
+            return self
+        if self.ref_min_score != 0.0:
+            raise ValueError(f"score: {self.score} needs ref_min_score 0 (none reached), got {self.ref_min_score}")
+        if self.score == "subtasks":
+            targets = self.env_kwargs.get("tasks_to_complete")
+            if not targets or self.ref_max_score != len(targets):
+                raise ValueError("score: subtasks needs env_kwargs.tasks_to_complete and ref_max_score = their "
+                                 f"number, got {targets} and {self.ref_max_score}")
+            if self.env_kwargs.get("remove_task_when_completed", True) is not True:
+                raise ValueError("score: subtasks needs remove_task_when_completed (each subtask rewarded once)")
+        if self.score == "success":
+            if self.ref_max_score != 1.0 or self.env_kwargs.get("continuing_task") is not False:
+                raise ValueError("score: success needs ref_max_score 1 and env_kwargs.continuing_task false (an "
+                                 "episode ends at its goal with return 1; a continuing task counts steps there)")
+        return self
+
+    @property
+    def termination_is_failure(self) -> bool:
+        """Whether `terminated` means a fall (locomotion) rather than a reached goal (subtasks, success tasks)."""
+        return self.score == "return"
+
     def names(self) -> tuple[list[str], list[str]]:
         """(observation names, action names): the task's, else the generic ones bundles used before tasks had any."""
         return (self.observation_names or [f"obs_{i}" for i in range(self.obs_dim)],
                 self.action_names or [f"action_{i}" for i in range(self.action_dim)])
 
     def normalized_score(self, episode_return: float) -> float:
-        """D4RL normalisation: 0 = random policy, 100 = expert (Fu et al. 2020, `get_normalized_score` x 100)."""
+        """D4RL normalisation: 0 = random policy, 100 = expert (Fu et al. 2020, `get_normalized_score` x 100).
+
+        Also D4RL's for its kitchen (ref 0..4) and antmaze (ref 0..1) tasks: with `score: subtasks` this is 100 x
+        completed / targets, with `score: success` 100 x success, so a kitchen-mixed "0.825" is 82.5 here.
+        """
         return 100.0 * (episode_return - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
 

@@ -49,6 +49,13 @@ def reference_note(metadata: dict) -> str | None:
                 "so normalised scores are close to, not identical with, published D4RL numbers")
     if entry_point.startswith("spaars_robot.envs.dmc"):
         return "dm-control's episode return range 0..1000 (no D4RL reference exists)"
+    if entry_point.startswith("spaars_robot.envs.goal"):  # a gymnasium-robotics task (sim/tasks/<task>.yaml)
+        env_id = str(spec.get("kwargs", {}).get("env_id", ""))
+        if env_id.startswith("FrankaKitchen"):
+            return (f"completed target subtasks / {metadata['ref_max_score']:g} (D4RL's kitchen range; the return "
+                    "counts each target once)")
+        if env_id.startswith("AntMaze"):
+            return "success rate (D4RL's antmaze range 0..1; the episode ends at the goal with return 1)"
     return "from the dataset's metadata (ref_min_score, ref_max_score)"
 
 

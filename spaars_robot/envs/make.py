@@ -1,4 +1,9 @@
-"""Build the simulator for a task with its episode limit applied exactly once."""
+"""Build the simulator for a task with its episode limit applied exactly once.
+
+Three kinds of task, one interface: gymnasium MuJoCo envs (`gym.make` with the task's `env_kwargs`), dm-control
+suite tasks (`dmc.py`), and gymnasium-robotics goal envs (`goal.py`: the task's `observation_keys` flattened into
+one vector), which are built from `env_spec(task)` so that what trains and what a dataset records are one spec.
+"""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -11,14 +16,21 @@ from spaars_robot.envs.mujoco_log import configure_mujoco_logging
 from spaars_robot.errors import ConfigError
 
 DMC_ENTRY_POINT = "spaars_robot.envs.dmc:DmControlEnv"
+GOAL_ENTRY_POINT = "spaars_robot.envs.goal:make_goal_env"
 
 
 def make_env(task: TaskSpec, render_mode: str | None = None) -> gym.Env:
     """A gymnasium env for `task`; episodes are cut at `task.max_episode_steps` (reported as truncation)."""
     configure_mujoco_logging()
-    if task.backend == "gymnasium":
+    if task.observation_keys is not None:
         try:
-            env = gym.make(task.env_id, max_episode_steps=task.max_episode_steps, render_mode=render_mode)
+            env = gym.make(env_spec(task), render_mode=render_mode)
+        except (gym.error.Error, ValueError) as exc:
+            raise ConfigError(f"task {task.name}: cannot make gymnasium-robotics env {task.env_id!r}: {exc}") from exc
+    elif task.backend == "gymnasium":
+        try:
+            env = gym.make(task.env_id, max_episode_steps=task.max_episode_steps, render_mode=render_mode,
+                           **task.env_kwargs)
         except gym.error.Error as exc:
             raise ConfigError(f"task {task.name}: cannot make gymnasium env {task.env_id!r}: {exc}") from exc
     else:
@@ -44,14 +56,20 @@ def env_spec(task: TaskSpec) -> EnvSpec:
 
     Datasets record it as Minari's `env_spec`, so `MinariDataset.recover_environment()` works on every
     dataset this tool writes: a dm-control task becomes a spec whose entry point is our `DmControlEnv`
-    (importable wherever spaars-robot is installed), with the task's episode limit.
+    (importable wherever spaars-robot is installed), with the task's episode limit; a goal env (a task with
+    `observation_keys`) becomes a spec whose entry point builds the flattened env (`goal.make_goal_env`).
     """
+    if task.observation_keys is not None:
+        return EnvSpec(id=f"spaars/{task.name}-v0", entry_point=GOAL_ENTRY_POINT,
+                       max_episode_steps=task.max_episode_steps,
+                       kwargs={"env_id": task.env_id, "observation_keys": list(task.observation_keys),
+                               "env_kwargs": dict(task.env_kwargs)})
     if task.backend == "gymnasium":
         try:
             spec = gym.spec(task.env_id)
         except gym.error.Error as exc:
             raise ConfigError(f"task {task.name}: unknown gymnasium env {task.env_id!r}: {exc}") from exc
-        return replace(spec, max_episode_steps=task.max_episode_steps)
+        return replace(spec, max_episode_steps=task.max_episode_steps, kwargs={**spec.kwargs, **task.env_kwargs})
     domain, _, name = task.env_id.partition("-")
     return EnvSpec(id=f"spaars/dmc-{task.env_id}-v0", entry_point=DMC_ENTRY_POINT,
                    max_episode_steps=task.max_episode_steps, kwargs={"domain": domain, "task": name})

@@ -266,7 +266,7 @@ class OnlineSession:
         return False
 
     def on_episode_end(self, info: StepInfo) -> bool:
-        self.counters.falls += info.terminated
+        self.counters.falls += info.terminated and self.runner.task.termination_is_failure  # not a reached goal
         self.counters.episodes += 1
         if info.step >= self.next_checkpoint or info.step >= self.cfg.online.env_steps:
             self.checkpoint()

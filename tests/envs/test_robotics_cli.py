@@ -1,0 +1,35 @@
+"""kitchen and antmaze-medium end to end through the real CLI: SAC's smoke protocol, and a random dataset that
+`data info` reads (the first part of issue 18: the environments; SUPE and its datasets are not built yet)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from spaars_robot.data.dataset import OfflineDataset
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("task", ["kitchen", "antmaze-medium"])
+def test_sac_smoke_trains_and_evaluates_under_the_tasks_safety_spec(task, tmp_path):
+    run_cli("train", "--task", task, "--algo", "sac", "--protocol", "smoke", "--runs-root", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "res"))
+    run_dir = tmp_path / "runs" / f"{task}-sac-safe-smoke" / "seed0"
+    with open(run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [0, 200, 400, 600]
+    assert all(0.0 <= float(r["normalized_mean"]) <= 100.0 for r in rows)
+    summary = json.loads(next((tmp_path / "res").glob("*.json")).read_text())
+    assert summary["task"] == task and summary["safety_spec"]["file"] == f"{task}.yaml"
+
+
+def test_antmaze_random_dataset_is_collected_and_read(tmp_path):
+    root = tmp_path / "datasets"
+    run_cli("data", "collect", "--task", "antmaze-medium", "--quality", "random", "--steps", "2000", "--root",
+            str(root), "--threads", "1")
+    info = run_cli("data", "info", "antmaze-medium-random", "--root", str(root)).stdout
+    assert "2000" in info and "spaars/antmaze-medium-random-v0" in info
+    dataset = OfflineDataset.load(root / "spaars" / "antmaze-medium-random-v0")
+    assert (dataset.obs_dim, dataset.action_dim) == (31, 8)
+    assert dataset.metadata["ref_max_score"] == 1.0 and dataset.metadata["env_spec"]
