@@ -24,7 +24,7 @@ def test_sac_smoke_trains_and_evaluates_under_the_tasks_safety_spec(task, tmp_pa
     assert summary["task"] == task and summary["safety_spec"]["file"] == f"{task}.yaml"
 
 
-def test_antmaze_random_dataset_is_collected_and_read(tmp_path):
+def test_antmaze_random_dataset_is_collected_and_read(tmp_path, monkeypatch):
     root = tmp_path / "datasets"
     run_cli("data", "collect", "--task", "antmaze-medium", "--quality", "random", "--steps", "2000", "--root",
             str(root), "--threads", "1")
@@ -32,4 +32,12 @@ def test_antmaze_random_dataset_is_collected_and_read(tmp_path):
     assert "2000" in info and "spaars/antmaze-medium-random-v0" in info
     dataset = OfflineDataset.load(root / "spaars" / "antmaze-medium-random-v0")
     assert (dataset.obs_dim, dataset.action_dim) == (31, 8)
-    assert dataset.metadata["ref_max_score"] == 1.0 and dataset.metadata["env_spec"]
+    assert dataset.metadata["ref_max_score"] == 1.0
+    # Minari rebuilds the flat env from the recorded spec (entry point spaars_robot.envs.goal:make_goal_env)
+    import minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    recorded = minari.load_dataset("spaars/antmaze-medium-random-v0", download=False)
+    env = recorded.recover_environment()
+    assert env.reset(seed=0)[0].shape == (31,) and env.spec.max_episode_steps == 1000
+    assert recorded.observation_space.contains(next(recorded.iterate_episodes()).observations[0])
