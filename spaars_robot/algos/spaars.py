@@ -162,7 +162,8 @@ class SPAARSAgent:
                    "online/latent_loss": latent_loss.detach(), "online/alpha": alpha}
         with torch.no_grad():
             anchor = nets.cvae.decode(obs, z_mean.detach())
-        raw = self.raw_policy.mean_action(obs)
+        with torch.set_grad_enabled(self.rectified is None):  # rectified: bc is a metric only, no graph needed
+            raw = self.raw_policy.mean_action(obs)
         bc = (raw - anchor).pow(2).sum(-1).mean()
         if self.rectified is not None:
             raw_loss, lsi_metrics = lsi_loss(self.rectified, nets.cvae, nets.critic, obs, self.config.spar,
