@@ -20,7 +20,7 @@ from spaars_robot.config.training import (
     resolve_config,
 )
 from spaars_robot.errors import SpaarsError
-from spaars_robot.train.summaries import run_name
+from spaars_robot.train.summaries import dataset_label, run_name
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def plan_new(task: str, dataset: str | None, dataset_path: Path | None, algo: st
             cfg = cfg.model_copy(update={"tag": hyperparameter_tag(cfg, default),
                                          "tag_sets": hyperparameter_changes(cfg, default)})
         group = runs_root / run_name(task, algo, cfg.protocol, cfg.online.concurrent_bc, cfg.online.hard_switch,
-                                     cfg.tag, bf16, spec is not None)
+                                     cfg.tag, bf16, spec is not None, dataset_label(task, dataset))
         jobs.append(TrainJob(cfg, run_dir or group / f"seed{seed}", cache_dir, dataset_path, bf16))
     return jobs
 

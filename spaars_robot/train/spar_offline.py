@@ -101,8 +101,8 @@ def spar_offline(nets: OfflineNets, buffer: ReplayBuffer, cfg: SPARConfig, seed:
         if step + 1 == cfg.anchor_steps:
             policy.freeze_anchor()
         if (step + 1) % report_every == 0 or step + 1 == total:
-            history.append({"step": step + 1, "stage": stage, "loss": float(loss),
-                            **{k: float(v) for k, v in metrics.items()}})
+            history.append({"step": step + 1, "stage": stage, "loss": loss.item(),
+                            **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in metrics.items()}})
             if not math.isfinite(history[-1]["loss"]):
                 raise TrainingDiverged(f"spar offline stage {stage} diverged by step {step + 1}; nothing was cached")
             if log is not None:

@@ -6,6 +6,7 @@ completed over several sittings and BENCHMARKS.md regenerated from them (`spaars
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,37 +25,53 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return float(x.mean()), float(quantile * x.std(ddof=1) / math.sqrt(len(x)))
 
 
+def dataset_label(task: str, dataset: str | None) -> str:
+    """'' for the task's medium dataset, else e.g. 'on-medium-replay', so runs on two datasets never share a name.
+
+    Every result committed before a second dataset per task existed was trained on `<task>-medium`; keeping that
+    one unlabelled keeps their names. `dataset` is an id, a directory or a file (D4RL's `hopper-medium-v2.hdf5`).
+    """
+    if not dataset:
+        return ""
+    name = re.sub(r"-v\d+$", "", Path(dataset.rstrip("/")).name.removesuffix(".hdf5").removesuffix(".h5"))
+    name = name.removeprefix(f"{task}-")
+    return "" if name == "medium" else f"on-{name}"
+
+
 def variant_label(algo: str, concurrent_bc: bool, hard_switch: bool, bf16: bool, tag: str = "",
-                  safety: bool = False) -> str:
+                  safety: bool = False, dataset: str = "") -> str:
     """The algorithm plus every way a run departs from its protocol, e.g. 'spaars-no-concurrent-bc-bf16'.
 
     The run directory and the committed summary are both named from it, so two runs that differ in any
     of these can never write to the same place. `safety`: trained under its safety spec ('-safe'); results
-    committed before the layer existed have no suffix and were trained without it.
+    committed before the layer existed have no suffix and were trained without it. `dataset`: dataset_label().
     """
     tags = [algo] + (["no-concurrent-bc"] if not concurrent_bc else []) + (["hard-switch"] if hard_switch else []) \
-        + (["bf16"] if bf16 else []) + (["safe"] if safety else []) + ([tag] if tag else [])
+        + (["bf16"] if bf16 else []) + (["safe"] if safety else []) + ([tag] if tag else []) \
+        + ([dataset] if dataset else [])
     return "-".join(tags)
 
 
 def run_name(task: str, algo: str, protocol: str, concurrent_bc: bool, hard_switch: bool, tag: str = "",
-             bf16: bool = False, safety: bool = False) -> str:
+             bf16: bool = False, safety: bool = False, dataset: str = "") -> str:
     """The run-directory group name, e.g. 'hopper-spaars-no-concurrent-bc-short'."""
-    return f"{task}-{variant_label(algo, concurrent_bc, hard_switch, bf16, tag, safety)}-{protocol}"
+    return f"{task}-{variant_label(algo, concurrent_bc, hard_switch, bf16, tag, safety, dataset)}-{protocol}"
 
 
 def summary_label(summary: dict) -> str:
     """variant_label of a finished run, read from its summary."""
     v = summary["variant"]
     return variant_label(summary["algo"], v["concurrent_bc"], v["hard_switch"], bool(summary.get("bf16")),
-                         summary.get("tag") or "", summary.get("safety_spec") is not None)
+                         summary.get("tag") or "", summary.get("safety_spec") is not None,
+                         dataset_label(summary["task"], summary.get("dataset")))
 
 
 def summary_run_name(summary: dict) -> str:
     """run_name of a finished run, read from its summary (groups committed summaries like run directories)."""
     v = summary["variant"]
     return run_name(summary["task"], summary["algo"], summary["protocol"], v["concurrent_bc"], v["hard_switch"],
-                    summary.get("tag") or "", bool(summary.get("bf16")), summary.get("safety_spec") is not None)
+                    summary.get("tag") or "", bool(summary.get("bf16")), summary.get("safety_spec") is not None,
+                    dataset_label(summary["task"], summary.get("dataset")))
 
 
 def summary_name(summary: dict) -> str:

@@ -54,3 +54,19 @@ def test_a_tagged_config_records_exactly_the_hyperparameters_it_changed():
     # task, seed and the like are not hyperparameters: they are in the run name already
     other_seed = resolve_config("smoke", {**FIELDS, "seed": 3})
     assert hyperparameter_changes(other_seed, base) == {}
+
+
+def test_runs_on_two_datasets_of_a_task_never_share_a_directory_or_summary(tmp_path):
+    """hopper-medium and hopper-medium-replay runs of one algorithm used to write into one run directory."""
+    from spaars_robot.train.jobs import plan_new
+
+    summary = {"task": "hopper", "algo": "spar", "seed": 0, "protocol": "offline",
+               "variant": {"concurrent_bc": True, "hard_switch": False}}
+    medium = {**summary, "dataset": "datasets/spaars/hopper-medium-v0"}
+    replay = {**summary, "dataset": "datasets/spaars/hopper-medium-replay-v0"}
+    d4rl = {**summary, "dataset": "/data/hopper-medium-replay-v2.hdf5"}
+    assert summary_name(medium) == "hopper_spar_offline_seed0.json"  # the names committed before stay
+    assert summary_name(replay) == summary_name(d4rl) == "hopper_spar-on-medium-replay_offline_seed0.json"
+    dirs = {plan_new("hopper", name, None, "spar", [0], "smoke", [], [], tmp_path, None, tmp_path / "cache", False,
+                     "none")[0].run_dir.parent.name for name in ("hopper-medium", "hopper-medium-replay")}
+    assert dirs == {"hopper-spar-smoke", "hopper-spar-on-medium-replay-smoke"}
