@@ -129,7 +129,8 @@ class SPARConfig(_Strict):
 
     anchor_steps: int = Field(50_000, ge=0, description="stage (i): behaviour-cloning updates of the frozen anchor")
     residual_steps: int = Field(10_000, ge=0, description="stage (i): residual regression onto what the anchor misses")
-    lsi_steps: int = Field(50_000, ge=0, description="stage (iii): Latent Self-Imitation updates of the residual")
+    lsi_steps: int = Field(10_000, ge=0, description="stage (iii): Latent Self-Imitation updates of the residual "
+                                                     "(chosen on training seed 0: docs/spar.md, 'LSI budget')")
     batch_size: int = Field(256, ge=1)
     lr: float = Field(3e-4, gt=0, description="Adam lr of anchor and residual (offline and online)")
     hidden: tuple[int, ...] = Field((256, 256), description="MLP widths of anchor and residual")
