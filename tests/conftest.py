@@ -12,6 +12,16 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """In-process torch on one thread, as `train` runs by default: the suite runs two test processes at once on
+    2 cores (`make test`: pytest-xdist -n 2), and two torch thread pools each sized to the machine wait on each
+    other and run several times slower (measured ~10x for a SAC update loop on a busy 2-core VM)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, check: bool = True,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `spaars-robot ...` as a real subprocess (CleanRL-style smoke through the CLI)."""

@@ -6,11 +6,15 @@ and an untrained actor outputs small, nearly constant actions (measured 15 to 52
 *same* network before training, on the same evaluation seeds. Budget: 12k env steps (2k uniform
 warm-up, 10k updates). Measured with seed 3: 233 after training (untrained 15, random 14); with the
 actor's gradient sign flipped or its learning rate at 0 the test fails.
+
+~4 minutes on 2 cores, so it is a `learning` test: `make test-learning` runs it, `make test` does not; the
+seconds-long tests/train/test_sac_update.py catches the same broken updates in the default suite.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from spaars_robot.algos.sac import SAC
@@ -28,6 +32,7 @@ def deterministic_returns(sac: SAC) -> np.ndarray:
     )
 
 
+@pytest.mark.learning
 def test_short_sac_run_beats_random_and_its_own_start(tmp_path) -> None:
     task = load_task("hopper")
     threads = torch.get_num_threads()
