@@ -28,12 +28,13 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * diff.pow(2)).mean()
 
 
-def iql_losses(
-    batch: dict[str, torch.Tensor], critic: QEnsemble, critic_target: QEnsemble, value: ValueNet,
-    actor: TanhGaussianPolicy, gamma: float, expectile: float, beta: float, max_weight: float,
-    target_subset: int | None = None, generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Value (expectile of target Q), critic (TD onto V(s')), actor (AWR) losses; IQL eqs. 5, 6, 7."""
+def iql_value_critic_losses(
+    batch: dict[str, torch.Tensor], critic: QEnsemble, critic_target: QEnsemble, value: ValueNet, gamma: float,
+    expectile: float, target_subset: int | None = None, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IQL's value (expectile of target Q, eq. 5) and critic (TD onto V(s'), eq. 6) losses: the one definition that
+    keeps the shared critic learning, in pretraining and online, whatever trains the policy (AWR here, LSI in SPAR).
+    Returns (value_loss, critic_loss, target_q, v, q)."""
     obs, action = batch["obs"], batch["action"]
     with torch.no_grad():
         target_q = critic_target.target_min(obs, action, target_subset, generator)
@@ -43,9 +44,20 @@ def iql_losses(
     value_loss = expectile_loss(target_q - v, expectile)
     q = critic(obs, action)
     critic_loss = (q - y).pow(2).mean(1).sum()
+    return value_loss, critic_loss, target_q, v, q
+
+
+def iql_losses(
+    batch: dict[str, torch.Tensor], critic: QEnsemble, critic_target: QEnsemble, value: ValueNet,
+    actor: TanhGaussianPolicy, gamma: float, expectile: float, beta: float, max_weight: float,
+    target_subset: int | None = None, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Value, critic and actor (AWR, eq. 7) losses of IQL."""
+    value_loss, critic_loss, target_q, v, q = iql_value_critic_losses(
+        batch, critic, critic_target, value, gamma, expectile, target_subset, generator)
     with torch.no_grad():
         weight = torch.exp(beta * (target_q - v)).clamp(max=max_weight)
-    actor_loss = -(weight * actor.log_prob(obs, action)).mean()
+    actor_loss = -(weight * actor.log_prob(batch["obs"], batch["action"])).mean()
     metrics = {"iql/value_loss": value_loss.detach(), "iql/critic_loss": critic_loss.detach(),
                "iql/actor_loss": actor_loss.detach(), "iql/q": q.mean().detach()}
     return value_loss, critic_loss, actor_loss, metrics

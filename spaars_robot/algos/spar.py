@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from spaars_robot.algos.base import fused_adam, polyak_update
-from spaars_robot.algos.iql import expectile_loss
+from spaars_robot.algos.iql import iql_value_critic_losses
 from spaars_robot.nn.critics import QEnsemble
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.mlp import mlp
@@ -178,18 +178,14 @@ class SPARAgent:
         if self.variant == "bc":
             return {}
         cfg, nets = self.cfg, self.nets
-        obs, action = batch["obs"], batch["action"]
-        with torch.no_grad():  # IQL's value and critic losses (eqs. 5, 6), as the shared critic was trained
-            target_q = self.critic_target.target_min(obs, action, cfg.target_subset, self.generator)
-            y = batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * nets.value(batch["next_obs"])
-        value_loss = expectile_loss(target_q - nets.value(obs), cfg.expectile)
-        q = nets.critic(obs, action)
-        critic_loss = (q - y).pow(2).mean(1).sum()
+        value_loss, critic_loss, *_ = iql_value_critic_losses(  # the shared critic keeps learning as it was trained
+            batch, nets.critic, self.critic_target, nets.value, cfg.gamma, cfg.expectile, cfg.target_subset,
+            self.generator)
         self.critic_opt.zero_grad(set_to_none=True)
         (value_loss + critic_loss).backward()
         self.critic_opt.step()
         polyak_update(self.critic_target, nets.critic, cfg.tau)
-        loss, metrics = lsi_loss(self.policy, nets.cvae, nets.critic, obs, self.spar_cfg, self.generator)
+        loss, metrics = lsi_loss(self.policy, nets.cvae, nets.critic, batch["obs"], self.spar_cfg, self.generator)
         self.residual_opt.zero_grad(set_to_none=True)
         loss.backward(inputs=self.policy.residual_parameters())
         self.residual_opt.step()
