@@ -65,11 +65,17 @@ def results_table(groups: Groups) -> list[str]:
         switches = [str(s["switch"][0]["step"]) for s in summaries if s.get("switch")]
         paper = PAPER_SCORES.get(task, {}).get(label, "")
         per_seed = " / ".join(f"{s['final_normalized']:.1f}" for s in summaries)
+        online = [_percent(early_oos), _fmt(*early_falls), _percent(whole_oos), _fmt(*whole_falls)]
+        if not _has_online_steps(runs):  # an `offline` protocol run never acted online: 0 % would read as safe
+            online = ["n/a (offline)"] * 4
         lines.append(f"| {task} | {protocol} | {label} | {', '.join(str(r.seed) for r in runs)} "
-                     f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {per_seed} | {_percent(early_oos)} | "
-                     f"{_fmt(*early_falls)} | {_percent(whole_oos)} | {_fmt(*whole_falls)} | {thirds} | "
+                     f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {per_seed} | {' | '.join(online)} | {thirds} | "
                      f"{', '.join(switches) or '-'} |")
     return lines
+
+
+def _has_online_steps(runs: list[Run]) -> bool:
+    return any(r.online_curve for r in runs)
 
 
 def _steps_text(steps: int | None) -> str:
@@ -82,7 +88,7 @@ def sample_efficiency_table(groups: Groups) -> list[str]:
     lines = []
     for (task, protocol, label), runs in groups.items():
         baseline = {r.seed: r for r in groups.get((task, protocol, SAMPLE_EFFICIENCY_BASELINE), [])}
-        if label == SAMPLE_EFFICIENCY_BASELINE or not baseline:
+        if label == SAMPLE_EFFICIENCY_BASELINE or not baseline or not _has_online_steps(runs):
             continue
         cells = []
         for run in runs:
@@ -125,7 +131,7 @@ def aggregate_table(groups: Groups) -> list[str]:
         finals = [np.array([r.summary["final_normalized"] for r in runs]) for runs in tasks.values()]
         iqm_text, mean_text = (_estimate(finals, statistic) for statistic in (iqm, mean_of_task_means))
         auc = "; ".join(f"{task} {_fmt(*mean_ci95([area_under_curve(r) for r in runs]))}"
-                        for task, runs in tasks.items())
+                        if _has_online_steps(runs) else f"{task} n/a (offline)" for task, runs in tasks.items())
         counts = ", ".join(f"{task} ({len(runs)})" for task, runs in tasks.items())
         lines.append(f"| {protocol} | {label} | {counts} | {iqm_text} | {mean_text} | {auc} |")
     return lines

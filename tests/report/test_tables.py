@@ -54,3 +54,22 @@ def test_committed_numbers_are_pinned():
     for row in expected_rows:
         assert row in lines, row
     assert any(line.startswith("`set-119d45c0`: run before the default pretrain.cvae_kl_weight") for line in lines)
+
+
+def test_offline_protocol_rows_say_they_have_no_online_steps():
+    """An `offline` run never acted online: its safety columns, steps-to-target and area under the curve must not
+    read as 0 % out of support, 0 falls or a curve area (they would look like a perfectly safe online run)."""
+    from pathlib import Path
+
+    from spaars_robot.report.runs import Run
+    from spaars_robot.report.tables import aggregate_table, results_table, sample_efficiency_table
+
+    template = find_runs([COMMITTED])[0].summary
+    runs = [Run({**template, "algo": algo, "protocol": "offline", "seed": seed, "curve": template["curve"][:1],
+                 "final_normalized": template["curve"][0]["normalized_mean"]}, Path(f"{algo}{seed}.json"))
+            for algo in ("iql", "spar") for seed in (0, 1)]
+    groups = group_runs(runs)
+    rows = [line for line in results_table(groups) if line.startswith("| hopper")]
+    assert len(rows) == 2 and all(row.count("n/a (offline)") == 4 for row in rows), rows
+    assert sample_efficiency_table(groups) == []
+    assert all(line.endswith("n/a (offline) |") for line in aggregate_table(groups) if "| offline |" in line)
