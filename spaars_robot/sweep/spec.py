@@ -18,7 +18,8 @@ from spaars_robot.errors import ConfigError
 
 ABLATION_FLAGS = {"no-concurrent-bc": "--no-concurrent-bc", "hard-switch": "--hard-switch"}
 Ablation = Literal["none", "no-concurrent-bc", "hard-switch", "no-concurrent-bc+hard-switch"]
-GRID_FIELDS = ("tasks", "datasets", "algos", "ablations", "variants", "seeds", "protocol", "safety_spec")
+GRID_FIELDS = ("tasks", "datasets", "algos", "ablations", "variants", "seeds", "protocol", "safety_spec", "precision",
+               "device")
 
 
 class GridFields(BaseModel):
@@ -38,6 +39,11 @@ class GridFields(BaseModel):
     protocol: str | None = Field(None, description="smoke | short | paper, or a protocol YAML path; default short")
     safety_spec: str | None = Field(None, description="`train --safety-spec`: 'default' (the task's spec), 'none' "
                                     "or a spec name/path; the committed grid used 'none'")
+    precision: Literal["fp32", "bf16"] | None = Field(
+        None, description="`train --precision`; default fp32. Not 'auto': bf16 names the run ('-bf16'), so a sweep "
+                          "must know each trial's precision before it runs to tell which trials are done")
+    device: Literal["auto", "cpu", "cuda"] | None = Field(None, description="`train --device`; default: train's "
+                                                          "(cpu). Does not name the run")
 
     @field_validator("seeds")
     @classmethod
@@ -70,6 +76,8 @@ class Grid(BaseModel):
     seeds: list[int]
     protocol: str
     safety_spec: str
+    precision: str
+    device: str | None
 
 
 def load_sweep(path: Path) -> tuple[SweepFile, list[Grid]]:
@@ -91,6 +99,7 @@ def load_sweep(path: Path) -> tuple[SweepFile, list[Grid]]:
             tasks=values["tasks"], algos=values["algos"], seeds=values["seeds"],
             datasets={task: (values["datasets"] or {}).get(task, f"{task}-medium") for task in values["tasks"]},
             ablations=values["ablations"] or ["none"], variants=values["variants"] or {"default": []},
-            protocol=values["protocol"] or "short", safety_spec=values["safety_spec"] or "default"))
+            protocol=values["protocol"] or "short", safety_spec=values["safety_spec"] or "default",
+            precision=values["precision"] or "fp32", device=values["device"]))
     return sweep, grids
 

@@ -41,6 +41,8 @@ class Trial:
     summary_path: Path
     online_steps: int
     pretrain_steps: int
+    precision: str = "fp32"  # fp32 | bf16: names the run ('-bf16'), so it is fixed when the sweep is planned
+    device: str | None = None  # `train --device`; None: train's default (cpu). Never names the run
 
     @property
     def name(self) -> str:
@@ -72,6 +74,10 @@ class Trial:
             args += ["--set", item]
         if self.safety_spec != "default":
             args += ["--safety-spec", self.safety_spec]
+        if self.precision != "fp32":
+            args += ["--precision", self.precision]
+        if self.device is not None:
+            args += ["--device", self.device]
         return args + results
 
     def to_json(self) -> str:
@@ -117,14 +123,15 @@ def _plan_one(where: str, grid: Grid, task: str, algo: str, ablation: str, varia
     spec = None if grid.safety_spec == "default" else grid.safety_spec
     try:
         (job,) = plan_new(task, dataset, None, algo, [seed], grid.protocol, list(sets), variant_sets, runs_root,
-                          None, runs_root / "_pretrain_cache", False, spec)
+                          None, runs_root / "_pretrain_cache", grid.precision == "bf16", spec)
     except SpaarsError as exc:
         raise SpaarsError(f"{where}: {task} {algo} seed {seed}: {exc}") from exc
     cfg = job.config
-    named = {"task": task, "algo": algo, "protocol": cfg.protocol, "seed": seed, "bf16": False,
+    named = {"task": task, "algo": algo, "protocol": cfg.protocol, "seed": seed, "bf16": grid.precision == "bf16",
              "variant": {"concurrent_bc": cfg.online.concurrent_bc, "hard_switch": cfg.online.hard_switch},
-             "tag": cfg.tag, "safety_spec": cfg.safety_spec}
+             "tag": cfg.tag, "safety_spec": cfg.safety_spec, "dataset": dataset}
     return Trial(task=task, dataset=dataset, algo=algo, ablation=ablation, variant=variant, sets=tuple(sets),
                  seed=seed, protocol=grid.protocol, safety_spec=grid.safety_spec, run_dir=job.run_dir,
                  runs_root=runs_root, summary_path=results_dir / summary_name(named),
-                 online_steps=cfg.online.env_steps, pretrain_steps=0 if algo == "sac" else cfg.pretrain.steps)
+                 online_steps=cfg.online.env_steps, pretrain_steps=0 if algo == "sac" else cfg.pretrain.steps,
+                 precision=grid.precision, device=grid.device)

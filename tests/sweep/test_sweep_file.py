@@ -58,6 +58,31 @@ def test_trials_are_the_cross_product_named_as_train_names_them(tmp_path):
     assert all(t.status() is Status.new for t in trials)
 
 
+def test_a_trial_on_another_dataset_or_in_bf16_is_planned_under_the_names_train_writes(tmp_path):
+    """The sweep decides 'done' by the summary's file name, so it must name a trial exactly as `train` will: a second
+    dataset of a task ('-on-medium-replay') and bf16 ('-bf16') are part of the name; the device is not."""
+    from spaars_robot.train.jobs import plan_new
+    from spaars_robot.train.summaries import summary_name
+
+    trials = _plan(tmp_path, "protocol: smoke\nsafety_spec: none\nruns_root: r\ntasks: [hopper]\nalgos: [spar]\n"
+                   "seeds: [0]\ndatasets: {hopper: hopper-medium-replay}\nprecision: bf16\ndevice: cpu\n")
+    (trial,) = trials
+    assert trial.name == "hopper_spar-bf16-on-medium-replay_smoke_seed0"
+    (job,) = plan_new("hopper", "hopper-medium-replay", None, "spar", [0], "smoke", [], [], trial.runs_root, None,
+                      trial.runs_root / "_pretrain_cache", True, "none")
+    assert trial.run_dir == job.run_dir
+    written = {"task": "hopper", "algo": "spar", "protocol": "smoke", "seed": 0, "bf16": True, "tag": "",
+               "variant": {"concurrent_bc": True, "hard_switch": False}, "safety_spec": None,
+               "dataset": "datasets/spaars/hopper-medium-replay-v0"}  # as the runner records it: the path
+    assert trial.summary_path.name == summary_name(written)
+    args = trial.train_args()
+    assert args[args.index("--precision") + 1] == "bf16" and args[args.index("--device") + 1] == "cpu"
+    plain = _plan(tmp_path, GOOD)[0].train_args()
+    assert "--precision" not in plain and "--device" not in plain
+    with pytest.raises(SpaarsError, match="precision"):
+        _plan(tmp_path, GOOD + "precision: auto\n")
+
+
 def test_committed_short_grid_sweep_finds_every_committed_summary():
     """benchmarks/sweeps/short_grid.yaml names exactly the committed grid's summaries: its dry run says all done."""
     proc = run_cli("sweep", "benchmarks/sweeps/short_grid.yaml", "--dry-run", cwd=REPO)
