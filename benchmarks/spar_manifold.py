@@ -12,6 +12,7 @@ run's calibrated threshold (out of support), the critic's mean Q, and the normal
 
     MUJOCO_GL=egl .venv/bin/python benchmarks/spar_manifold.py runs/hopper-spar-offline/seed0 \
         --out benchmarks/results/spar_manifold_hopper_seed0.json
+    .venv/bin/python benchmarks/spar_manifold.py --summarize benchmarks/results/spar_manifold_hopper_seed*.json
 """
 from __future__ import annotations
 
@@ -83,15 +84,43 @@ def describe(name: str, act_fn, nets, obs_n: torch.Tensor, task, episodes: int) 
     return out
 
 
+def summarize(paths: list[Path]) -> None:
+    """Several seeds' JSON side by side: per policy, mean and 95 % t-interval of each column over the seeds."""
+    from spaars_robot.train.summaries import mean_ci95
+
+    results = [json.loads(p.read_text()) for p in paths]
+    seeds = ", ".join(str(r["seed"]) for r in results)
+    print(f"| policy (hopper seeds {seeds}) | support p50 | p90 | p99 | out-of-support | mean Q | normalised score |")
+    print("|---|---|---|---|---|---|---|")
+    for index, row in enumerate(results[0]["rows"]):
+        rows = [r["rows"][index] for r in results]
+        assert all(r["name"] == row["name"] for r in rows), "the files list different policies"
+
+        def cell(values: list[float], digits: int, scale: float = 1.0) -> str:
+            mean, half = mean_ci95([scale * v for v in values])
+            return f"{mean:.{digits}f}" if half != half else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+        quantiles = [cell([r["support_quantiles"][q] for r in rows], 4) for q in ("0.5", "0.9", "0.99")]
+        score = cell([r["normalized_mean"] for r in rows], 1) if "normalized_mean" in row else "-"
+        print(f"| {row['name']} | {' | '.join(quantiles)} | {cell([r['out_of_support_rate'] for r in rows], 2, 100)} % "
+              f"| {cell([r['mean_q'] for r in rows], 2)} | {score} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?")
+    parser.add_argument("--summarize", type=Path, nargs="+", help="print these result JSONs as one Markdown table")
     parser.add_argument("--states", type=int, default=20_000, help="dataset states scored (strided over the dataset)")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--td3bc-steps", type=int, default=None, help="default: the run's spar.lsi_steps")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("SPAARS_CACHE", "runs/.cache")))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.summarize:
+        summarize(args.summarize)
+        return
+    if args.run_dir is None or args.out is None:
+        parser.error("RUN_DIR and --out are required (or --summarize JSON...)")
     torch.set_num_threads(1)
     config, facts = load_run_config(args.run_dir)
     if config.algo != "spar":
