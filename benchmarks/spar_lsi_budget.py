@@ -57,17 +57,23 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=2_500)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--cache", type=Path, default=Path("runs/_pretrain_cache"))
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        help="spar.* override, e.g. spar.lsi_decode_bf16=true (repeatable)")
+    parser.add_argument("--partial", type=Path, default=None,
+                        help="the stages' partial checkpoint at the end of residual regression [default: the cache "
+                             "entry of this config]; stages (i) do not depend on the spar.lsi_* fields, so the "
+                             "partial of a run with another lsi budget is the same start")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = resolve_dataset(args.dataset)
     config = resolve_config(args.protocol, {"task": args.task, "dataset": args.dataset, "algo": "iql",
-                                            "seed": args.seed})
+                                            "seed": args.seed}, args.sets)
     task = load_task(args.task)
     built = build_agent(config, task, OfflineDataset.load(path), args.cache, False, None)  # the cached pretraining
     nets, buffer, cfg = built.nets, built.offline, config.spar
     key = spar_cache_key(Path(built.pretrain_info["cache"]).stem, args.seed, cfg)
-    partial = args.cache / f"{key}.partial.pt"
+    partial = args.partial or args.cache / f"{key}.partial.pt"
     state = safe_torch_load(partial)
     start = int(state["step"])
     if start != cfg.anchor_steps + cfg.residual_steps:

@@ -123,7 +123,8 @@ def lsi_loss(policy: RectifiedPolicy, cvae: CVAE, critic: QEnsemble, obs: torch.
         noise[:, 0] = 0.0  # candidate 0: the current action projected onto the manifold
         z = mu.unsqueeze(1) + cfg.latent_sigma * policy.latent_scale * noise
         s_rep = obs.unsqueeze(1).expand(batch, k, obs.shape[-1]).reshape(batch * k, -1)
-        decoded = cvae.decode(s_rep, z.reshape(batch * k, -1)).reshape(batch, k, -1)
+        with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=cfg.lsi_decode_bf16):
+            decoded = cvae.decode(s_rep, z.reshape(batch * k, -1)).float().reshape(batch, k, -1)
         target = (decoded - base.unsqueeze(1)).clamp(-policy.bound, policy.bound)
         executed = (base.unsqueeze(1) + target).clamp(-1.0, 1.0)
         q = critic(s_rep, executed.reshape(batch * k, -1)).min(0).values.reshape(batch, k)

@@ -141,6 +141,9 @@ class SPARConfig(_Strict):
                                                        "dataset's per-dimension spread of latent codes")
     temperature: float = Field(0.5, gt=0, description="LSI weights softmax(Q / (temperature x mean within-state "
                                                       "std of Q))")
+    lsi_decode_bf16: bool = Field(False, description="decode LSI's candidates under bf16 autocast (the critic "
+                                                    "scores them in fp32): ~4.5x faster decoding where the CPU has "
+                                                    "AMX; off until its curve matches fp32 (docs/spar.md)")
 
 
 class EvalConfig(_Strict):

@@ -42,8 +42,9 @@ LATENT_SCALE_SAMPLES = 10_000
 
 
 def spar_cache_key(pretrain_entry: str, seed: int, cfg: SPARConfig) -> str:
-    payload = json.dumps({"v": SPAR_VERSION, "pretrain": pretrain_entry, "seed": seed,
-                          "cfg": cfg.model_dump(mode="json")}, sort_keys=True)
+    # lsi_decode_bf16 came after entries were cached; off, it is what they computed, so it leaves their keys alone
+    fields = cfg.model_dump(mode="json", exclude=set() if cfg.lsi_decode_bf16 else {"lsi_decode_bf16"})
+    payload = json.dumps({"v": SPAR_VERSION, "pretrain": pretrain_entry, "seed": seed, "cfg": fields}, sort_keys=True)
     return "spar-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
