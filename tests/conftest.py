@@ -12,6 +12,16 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Test files that run for minutes, started first: `make test` hands whole files to two processes in collection order,
+# so a long file collected last (tests/sweep: Ray's start-up plus a preempted trial, ~4 min) ran alone at the end.
+FIRST = ("tests/sweep/test_sweep_backends.py", "tests/data/test_collect_resume.py", "tests/train/test_pretrain_resume.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(str(item.path).removeprefix(f"{REPO}/"), len(FIRST)))  # stable sort
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> None:
     """In-process torch on one thread, as `train` runs by default: the suite runs two test processes at once on
