@@ -85,15 +85,16 @@ def learning_curves(groups: Groups, labels: list[str]) -> Figure:
     tasks, colour = _tasks(groups), colours(labels)
     fig, ax_of = _axes(plt, 1, tasks, 3.2)
     for i, task in enumerate(tasks):
-        ax, seen = ax_of(i, 0), []
+        ax, seen, drawn = ax_of(i, 0), [], set()
         for (g_task, protocol, label), runs in groups.items():
-            if g_task != task or label not in colour:
-                continue
+            if g_task != task or label not in colour or not any(r.online_curve for r in runs):
+                continue  # an `offline` group has one point, no curve
             steps, per_seed = seed_matrix([r.summary["curve"] for r in runs], "normalized_mean")
             _band(ax, steps, per_seed, colour[label], f"{label} (n={len(runs)})")
             seen += list(per_seed.ravel())
+            drawn.add(protocol)
         _clip_to_seeds(ax, seen)
-        ax.set_title(f"{task} ({', '.join(sorted({p for t, p, _ in groups if t == task}))} protocol)")
+        ax.set_title(f"{task} ({', '.join(sorted(drawn))} protocol)")
         ax.set_xlabel("online environment steps (thousands)")
         ax.set_ylabel("D4RL-normalised score")
         ax.grid(alpha=0.3)

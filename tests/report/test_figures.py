@@ -58,3 +58,20 @@ def test_performance_profile_pools_labels_run_on_every_task():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["spaars (10 runs)", "iql (10 runs)"]
     assert len(ax.lines) == 2 and _bands(ax) == 2
     assert figures.performance_profile(GROUPS, ["spaars-hard-switch"]) is None
+
+
+def test_an_offline_group_draws_no_curve_and_leaves_the_title_alone():
+    """An `offline` run has one point (its offline score) and no curve: it must not add a line, a band or its
+    protocol to a task's title."""
+    from pathlib import Path
+
+    from spaars_robot.report.runs import Run
+
+    iql = GROUPS[("hopper", "short", "iql")][0].summary
+    offline = [Run({**iql, "protocol": "offline", "seed": s, "curve": iql["curve"][:1]}, Path(f"o{s}.json"))
+               for s in range(3)]
+    groups = group_runs([r for runs in GROUPS.values() for r in runs] + offline)
+    fig = figures.learning_curves(groups, default_labels(GROUPS))
+    hopper = [ax for ax in fig.axes if ax.get_visible()][0]
+    assert hopper.get_title() == "hopper (short protocol)"
+    assert len(hopper.lines) == 4 and _bands(hopper) == 4
