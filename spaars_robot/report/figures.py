@@ -183,7 +183,9 @@ def performance_profile(groups: Groups, labels: list[str]) -> Figure | None:
     stratified-bootstrap bands. Only labels run on every task of the report, so curves pool the same tasks."""
     tasks = _tasks(groups)
     by_label = {label: [[r.summary["final_normalized"] for r in groups[(t, p, lab)]]
-                        for (t, p, lab) in groups if lab == label] for label in labels}
+                        for (t, p, lab) in groups
+                        if lab == label and any(r.online_curve for r in groups[(t, p, lab)])]  # offline: another
+                for label in labels}                                                             # protocol's finals
     by_label = {label: finals for label, finals in by_label.items() if len(finals) == len(tasks)}
     if not by_label:
         return None

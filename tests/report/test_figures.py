@@ -75,3 +75,5 @@ def test_an_offline_group_draws_no_curve_and_leaves_the_title_alone():
     hopper = [ax for ax in fig.axes if ax.get_visible()][0]
     assert hopper.get_title() == "hopper (short protocol)"
     assert len(hopper.lines) == 4 and _bands(hopper) == 4
+    (ax,) = figures.performance_profile(groups, ["spaars", "iql"]).axes  # iql's offline runs were a third "task"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["spaars (10 runs)", "iql (10 runs)"]
