@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spaars_robot.report.aggregate import PROFILE_REPS, bootstrap_ci, score_profile
-from spaars_robot.report.runs import Run
+from spaars_robot.report.runs import Run, has_online_steps
 from spaars_robot.report.tables import Groups
 from spaars_robot.train.plots import seed_matrix
 from spaars_robot.train.summaries import mean_ci95
@@ -87,7 +87,7 @@ def learning_curves(groups: Groups, labels: list[str]) -> Figure:
     for i, task in enumerate(tasks):
         ax, seen, drawn = ax_of(i, 0), [], set()
         for (g_task, protocol, label), runs in groups.items():
-            if g_task != task or label not in colour or not any(r.online_curve for r in runs):
+            if g_task != task or label not in colour or not has_online_steps(runs):
                 continue  # an `offline` group has one point, no curve
             steps, per_seed = seed_matrix([r.summary["curve"] for r in runs], "normalized_mean")
             _band(ax, steps, per_seed, colour[label], f"{label} (n={len(runs)})")
@@ -184,7 +184,7 @@ def performance_profile(groups: Groups, labels: list[str]) -> Figure | None:
     tasks = _tasks(groups)
     by_label = {label: [[r.summary["final_normalized"] for r in groups[(t, p, lab)]]
                         for (t, p, lab) in groups
-                        if lab == label and any(r.online_curve for r in groups[(t, p, lab)])]  # offline: another
+                        if lab == label and has_online_steps(groups[(t, p, lab)])]  # offline: another
                 for label in labels}                                                             # protocol's finals
     by_label = {label: finals for label, finals in by_label.items() if len(finals) == len(tasks)}
     if not by_label:

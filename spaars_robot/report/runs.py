@@ -69,6 +69,11 @@ class Run:
         return path if path is not None and path.exists() else None
 
 
+def has_online_steps(runs: list[Run]) -> bool:
+    """False for a group of `offline` runs: one evaluation (the offline policy), no curve, no online safety figures."""
+    return any(r.online_curve for r in runs)
+
+
 def read_summary(path: Path) -> dict:
     """A run summary, checked for every field the report reads; anything else is one clear error."""
     try:

@@ -19,7 +19,7 @@ from spaars_robot.report.run_metrics import (
     steps_to_reach,
     whole_run_safety,
 )
-from spaars_robot.report.runs import Run
+from spaars_robot.report.runs import Run, has_online_steps
 from spaars_robot.train.summaries import mean_ci95
 
 # The SPAARS paper's reported D4RL-normalised finals (its results table, medium datasets), for comparison.
@@ -66,16 +66,12 @@ def results_table(groups: Groups) -> list[str]:
         paper = PAPER_SCORES.get(task, {}).get(label, "")
         per_seed = " / ".join(f"{s['final_normalized']:.1f}" for s in summaries)
         online = [_percent(early_oos), _fmt(*early_falls), _percent(whole_oos), _fmt(*whole_falls)]
-        if not _has_online_steps(runs):  # an `offline` protocol run never acted online: 0 % would read as safe
+        if not has_online_steps(runs):  # an `offline` protocol run never acted online: 0 % would read as safe
             online = ["n/a (offline)"] * 4
         lines.append(f"| {task} | {protocol} | {label} | {', '.join(str(r.seed) for r in runs)} "
                      f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {per_seed} | {' | '.join(online)} | {thirds} | "
                      f"{', '.join(switches) or '-'} |")
     return lines
-
-
-def _has_online_steps(runs: list[Run]) -> bool:
-    return any(r.online_curve for r in runs)
 
 
 def _steps_text(steps: int | None) -> str:
@@ -88,7 +84,7 @@ def sample_efficiency_table(groups: Groups) -> list[str]:
     lines = []
     for (task, protocol, label), runs in groups.items():
         baseline = {r.seed: r for r in groups.get((task, protocol, SAMPLE_EFFICIENCY_BASELINE), [])}
-        if label == SAMPLE_EFFICIENCY_BASELINE or not baseline or not _has_online_steps(runs):
+        if label == SAMPLE_EFFICIENCY_BASELINE or not baseline or not has_online_steps(runs):
             continue
         cells = []
         for run in runs:
@@ -131,7 +127,7 @@ def aggregate_table(groups: Groups) -> list[str]:
         finals = [np.array([r.summary["final_normalized"] for r in runs]) for runs in tasks.values()]
         iqm_text, mean_text = (_estimate(finals, statistic) for statistic in (iqm, mean_of_task_means))
         auc = "; ".join(f"{task} {_fmt(*mean_ci95([area_under_curve(r) for r in runs]))}"
-                        if _has_online_steps(runs) else f"{task} n/a (offline)" for task, runs in tasks.items())
+                        if has_online_steps(runs) else f"{task} n/a (offline)" for task, runs in tasks.items())
         counts = ", ".join(f"{task} ({len(runs)})" for task, runs in tasks.items())
         lines.append(f"| {protocol} | {label} | {counts} | {iqm_text} | {mean_text} | {auc} |")
     return lines
