@@ -14,7 +14,7 @@ from pathlib import Path
 from spaars_robot.errors import SpaarsError
 from spaars_robot.sweep.spec import ABLATION_FLAGS, Grid, SweepFile
 from spaars_robot.train.jobs import plan_new
-from spaars_robot.train.summaries import summary_name
+from spaars_robot.train.summaries import config_summary_name
 
 
 class Status(StrEnum):
@@ -127,11 +127,8 @@ def _plan_one(where: str, grid: Grid, task: str, algo: str, ablation: str, varia
     except SpaarsError as exc:
         raise SpaarsError(f"{where}: {task} {algo} seed {seed}: {exc}") from exc
     cfg = job.config
-    named = {"task": task, "algo": algo, "protocol": cfg.protocol, "seed": seed, "bf16": grid.precision == "bf16",
-             "variant": {"concurrent_bc": cfg.online.concurrent_bc, "hard_switch": cfg.online.hard_switch},
-             "tag": cfg.tag, "safety_spec": cfg.safety_spec, "dataset": dataset}
     return Trial(task=task, dataset=dataset, algo=algo, ablation=ablation, variant=variant, sets=tuple(sets),
                  seed=seed, protocol=grid.protocol, safety_spec=grid.safety_spec, run_dir=job.run_dir,
-                 runs_root=runs_root, summary_path=results_dir / summary_name(named),
+                 runs_root=runs_root, summary_path=results_dir / config_summary_name(cfg, job.bf16),
                  online_steps=cfg.online.env_steps, pretrain_steps=0 if algo == "sac" else cfg.pretrain.steps,
                  precision=grid.precision, device=grid.device)

@@ -20,7 +20,7 @@ from spaars_robot.config.training import (
     resolve_config,
 )
 from spaars_robot.errors import SpaarsError
-from spaars_robot.train.summaries import dataset_label, run_name
+from spaars_robot.train.summaries import config_run_name
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,7 @@ def plan_new(task: str, dataset: str | None, dataset_path: Path | None, algo: st
             default = resolve_config(protocol, fields, variant_sets)
             cfg = cfg.model_copy(update={"tag": hyperparameter_tag(cfg, default),
                                          "tag_sets": hyperparameter_changes(cfg, default)})
-        group = runs_root / run_name(task, algo, cfg.protocol, cfg.online.concurrent_bc, cfg.online.hard_switch,
-                                     cfg.tag, bf16, spec is not None, dataset_label(task, dataset))
+        group = runs_root / config_run_name(cfg, bf16)
         jobs.append(TrainJob(cfg, run_dir or group / f"seed{seed}", cache_dir, dataset_path, bf16))
     return jobs
 

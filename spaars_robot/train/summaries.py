@@ -8,10 +8,14 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spaars_robot.data.files import atomic_write_json
+
+if TYPE_CHECKING:
+    from spaars_robot.config.training import TrainConfig
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
@@ -58,6 +62,23 @@ def run_name(task: str, algo: str, protocol: str, concurrent_bc: bool, hard_swit
     return f"{task}-{variant_label(algo, concurrent_bc, hard_switch, bf16, tag, safety, dataset)}-{protocol}"
 
 
+def config_label(cfg: TrainConfig, bf16: bool) -> str:
+    """variant_label of a run about to start, from its resolved config: what train names its run directory from,
+    and what a sweep predicts the run's summary name from, so the two can never disagree."""
+    return variant_label(cfg.algo, cfg.online.concurrent_bc, cfg.online.hard_switch, bf16, cfg.tag,
+                         cfg.safety_spec is not None, dataset_label(cfg.task, cfg.dataset))
+
+
+def config_run_name(cfg: TrainConfig, bf16: bool) -> str:
+    """run_name of a run about to start (its group directory under the runs root)."""
+    return f"{cfg.task}-{config_label(cfg, bf16)}-{cfg.protocol}"
+
+
+def config_summary_name(cfg: TrainConfig, bf16: bool) -> str:
+    """summary_name of the summary this run will write when it finishes."""
+    return f"{cfg.task}_{config_label(cfg, bf16)}_{cfg.protocol}_seed{cfg.seed}.json"
+
+
 def summary_label(summary: dict) -> str:
     """variant_label of a finished run, read from its summary."""
     v = summary["variant"]
@@ -75,6 +96,7 @@ def summary_run_name(summary: dict) -> str:
 
 
 def summary_name(summary: dict) -> str:
+    """The committed file name of a finished run's summary; config_summary_name() predicts it before the run."""
     return f"{summary['task']}_{summary_label(summary)}_{summary['protocol']}_seed{summary['seed']}.json"
 
 
