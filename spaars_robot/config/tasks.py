@@ -30,6 +30,16 @@ class QualityTarget(BaseModel):
         return self
 
 
+class MapSpec(BaseModel):
+    """Where the agent is, for tasks with a maze (`env_kwargs.maze_map`): what the gate-decision map is drawn on."""
+
+    model_config = ConfigDict(extra="forbid")
+    position_obs: tuple[int, int] = Field(description="Indices of the agent's x and y (metres) in the flat "
+                                          "observation")
+    cell_size_m: float = Field(gt=0, description="Side of one maze cell in metres (gymnasium-robotics' "
+                               "maze_size_scaling: 4 for AntMaze)")
+
+
 class TaskSpec(BaseModel):
     """One control task, identified by `name`; the single source of its reference scores."""
 
@@ -56,6 +66,9 @@ class TaskSpec(BaseModel):
         None, min_length=1, description="Goal-conditioned (Dict-observation) gymnasium-robotics envs: the keys "
         "concatenated, in this order, into the flat observation (each flattened as gymnasium.spaces.flatten "
         "does; envs/goal.py). None: the env already observes a Box.")
+    map: MapSpec | None = Field(
+        None, description="Maze tasks: where the agent's position is in the observation and the cell size, so "
+        "training records where the gate chose raw actions and `report` draws it on the maze (envs/maze.py).")
     score: Literal["return", "subtasks", "success"] = Field(
         "return", description="What the normalised score measures. return: D4RL's normalisation of the episode "
         "return (locomotion). subtasks: the return counts completed target subtasks, so the score is 100 x "
@@ -98,6 +111,18 @@ class TaskSpec(BaseModel):
             if self.ref_max_score != 1.0 or self.env_kwargs.get("continuing_task") is not False:
                 raise ValueError("score: success needs ref_max_score 1 and env_kwargs.continuing_task false (an "
                                  "episode ends at its goal with return 1; a continuing task counts steps there)")
+        return self
+
+    @model_validator(mode="after")
+    def _map_fits(self) -> TaskSpec:
+        if self.map is None:
+            return self
+        rows = self.env_kwargs.get("maze_map")
+        if not rows or not all(isinstance(row, list) and len(row) == len(rows[0]) for row in rows):
+            raise ValueError("map needs env_kwargs.maze_map as a rectangular list of rows")
+        if any(not 0 <= i < self.obs_dim for i in self.map.position_obs):
+            raise ValueError(f"map.position_obs {list(self.map.position_obs)} must index the {self.obs_dim}-dim "
+                             "observation")
         return self
 
     @property

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spaars_robot.errors import SpaarsError
-from spaars_robot.report import figures, tables
+from spaars_robot.report import figures, maze_figure, tables
 from spaars_robot.report.runs import Run, find_runs
 
 BEGIN, END = "<!-- training-results:begin -->", "<!-- training-results:end -->"
@@ -122,8 +122,14 @@ def build_report(paths: list[Path], out_dir: Path, command: str, labels: list[st
     else:
         report.figures.append(("Performance profile of final scores",
                                figures.save(profile, out_dir / "performance_profile.png")))
-    report.not_drawn.append("maze map of gate decisions (paper figure 3): none of these tasks has a maze "
-                            "(the map waits for a maze task; AntMaze is another open issue)")
+    maps = maze_figure.summed_maps(groups, chosen)
+    if not maps:
+        report.not_drawn.append("maze map of gate decisions (paper figure 3): no run of the drawn labels recorded "
+                                "one (only online runs on a task with a map do: sim/tasks/antmaze-medium.yaml)")
+    for task, per_label in sorted(maps.items()):
+        fig = maze_figure.maze_gate_figure(task, per_label)
+        report.figures.append((f"{task}: where the gate chose raw actions over training",
+                               figures.save(fig, out_dir / f"gate_map_{task}.png")))
     if render:
         _render(runs, bundles or [], out_dir, gif_steps, report)
     else:

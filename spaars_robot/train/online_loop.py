@@ -35,6 +35,7 @@ class StepInfo:
     terminated: bool
     truncated: bool
     metrics: dict[str, torch.Tensor] | None  # the last update's metrics (None before updates start)
+    observation: np.ndarray | None = None  # the observation the action was chosen on (not a copy)
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -83,12 +84,13 @@ class OnlineLoop:
                             float(reward) * self.reward_scale,
                             self.encode(torch.as_tensor(next_obs, dtype=torch.float32, device=device)), terminated,
                             truncated)
-            obs = next_obs
+            acted_on, obs = obs, next_obs
             self.step += 1
             if self.step > self.update_after:
                 for _ in range(self.utd):
                     self.metrics = self.agent.update(self.sample())
-            info = StepInfo(self.step, source, score, bool(terminated), bool(truncated), self.metrics)
+            info = StepInfo(self.step, source, score, bool(terminated), bool(truncated), self.metrics,
+                            acted_on)
             stop = bool(on_step(info)) if on_step is not None else False
             if terminated or truncated or (end_episode_at_until and self.step >= until):
                 self.episode += 1

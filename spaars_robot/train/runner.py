@@ -31,9 +31,11 @@ from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
 from spaars_robot.data.replay import ReplayBuffer, mixed_batch
 from spaars_robot.envs.evaluation import run_episodes
+from spaars_robot.envs.maze import MazeGeometry
 from spaars_robot.errors import SpaarsError
 from spaars_robot.nn.device import resolve_device, set_generator_state
 from spaars_robot.train.agents import BuiltAgent, build_agent
+from spaars_robot.train.gate_map import GateMapRecorder
 from spaars_robot.train.online_loop import OnlineLoop, StepInfo
 from spaars_robot.train.progress import ProgressDisplay, make_progress
 from spaars_robot.train.safety_in_loop import check_unchanged, env_factory
@@ -162,6 +164,8 @@ class Runner:
         session.close()
         session.checkpoint()
         summary = self._summary(session.rows, built.agent, built.pretrain_info)
+        if session.gate_map is not None:
+            summary["gate_map"] = session.gate_map.summary()
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
@@ -218,6 +222,9 @@ class OnlineSession:
         self.counters, self.rows, self.wall_before = Counters(), [], 0.0
         self.support_threshold = built.support.threshold if built.support is not None else float("inf")
         self.resumed = False
+        maze = MazeGeometry.of_task(task)
+        self.gate_map = (GateMapRecorder(maze, task.map.position_obs, oc.env_steps)
+                         if maze is not None and oc.env_steps > 0 else None)
 
     def _sample(self) -> dict[str, torch.Tensor]:
         oc = self.cfg.online
@@ -235,6 +242,8 @@ class OnlineSession:
         self.counters, self.rows = Counters(**state["counters"]), [dict(r) for r in state["rows"]]
         self.loop.step, self.loop.episode = int(state["step"]), int(state["episode"])
         self.wall_before, self.resumed = float(state["wall"]), True
+        if self.gate_map is not None and "gate_map" in state:  # absent: a run from before maps existed
+            self.gate_map.load_state_dict(state["gate_map"])
 
     def begin(self) -> None:
         step = self.loop.step
@@ -259,6 +268,8 @@ class OnlineSession:
         c.steps += 1
         c.raw += info.source == "raw"
         c.oos += info.support_score > self.support_threshold
+        if self.gate_map is not None:
+            self.gate_map.add(info.step, info.observation, info.source)
         if info.step % self.cfg.eval.every == 0:
             self.scalars.online(info.step, info.metrics or {})
             self.evaluate()
@@ -308,7 +319,8 @@ class OnlineSession:
         atomic_torch_save(self.runner.checkpoint_path, {
             "agent": self.built.agent.state_dict(), "online": self.online.state_dict(),
             "generator": self.built.generator.get_state(), "counters": asdict(self.counters), "rows": self.rows,
-            "step": self.loop.step, "episode": self.loop.episode, "wall": self.wall(), "device": self.cfg.device})
+            "step": self.loop.step, "episode": self.loop.episode, "wall": self.wall(), "device": self.cfg.device,
+            **({"gate_map": self.gate_map.state_dict()} if self.gate_map is not None else {})})
 
     def close(self) -> None:
         self.loop.env.close()

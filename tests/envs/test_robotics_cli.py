@@ -41,3 +41,26 @@ def test_antmaze_random_dataset_is_collected_and_read(tmp_path, monkeypatch):
     env = recorded.recover_environment()
     assert env.reset(seed=0)[0].shape == (31,) and env.spec.max_episode_steps == 1000
     assert recorded.observation_space.contains(next(recorded.iterate_episodes()).observations[0])
+
+
+def test_spaars_on_antmaze_records_where_the_gate_chose_raw_actions(tmp_path):
+    """A real SPAARS smoke run in the maze: every online step is counted in a free cell of its quarter of the
+    budget, none executes raw before the transition can fire (t_min 200 > the first quarter's 150 steps), and
+    `report` draws the map from the committed-style summary alone."""
+    import numpy as np
+
+    root = tmp_path / "datasets"
+    run_cli("data", "collect", "--task", "antmaze-medium", "--quality", "random", "--steps", "1000", "--root",
+            str(root), "--threads", "1")
+    run_cli("train", "--task", "antmaze-medium", "--dataset", "antmaze-medium-random", "--algo", "spaars",
+            "--protocol", "smoke", "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"),
+            env={"SPAARS_DATASETS": str(root)})
+    (path,) = (tmp_path / "res").glob("*.json")
+    gate_map = json.loads(path.read_text())["gate_map"]
+    steps, raw = np.array(gate_map["steps"]), np.array(gate_map["raw"])
+    assert steps.sum(axis=(1, 2)).tolist() == [150, 150, 150, 150]
+    assert raw[0].sum() == 0 and (raw <= steps).all()
+    walls = np.kron(np.array(gate_map["walls"]), np.ones((2, 2), dtype=int)).astype(bool)  # 2 bins per cell
+    assert steps.sum(axis=0)[walls].sum() == 0, "steps counted inside walls"
+    run_cli("report", str(tmp_path / "res"), "--out", str(tmp_path / "report"), "--no-render")
+    assert (tmp_path / "report" / "gate_map_antmaze-medium.png").stat().st_size > 10_000
