@@ -5,22 +5,16 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
 from spaars_robot.commands.app import app, console
+from spaars_robot.config.training import Algo
 from spaars_robot.errors import SpaarsError
 
-
-class AlgoChoice(StrEnum):
-    spaars = "spaars"
-    iql = "iql"
-    latent = "latent"
-    raw = "raw"
-    sac = "sac"
-    spar = "spar"
-    bc = "bc"
+# the choices of --algo are config.training.Algo's, listed once there
+AlgoChoice = StrEnum("AlgoChoice", {name: name for name in get_args(Algo)})
 
 
 def _complete_protocol(incomplete: str) -> list[str]:
@@ -33,7 +27,7 @@ def _complete_protocol(incomplete: str) -> list[str]:
 def train(
     task: Annotated[str | None, typer.Option(help="Task name (sim/tasks); required unless --resume.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset path or id (e.g. hopper-medium); not used by sac.")] = None,
-    algo: Annotated[AlgoChoice, typer.Option(help="Algorithm; latent and raw are SPAARS's ablations, bc is SPAR's frozen anchor alone.")] = AlgoChoice.spaars,
+    algo: Annotated[AlgoChoice, typer.Option(help="Algorithm; latent and raw are SPAARS's ablations, bc is SPAR's frozen anchor alone, supe is SUPE (OPAL skills + optimistic high-level SAC; docs/supe.md).")] = AlgoChoice.spaars,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each runs in its own process.")] = "0",
     protocol: Annotated[str, typer.Option(help="smoke | short | paper (sim/protocols), or a protocol YAML path.",
                                           autocompletion=_complete_protocol)] = "short",

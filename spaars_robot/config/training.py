@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spaars_robot.config.loading import data_root, load_yaml_model
 from spaars_robot.errors import ConfigError
 
-Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc"]
+Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc", "supe"]
 
 
 class _Strict(BaseModel):
@@ -146,6 +146,38 @@ class SPARConfig(_Strict):
                                                     "AMX; off until its curve matches fp32 (docs/spar.md)")
 
 
+class SUPEConfig(_Strict):
+    """SUPE (methods.md 3): OPAL skills learned offline, a high-level SAC over skills online (algos/supe.py).
+
+    Defaults are the SUPE authors' settings (chunk H = 4, skill dim 8, BiGRU 256 x 2, KL 0.1, 10-critic LayerNorm
+    ensemble with min over 2, RND bonus 8, 5k prior-skill steps); budgets and sizes a 2-core machine can pay
+    for are set by the protocol files (docs/supe.md says what each changes).
+    """
+
+    horizon: int = Field(4, ge=1, le=64, description="H: env steps per skill (chunk length)")
+    skill_dim: int = Field(8, ge=1, description="dimension of the skill z")
+    hidden: tuple[int, ...] = Field((256, 256), description="MLP widths of the skill VAE's state net, prior, decoder")
+    gru_hidden: int = Field(256, ge=1, description="skill encoder: hidden size of the bidirectional GRU")
+    gru_layers: int = Field(2, ge=1, description="skill encoder: GRU layers")
+    kl_weight: float = Field(0.1, ge=0, description="weight of KL(q || prior) in the skill VAE loss")
+    skill_steps: int = Field(1_000_000, ge=0, description="offline skill-VAE updates (cached like pretraining)")
+    skill_lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(256, ge=1, description="chunks per skill-VAE batch and per high-level update")
+    high_hidden: tuple[int, ...] = Field((256, 256, 256), description="high-level actor and critic MLP widths")
+    ensemble_size: int = Field(10, ge=1, description="high-level critic ensemble members (LayerNorm)")
+    target_subset: int = Field(2, ge=1, description="targets: min over this many members sampled per update")
+    lr: float = Field(3e-4, gt=0, description="high level: actor, critic, temperature, RND and reward model")
+    init_temperature: float = Field(0.05, gt=0, description="high-level SAC temperature at the start (kitchen: 1.0)")
+    rnd_coef: float = Field(8.0, ge=0, description="optimism: RND(s, z) bonus added to every high-level reward")
+    prior_steps: int = Field(5_000, ge=0, description="env steps of skills sampled from the prior before the "
+                                                      "high-level policy acts (and updates start)")
+    offline_reward: Literal["auto", "min", "model", "data"] = Field(
+        "auto", description="reward of relabelled offline chunks: model = a reward model r(s, z) fitted on online "
+        "chunks (SUPE, kitchen), min = the dataset's minimum reward (SUPE, antmaze), data = the stored rewards "
+        "(not SUPE: for comparison), auto = what SUPE does for the task: min for success-scored tasks (antmaze), "
+        "model otherwise")
+
+
 class EvalConfig(_Strict):
     every: int = Field(5_000, ge=1, description="env steps between evaluations")
     episodes: int = Field(10, ge=1)
@@ -180,6 +212,7 @@ class TrainConfig(_Strict):
     pretrain: PretrainConfig = PretrainConfig()
     online: OnlineConfig = OnlineConfig()
     spar: SPARConfig = SPARConfig()
+    supe: SUPEConfig = SUPEConfig()
     eval: EvalConfig = EvalConfig()
 
 
@@ -298,6 +331,7 @@ class ProtocolFile(_Strict):
     pretrain: dict = {}
     online: dict = {}
     spar: dict = {}
+    supe: dict = {}
     eval: dict = {}
 
 

@@ -40,6 +40,9 @@ class BuiltAgent:
     support: SupportScorer | None = None  # None: no dataset CVAE, so out-of-support is not measured
     nets: OfflineNets | None = None  # what pretraining produced (for diagnostics); the runner never reads it
     pretrain_info: dict = field(default_factory=dict)
+    # an algorithm whose updates take something other than per-step mixed batches (SUPE: H-step chunks) draws its
+    # batches here from the offline buffer and the runner's online replay; None: the runner's mixed_batch
+    sample: Callable[[ReplayBuffer], dict[str, torch.Tensor]] | None = None
 
 
 def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | None, cache_dir: Path,
@@ -58,6 +61,8 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
     nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log,
                                  checkpoint_every=config.eval.checkpoint_every, device=config.device, scalars=scalars)
     offline = normalized_offline_buffer(dataset, nets)
+    if config.algo == "supe":
+        return _build_supe(config, task, dataset, nets, offline, info, cache_dir, progress, log)
     rectified = None
     if uses_spar(config):
         from spaars_robot.train.spar_offline import spar_offline_cached
@@ -85,6 +90,35 @@ def _build_sac(config: TrainConfig, task: TaskSpec) -> BuiltAgent:
                 device=config.device)
     return BuiltAgent(agent=agent, generator=generator,
                       offline=ReplayBuffer(1, task.obs_dim, task.action_dim, config.device), offline_ratio=0.0)
+
+
+def _build_supe(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset, nets: OfflineNets, offline: ReplayBuffer,
+                info: dict, cache_dir: Path, progress: ProgressDisplay | None, log: Callable[[str], None] | None) -> BuiltAgent:
+    """SUPE: the skill VAE after the shared pretraining (cached), then the high level over it on chunk batches."""
+    from spaars_robot.algos.supe import SUPEAgent
+    from spaars_robot.data.chunks import mixed_chunk_batch
+    from spaars_robot.train.skills_offline import label_offline_chunks, skills_cached
+
+    cfg = config.supe
+    starts = dataset.chunk_starts(cfg.horizon).to(offline.device)
+    skills, skills_info = skills_cached(offline, starts, cfg, config.seed, Path(info["cache"]).stem, cache_dir,
+                                        progress, log, config.eval.checkpoint_every)
+    offline_reward = cfg.offline_reward if cfg.offline_reward != "auto" else (
+        "min" if task.score == "success" else "model")  # SUPE: antmaze's minimum reward, kitchen's reward model
+    generator = make_generator(config.seed + 12345, config.device)
+    agent = SUPEAgent(nets, skills, config, generator,
+                      offline_min_reward=float(dataset.reward.min()) * float(info["reward_scale"]),
+                      offline_labels=label_offline_chunks(skills, offline, starts), offline_reward=offline_reward)
+    online = config.online
+
+    def sample(replay: ReplayBuffer) -> dict[str, torch.Tensor]:  # online: the high-level transitions that happened
+        return mixed_chunk_batch(offline, starts, replay, cfg.horizon, online.gamma, cfg.batch_size,
+                                 online.offline_ratio, generator, online_start_mask=agent.skill_started)
+
+    return BuiltAgent(agent=agent, generator=generator, offline=offline, offline_ratio=online.offline_ratio,
+                      encode=nets.normalizer, reward_scale=float(info["reward_scale"]), support=SupportScorer(nets),
+                      nets=nets, pretrain_info={**info, "skills": {**skills_info, "offline_reward": offline_reward}},
+                      sample=sample)
 
 
 def uses_spar(config: TrainConfig) -> bool:

@@ -227,6 +227,8 @@ class OnlineSession:
                          if maze is not None and oc.env_steps > 0 else None)
 
     def _sample(self) -> dict[str, torch.Tensor]:
+        if self.built.sample is not None:  # the algorithm's own batch shape (SUPE's chunks), same replay
+            return self.built.sample(self.online)
         oc = self.cfg.online
         return mixed_batch(self.built.offline, self.online, oc.batch_size, self.built.offline_ratio,
                            self.built.generator)

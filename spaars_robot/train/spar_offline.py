@@ -8,8 +8,6 @@ pretraining it writes an exact-resume checkpoint every `checkpoint_every` update
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -30,12 +28,13 @@ from spaars_robot.algos.spar import (
     residual_regression_loss,
 )
 from spaars_robot.config.training import SPARConfig
-from spaars_robot.data.files import atomic_torch_save, safe_torch_load
+from spaars_robot.data.files import atomic_torch_save
 from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.errors import TrainingDiverged
 from spaars_robot.nn.device import make_generator, set_generator_state
-from spaars_robot.train.pretrain import _load_partial, _say, _set_aside
+from spaars_robot.train.pretrain import _load_partial, _say
 from spaars_robot.train.progress import ProgressDisplay
+from spaars_robot.train.stage_cache import cached_stage
 
 SPAR_VERSION = "spar-v1"  # bump when the stages' maths change, to invalidate caches
 LATENT_SCALE_SAMPLES = 10_000
@@ -128,25 +127,14 @@ def spar_offline_cached(nets: OfflineNets, buffer: ReplayBuffer, cfg: SPARConfig
                         cache_dir: Path, progress: ProgressDisplay | None = None,
                         log: Callable[[str], None] | None = None,
                         checkpoint_every: int = 5_000) -> tuple[RectifiedPolicy, dict]:
-    """Load SPAR's offline result for (pretraining entry, seed, cfg) or compute and store it (file-locked)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    key = spar_cache_key(pretrain_entry, seed, cfg)
-    path, partial = cache_dir / f"{key}.pt", cache_dir / f"{key}.partial.pt"
-    with open(cache_dir / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():
-            try:
-                state = safe_torch_load(path)
-                policy = make_rectified(buffer.obs.shape[1], buffer.action.shape[1], nets.latent_dim, cfg)
-                policy.load_state_dict(state["policy"])
-                policy.to(buffer.obs.device)
-                policy.freeze_anchor()
-                return policy, {**json.loads(state["info"]), "cache": str(path), "cache_hit": True}
-            except Exception as exc:  # a damaged cache entry is derived data: set aside, recompute
-                _set_aside(path, exc, log, "running SPAR's offline stages again")
-        policy, info = spar_offline(nets, buffer, cfg, seed, progress, log, partial, checkpoint_every)
-        atomic_torch_save(path, {"policy": policy.state_dict(), "info": json.dumps(info)})
-        partial.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        (cache_dir / f"{key}.lock").unlink()
-    return policy, {**info, "cache": str(path), "cache_hit": False}
+    """Load SPAR's offline result for (pretraining entry, seed, cfg) or compute and store it (train/stage_cache.py)."""
+    def load(state: dict) -> RectifiedPolicy:
+        policy = make_rectified(buffer.obs.shape[1], buffer.action.shape[1], nets.latent_dim, cfg)
+        policy.load_state_dict(state["policy"])
+        policy.to(buffer.obs.device)
+        policy.freeze_anchor()
+        return policy
+
+    return cached_stage(cache_dir, spar_cache_key(pretrain_entry, seed, cfg), "SPAR's offline stages", load,
+                        lambda partial: spar_offline(nets, buffer, cfg, seed, progress, log, partial, checkpoint_every),
+                        lambda policy: {"policy": policy.state_dict()}, log)
