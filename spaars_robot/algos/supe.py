@@ -56,6 +56,7 @@ class SkillHolder:
 
 class SUPEAgent:
     phase: str
+    online_phase = "supe"  # the phase once the prior's skills are done (SPAARS-SUPE: its latent phase)
 
     def __init__(self, nets: OfflineNets, skills: SkillVAE, config: TrainConfig, generator: torch.Generator,
                  offline_min_reward: float, offline_labels: torch.Tensor, offline_reward: str | None = None) -> None:
@@ -90,7 +91,7 @@ class SUPEAgent:
         capacity = max(config.online.env_steps, 1)  # the runner's online replay: one index per env step, in order
         self.executed = torch.zeros(capacity, k, device=device)  # u the high level executed from each index
         self.skill_started = torch.zeros(capacity, dtype=torch.bool, device=device)
-        self.phase = "prior" if self.cfg.prior_steps > 0 else "supe"
+        self.phase = "prior" if self.cfg.prior_steps > 0 else self.online_phase
 
     # -- acting ------------------------------------------------------------------------------------
     def _s(self, obs: np.ndarray) -> torch.Tensor:
@@ -115,8 +116,8 @@ class SUPEAgent:
             if index < self.skill_started.numel():
                 self.skill_started[index] = True
                 self.executed[index] = torch.tanh(holder.z[0])
-        if self.explore_steps > self.cfg.prior_steps:
-            self.phase = "supe"
+        if self.phase == "prior" and self.explore_steps > self.cfg.prior_steps:
+            self.phase = self.online_phase
         holder.steps += 1
         return self.skills.decode_sample(s, holder.z, self.generator)[0].cpu().numpy(), "latent"
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spaars_robot.config.loading import data_root, load_yaml_model
 from spaars_robot.errors import ConfigError
 
-Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc", "supe"]
+Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc", "supe", "spaars-supe"]
 
 
 class _Strict(BaseModel):

@@ -65,8 +65,8 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
     config, facts = load_run_config(run_dir)
     if config.algo == "sac":
         raise SpaarsError(f"{run_dir}: --algo sac runs have no CVAE/latent policy; export a spaars/iql/latent/raw run")
-    if config.algo == "supe":
-        raise SpaarsError(f"{run_dir}: --algo supe runs cannot be exported yet: a SUPE bundle needs the skill decoder, "
+    if config.algo in ("supe", "spaars-supe"):
+        raise SpaarsError(f"{run_dir}: --algo {config.algo} runs cannot be exported yet: a SUPE bundle needs the skill decoder, "
                           "the high-level policy and the skill held for H steps as server state, which the bundle "
                           "format does not carry (docs/supe.md); export a spaars/iql/latent/raw/spar/bc run")
     checkpoint = run_dir / "checkpoint.pt"

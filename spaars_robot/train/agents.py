@@ -61,7 +61,7 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
     nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log,
                                  checkpoint_every=config.eval.checkpoint_every, device=config.device, scalars=scalars)
     offline = normalized_offline_buffer(dataset, nets)
-    if config.algo == "supe":
+    if config.algo in ("supe", "spaars-supe"):
         return _build_supe(config, task, dataset, nets, offline, info, cache_dir, progress, log)
     rectified = None
     if uses_spar(config):
@@ -94,7 +94,8 @@ def _build_sac(config: TrainConfig, task: TaskSpec) -> BuiltAgent:
 
 def _build_supe(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset, nets: OfflineNets, offline: ReplayBuffer,
                 info: dict, cache_dir: Path, progress: ProgressDisplay | None, log: Callable[[str], None] | None) -> BuiltAgent:
-    """SUPE: the skill VAE after the shared pretraining (cached), then the high level over it on chunk batches."""
+    """SUPE and SPAARS-SUPE: the skill VAE after the shared pretraining (cached), then the agent on chunk batches."""
+    from spaars_robot.algos.spaars_supe import SPAARSSUPEAgent
     from spaars_robot.algos.supe import SUPEAgent
     from spaars_robot.data.chunks import mixed_chunk_batch
     from spaars_robot.train.skills_offline import label_offline_chunks, skills_cached
@@ -106,9 +107,9 @@ def _build_supe(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset, ne
     offline_reward = cfg.offline_reward if cfg.offline_reward != "auto" else (
         "min" if task.score == "success" else "model")  # SUPE: antmaze's minimum reward, kitchen's reward model
     generator = make_generator(config.seed + 12345, config.device)
-    agent = SUPEAgent(nets, skills, config, generator,
-                      offline_min_reward=float(dataset.reward.min()) * float(info["reward_scale"]),
-                      offline_labels=label_offline_chunks(skills, offline, starts), offline_reward=offline_reward)
+    agent = (SPAARSSUPEAgent if config.algo == "spaars-supe" else SUPEAgent)(
+        nets, skills, config, generator, offline_min_reward=float(dataset.reward.min()) * float(info["reward_scale"]),
+        offline_labels=label_offline_chunks(skills, offline, starts), offline_reward=offline_reward)
     online = config.online
 
     def sample(replay: ReplayBuffer) -> dict[str, torch.Tensor]:  # online: the high-level transitions that happened

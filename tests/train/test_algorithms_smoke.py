@@ -13,7 +13,7 @@ from tests.conftest import run_cli
 # spar itself: tests/train/test_spar_end_to_end.py (smoke run, export, serve)
 ALGOS = [("spaars", []), ("iql", []), ("latent", []), ("raw", []), ("sac", []),
          ("spaars", ["--no-concurrent-bc", "--hard-switch"]), ("bc", []),
-         ("spaars", ["--set", "online.raw_init=spar"]), ("supe", [])]
+         ("spaars", ["--set", "online.raw_init=spar"])]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _rows(run_dir):
 
 
 @pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations", "bc",
-                              "spaars-spar-raw", "supe"])
+                              "spaars-spar-raw"])
 def test_smoke_protocol(algo, flags, tiny_hopper_dataset, tmp_path, cache_env):
     runs, results = tmp_path / "runs", tmp_path / "results"
     run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", algo, "--protocol", "smoke",
@@ -59,11 +59,6 @@ def test_smoke_protocol(algo, flags, tiny_hopper_dataset, tmp_path, cache_env):
         assert set(phases) == {"gated"} and float(rows[-1]["train_raw_rate"]) == 1.0
     elif algo in ("spar", "bc"):
         assert set(phases) == {algo} and float(rows[-1]["train_raw_rate"]) == 1.0
-    elif algo == "supe":  # smoke: 100 prior steps, then the high-level policy picks skills for the decoder
-        assert phases == ["prior", "supe", "supe", "supe"] and float(rows[-1]["train_raw_rate"]) == 0.0
-        skills = json.loads((run_dir / "pretrain.json").read_text())["skills"]
-        assert skills["history"][-1]["step"] == 100 and skills["chunks"] > 0
-        assert "critic" in safe_torch_load(run_dir / "checkpoint.pt")["agent"]
     if algo in ("spar", "bc") or "online.raw_init=spar" in flags:  # SPAR's offline stages ran, in the record
         spar_info = json.loads((run_dir / "pretrain.json").read_text())["spar"]
         assert [h["stage"] for h in spar_info["history"]][-1] == "lsi"  # (bc reuses spar's cache entry)
