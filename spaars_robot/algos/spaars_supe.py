@@ -167,14 +167,10 @@ class SPAARSSUPEAgent(SUPEAgent):
                    "q_scale": float(self.q_scale), "adv_scale": float(self.adv_scale),
                    "adv_mean": float(advantage.mean(0).mean())}
         if self.phase == "latent":
-            switch, reason = self.transition.update(step, record["return_mean"], signals["novelty"],
-                                                    signals["bc_error"], gate_rate)
-            signals["transition_check"] = reason
-            if switch:
+            entry = self.transition.check(step, record["return_mean"], signals)
+            if entry is not None:
                 self.phase = "gated"
-                self.switch_log.append({"step": step, "reason": reason, **signals,
-                                        "thresholds": self.online_cfg.transition.model_dump(mode="json")})
-                signals["switched"] = reason
+                self.switch_log.append(entry)
         return signals
 
     def run_summary(self) -> dict:

@@ -60,6 +60,21 @@ class TransitionMonitor:
         self.novelty: list[float] = []
         self.bc_errors: list[float] = []
 
+    def check(self, step: int, eval_return: float, signals: dict) -> dict | None:
+        """Record one evaluation's signals (novelty, bc_error, gate_rate_recent) and note the check in `signals`.
+
+        Returns the switch-log entry (step, reason, the signals, the thresholds) when it is time to switch, and
+        marks `signals["switched"]`; None otherwise. SPAARS and SPAARS-SUPE log their switch through this alone.
+        """
+        switch, reason = self.update(step, eval_return, signals["novelty"], signals["bc_error"],
+                                     signals["gate_rate_recent"])
+        signals["transition_check"] = reason
+        if not switch:
+            return None
+        entry = {"step": step, "reason": reason, **signals, "thresholds": self.config.model_dump(mode="json")}
+        signals["switched"] = reason
+        return entry
+
     def update(self, step: int, eval_return: float, novelty: float, bc_error: float,
                gate_rate: float) -> tuple[bool, str]:
         """Record one evaluation's signals; return (switch now?, reason or why not)."""
