@@ -109,17 +109,13 @@ class SPAARSSUPEAgent(SUPEAgent):
         oc = self.online_cfg
         steps = per_step(batch)
         with torch.no_grad():  # the skill in force at every step of every chunk, and its decoded action
-            skill = torch.where(batch["online"].unsqueeze(-1),
-                                self.executed[batch["start"].clamp(max=self.executed.shape[0] - 1)],
-                                self.offline_labels[batch["start"].clamp(max=self.offline_labels.shape[0] - 1)])
-            z = skill_of(skill).repeat_interleave(self.cfg.horizon, 0)
+            z = skill_of(self.chunk_skills(batch)).repeat_interleave(self.cfg.horizon, 0)
             anchor = self.skills.decode_mean(steps["obs"], z)
-            next_anchor = self.skills.decode_mean(steps["next_obs"], z)
         online = steps["online"]
         if online.any():  # Q_lo: TD on online per-step transitions, the environment reward (the data is unlabelled)
             s, s_next = steps["obs"][online], steps["next_obs"][online]
             with torch.no_grad():
-                next_action = next_anchor[online]
+                next_action = self.skills.decode_mean(s_next, z[online])  # online steps only
                 if self.phase == "gated":
                     raw_next = self.raw_policy.mean_action(s_next)
                     lcb = gate_lcb(self.q_lo, s_next, raw_next, next_action, oc.gate.kappa)

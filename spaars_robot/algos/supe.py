@@ -132,15 +132,20 @@ class SUPEAgent:
 
     # -- learning ----------------------------------------------------------------------------------
     @torch.no_grad()
+    def chunk_skills(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """u of every chunk of a batch [B, k]: the executed skill (online chunks), the encoder's label (dataset)."""
+        start = batch["start"]
+        return torch.where(batch["online"].unsqueeze(-1), self.executed[start.clamp(max=self.executed.shape[0] - 1)],
+                           self.offline_labels[start.clamp(max=self.offline_labels.shape[0] - 1)])
+
+    @torch.no_grad()
     def relabel(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """High-level transitions of a chunk batch: skill label, optimistic reward, terminal mask.
 
         `batch` holds chunks (data/chunks.mixed_chunk_batch): `online` [B] and `start` [B] say where each is from.
         """
         s0, online = batch["obs"][:, 0], batch["online"]
-        start = batch["start"]
-        u = torch.where(online.unsqueeze(-1), self.executed[start.clamp(max=self.executed.shape[0] - 1)],
-                        self.offline_labels[start.clamp(max=self.offline_labels.shape[0] - 1)])
+        u = self.chunk_skills(batch)
         if self.offline_reward == "data":
             offline_reward, offline_done = batch["chunk_reward"], batch["done"]
         else:
