@@ -20,13 +20,14 @@ app.add_typer(data_app, name="data")
 
 
 class QualityChoice(StrEnum):
-    """D4RL's dataset qualities (train/collect.py says how each is made)."""
+    """D4RL's dataset qualities (train/collect.py says how each is made; `mixed` is kitchen's scripted data)."""
 
     random = "random"
     medium = "medium"
     expert = "expert"
     medium_replay = "medium-replay"
     medium_expert = "medium-expert"
+    mixed = "mixed"
 
 
 @data_app.command("collect")

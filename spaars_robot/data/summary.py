@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from spaars_robot.data.episodes import iter_episodes, read_metadata
+from spaars_robot.envs import kitchen as kitchen_subtasks
 
 
 class DatasetSummary(BaseModel):
@@ -27,6 +28,22 @@ class DatasetSummary(BaseModel):
     ref_max_score: float | None
     reference_scores: str | None
     checksum_ok: bool
+    subtasks_reached: dict[str, float] | None = None  # kitchen: share of episodes that reached each subtask
+
+
+def _env_spec(metadata: dict) -> dict:
+    """The recorded gymnasium EnvSpec as a dict ({} when absent or unreadable: it only labels the summary)."""
+    try:
+        spec = json.loads(metadata["env_spec"]) if isinstance(metadata.get("env_spec"), str) else {}
+    except json.JSONDecodeError:
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def _goal_env_id(metadata: dict) -> str:
+    """The gymnasium-robotics env id inside a goal task's spec (`envs.goal` keeps it in its kwargs)."""
+    kwargs = _env_spec(metadata).get("kwargs", {})
+    return str(kwargs.get("env_id", "")) if isinstance(kwargs, dict) else ""
 
 
 def reference_note(metadata: dict) -> str | None:
@@ -38,11 +55,8 @@ def reference_note(metadata: dict) -> str | None:
     """
     if metadata.get("ref_min_score") is None or metadata.get("ref_max_score") is None:
         return None
-    try:
-        spec = json.loads(metadata["env_spec"]) if isinstance(metadata.get("env_spec"), str) else {}
-    except json.JSONDecodeError:
-        spec = {}
-    entry_point = str(spec.get("entry_point", "")) if isinstance(spec, dict) else ""
+    spec = _env_spec(metadata)
+    entry_point = str(spec.get("entry_point", ""))
     if entry_point.startswith("gymnasium.envs.mujoco"):
         env_id = metadata.get("spaars_env_id") or spec.get("id")
         return (f"D4RL's v2 reference scores applied to {env_id}: D4RL measured them on the -v2 MuJoCo envs, "
@@ -50,8 +64,8 @@ def reference_note(metadata: dict) -> str | None:
     if entry_point.startswith("spaars_robot.envs.dmc"):
         return "dm-control's episode return range 0..1000 (no D4RL reference exists)"
     if entry_point.startswith("spaars_robot.envs.goal"):  # a gymnasium-robotics task (sim/tasks/<task>.yaml)
-        env_id = str(spec.get("kwargs", {}).get("env_id", ""))
-        if env_id.startswith("FrankaKitchen"):
+        env_id = _goal_env_id(metadata)
+        if env_id.startswith(kitchen_subtasks.ENV_PREFIX):
             return (f"completed target subtasks / {metadata['ref_max_score']:g} (D4RL's kitchen range; the return "
                     "counts each target once)")
         if env_id.startswith("AntMaze"):
@@ -59,10 +73,17 @@ def reference_note(metadata: dict) -> str | None:
     return "from the dataset's metadata (ref_min_score, ref_max_score)"
 
 
+
+
 def summarize(path: Path | str) -> DatasetSummary:
     metadata = read_metadata(path)
+    kitchen = _goal_env_id(metadata).startswith(kitchen_subtasks.ENV_PREFIX)
+    reached: dict[str, int] = {}
     returns, steps, terms, truncs, count = [], 0, 0, 0, 0
     for ep in iter_episodes(path):  # verifies the checksum and every episode
+        if kitchen:
+            for name, hit in kitchen_subtasks.subtasks_reached(ep.observations).items():
+                reached[name] = reached.get(name, 0) + int(hit)
         returns.append(ep.episode_return)
         steps += len(ep)
         terms += int(ep.terminations.any())
@@ -78,4 +99,5 @@ def summarize(path: Path | str) -> DatasetSummary:
         normalized_score_mean=None if norm is None else float(norm.mean()),
         normalized_score_std=None if norm is None else float(norm.std()),
         ref_min_score=lo, ref_max_score=hi, reference_scores=reference_note(metadata), checksum_ok=True,
+        subtasks_reached={name: round(hits / count, 4) for name, hits in sorted(reached.items())} if kitchen else None,
     )

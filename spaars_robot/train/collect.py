@@ -3,7 +3,8 @@ it out stochastically.
 
 One SAC run per (task, seed) serves every quality: `medium` is the first evaluation that reaches the
 task's target score, `expert` the best evaluation in the budget, `medium-replay` the replay buffer up
-to the medium point, `medium-expert` the concatenation of the medium and expert datasets.
+to the medium point, `medium-expert` the concatenation of the medium and expert datasets. `mixed` (kitchen, D4RL's kitchen-mixed) is
+rolled out by a scripted controller instead of a learned one (train/scripted_kitchen.py).
 
 Everything is resumable and deterministic: training checkpoints are written at episode boundaries
 (each episode resets from a seed derived from its index), rollouts are written in shards of whole
@@ -16,7 +17,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from spaars_robot.errors import SpaarsError
 from spaars_robot.train.online_loop import EPISODE_SEED_STRIDE, OnlineLoop, StepInfo
 from spaars_robot.train.progress import ProgressDisplay, make_progress
 
-Quality = Literal["random", "medium", "expert", "medium-replay", "medium-expert"]
+Quality = Literal["random", "medium", "expert", "medium-replay", "medium-expert", "mixed"]
 NAMESPACE = "spaars"
 EVAL_SEED_BASE = 900_000_000
 
@@ -190,9 +191,60 @@ def _complete_shards(shard_dir: Path) -> list[Path]:
     return sorted(p for p in shard_dir.glob("shard_*.npz") if not p.name.endswith(".tmp.npz"))
 
 
-def rollout(task: TaskSpec, policy: torch.nn.Module | None, steps: int, seed: int, shard_dir: Path,
+class Behaviour(Protocol):
+    """What rolls a dataset out: told when an episode starts, asked for one action per observation.
+
+    Every random draw comes from the episode's generator, so an episode depends only on its seed."""
+
+    def begin_episode(self, generator: torch.Generator) -> None: ...
+
+    def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray: ...
+
+
+class UniformBehaviour:
+    """Uniform random actions in [-1, 1] (D4RL's random datasets)."""
+
+    def __init__(self, action_dim: int) -> None:
+        self.action_dim = action_dim
+
+    def begin_episode(self, generator: torch.Generator) -> None:
+        return None
+
+    def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        return (torch.rand(1, self.action_dim, generator=generator) * 2 - 1)[0].numpy()
+
+
+class ActorBehaviour:
+    """A SAC actor's stochastic actions (the medium and expert behaviour policies)."""
+
+    def __init__(self, actor: torch.nn.Module) -> None:
+        self.actor = actor
+
+    def begin_episode(self, generator: torch.Generator) -> None:
+        return None
+
+    def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        with torch.no_grad():
+            return self.actor.sample(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), generator)[0][0].numpy()
+
+
+def scripted_behaviour(task: TaskSpec) -> Behaviour:
+    """The scripted controller of a task that has one (`mixed` quality): today FrankaKitchen-v1's."""
+    from spaars_robot.train.scripted_kitchen import ENV_ID, ScriptedKitchen
+
+    if task.env_id != ENV_ID:
+        raise SpaarsError(f"quality 'mixed' needs a scripted controller; there is one for {ENV_ID} only, "
+                          f"task {task.name!r} is {task.env_id}")
+    env = make_env(task)
+    try:
+        return ScriptedKitchen(task, env.unwrapped.model)
+    finally:
+        env.close()
+
+
+def rollout(task: TaskSpec, behaviour: Behaviour, steps: int, seed: int, shard_dir: Path,
             shard_steps: int, progress: ProgressDisplay | None) -> list[Episode]:
-    """Roll out `steps` transitions with stochastic actions (uniform if `policy` is None).
+    """Roll out `steps` transitions of `behaviour`.
 
     Shards of whole episodes are written atomically, so a killed rollout resumes at its last shard;
     each episode's reset seed and action noise depend only on (seed, episode index), which is what
@@ -230,14 +282,10 @@ def rollout(task: TaskSpec, policy: torch.nn.Module | None, steps: int, seed: in
         ep_seed = seed * EPISODE_SEED_STRIDE + ep_index
         generator = torch.Generator().manual_seed(ep_seed)
         obs, _ = env.reset(seed=ep_seed)
+        behaviour.begin_episode(generator)
         observations, actions, rewards, terms, truncs = [obs], [], [], [], []
         while True:
-            with torch.no_grad():
-                obs_t = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-                if policy is None:
-                    action = (torch.rand(1, task.action_dim, generator=generator) * 2 - 1)[0].numpy()
-                else:
-                    action = policy.sample(obs_t, generator)[0][0].numpy()
+            action = behaviour.act(obs, generator)
             obs, reward, terminated, truncated, _ = env.step(action)
             observations.append(obs); actions.append(action); rewards.append(reward)  # noqa: E702
             cut = done_steps + len(rewards) >= steps
@@ -267,7 +315,7 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
     out = dataset_dir(root, dataset_id(task, quality))
     if (out / "data" / "metadata.json").exists():
         return out
-    if quality in ("medium", "expert", "random") and quality not in task.quality:
+    if quality in ("medium", "expert", "random", "mixed") and quality not in task.quality:
         raise SpaarsError(f"task {task.name} defines no '{quality}' quality target in its YAML")
     t_start = time.perf_counter()
     work = root / NAMESPACE / "_work" / f"{task.name}-{quality}-seed{config.seed}"
@@ -278,7 +326,12 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
             episodes = [ep for p in parts for ep in iter_episodes(p)]
             extra["spaars_sources"] = [str(p) for p in parts]
         elif quality == "random":
-            episodes = rollout(task, None, config.steps, config.seed, work, config.shard_steps, progress)
+            episodes = rollout(task, UniformBehaviour(task.action_dim), config.steps, config.seed, work,
+                               config.shard_steps, progress)
+        elif quality == "mixed":
+            episodes = rollout(task, scripted_behaviour(task), config.steps, config.seed, work, config.shard_steps,
+                               progress)
+            extra["spaars_behaviour"] = "scripted (train/scripted_kitchen.py)"
         else:
             run = BehaviourRun(root, task, config, progress)
             base = "medium" if quality == "medium-replay" else quality
@@ -291,7 +344,7 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
                 episodes = run.replay_episodes(step)
             else:
                 run.sac.actor.load_state_dict(safe_torch_load(run.policy_path(step)))
-                episodes = rollout(task, run.sac.actor, config.steps, config.seed + 1, work,
+                episodes = rollout(task, ActorBehaviour(run.sac.actor), config.steps, config.seed + 1, work,
                                    config.shard_steps, progress)
     extra["spaars_collection_seconds"] = round(time.perf_counter() - t_start, 1)
     write_dataset(out, episodes, dataset_id=dataset_id(task, quality), obs_dim=task.obs_dim,

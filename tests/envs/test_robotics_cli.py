@@ -1,6 +1,6 @@
-"""kitchen and antmaze-medium end to end through the real CLI: random datasets that `data info` and Minari read,
-and SUPE and SPAARS-SUPE smoke runs on both tasks under the task's safety spec (issue 18; the kitchen-mixed and
-antmaze-medium-diverse datasets are not made yet). SAC's smoke runs on hopper (tests/train)."""
+"""kitchen and antmaze-medium end to end through the real CLI: datasets that `data info` and Minari read (kitchen's
+scripted `mixed`, antmaze's random: antmaze-medium-diverse is not made yet), and SUPE and SPAARS-SUPE smoke runs on
+both tasks under the task's safety spec (issue 18). SAC's smoke runs on hopper (tests/train)."""
 from __future__ import annotations
 
 import csv
@@ -14,17 +14,32 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def random_datasets(tmp_path_factory):
-    """Random-action datasets of both tasks, collected once through the CLI (antmaze 2000 steps, kitchen 1000)."""
+def datasets(tmp_path_factory):
+    """Collected once through the CLI: antmaze-medium-random (2000 steps), kitchen-mixed (1000 steps, scripted)."""
     root = tmp_path_factory.mktemp("datasets")
-    for task, steps in (("antmaze-medium", "2000"), ("kitchen", "1000")):
-        run_cli("data", "collect", "--task", task, "--quality", "random", "--steps", steps, "--root", str(root),
+    for task, quality, steps in (("antmaze-medium", "random", "2000"), ("kitchen", "mixed", "1000")):
+        run_cli("data", "collect", "--task", task, "--quality", quality, "--steps", steps, "--root", str(root),
                 "--threads", "1")
     return root
 
 
-def test_antmaze_random_dataset_is_collected_and_read(random_datasets, monkeypatch):
-    root = random_datasets
+DATASET = {"antmaze-medium": "antmaze-medium-random", "kitchen": "kitchen-mixed"}
+
+
+def test_kitchen_mixed_dataset_is_scripted_and_never_completes_the_target_set(datasets):
+    info = run_cli("data", "info", "kitchen-mixed", "--root", str(datasets)).stdout
+    assert "spaars/kitchen-mixed-v0" in info and "subtasks_reached" in info
+    dataset = OfflineDataset.load(datasets / "spaars" / "kitchen-mixed-v0")
+    assert dataset.metadata["spaars_behaviour"].startswith("scripted")
+    from spaars_robot.data.summary import summarize
+
+    summary = summarize(datasets / "spaars" / "kitchen-mixed-v0")
+    assert summary.episodes >= 3 and summary.return_max < 4.0  # no episode does all four targets
+    assert summary.return_mean > 0.0 and sum(summary.subtasks_reached.values()) > 0.5
+
+
+def test_antmaze_random_dataset_is_collected_and_read(datasets, monkeypatch):
+    root = datasets
     info = run_cli("data", "info", "antmaze-medium-random", "--root", str(root)).stdout
     assert "2000" in info and "spaars/antmaze-medium-random-v0" in info
     dataset = OfflineDataset.load(root / "spaars" / "antmaze-medium-random-v0")
@@ -42,14 +57,14 @@ def test_antmaze_random_dataset_is_collected_and_read(random_datasets, monkeypat
 
 @pytest.mark.parametrize("task,algo", [("kitchen", "supe"), ("kitchen", "spaars-supe"), ("antmaze-medium", "supe"),
                                        ("antmaze-medium", "spaars-supe")])
-def test_supe_and_spaars_supe_smoke_on_both_tasks(task, algo, random_datasets, tmp_path):
+def test_supe_and_spaars_supe_smoke_on_both_tasks(task, algo, datasets, tmp_path):
     """End to end under the task's safety spec: the skill VAE on the dataset's chunks, skills from the prior, then
     the high level (and for SPAARS-SUPE the switch at smoke's t_max 400 and the per-step gate); in the maze every
     online step is counted on the gate map (paper figure 3) and `report` draws it; export refuses, saying why."""
-    run_cli("train", "--task", task, "--dataset", f"{task}-random", "--algo", algo, "--protocol", "smoke",
+    run_cli("train", "--task", task, "--dataset", DATASET[task], "--algo", algo, "--protocol", "smoke",
             "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"),
-            env={"SPAARS_DATASETS": str(random_datasets)})
-    run_dir = tmp_path / "runs" / f"{task}-{algo}-safe-on-random-smoke" / "seed0"
+            env={"SPAARS_DATASETS": str(datasets)})
+    run_dir = tmp_path / "runs" / f"{task}-{algo}-safe-on-{DATASET[task].split('-')[-1]}-smoke" / "seed0"
     with open(run_dir / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["step"]) for r in rows] == [0, 200, 400, 600]
