@@ -8,6 +8,7 @@ they add up over seeds. The recorder is part of the online checkpoint, so a resu
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from spaars_robot.envs.maze import MazeGeometry
 
@@ -32,13 +33,14 @@ class GateMapRecorder:
         self.raw[period, row, col] += source == "raw"
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps.copy(), "raw": self.raw.copy()}
+        """As tensors: checkpoints are read with torch.load(weights_only=True), which refuses numpy arrays."""
+        return {"steps": torch.from_numpy(self.steps.copy()), "raw": torch.from_numpy(self.raw.copy())}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["steps"].shape != self.steps.shape:
-            raise ValueError(f"gate map of shape {state['steps'].shape} in the checkpoint, this task's is "
-                             f"{self.steps.shape}")
-        self.steps, self.raw = np.array(state["steps"]), np.array(state["raw"])
+        steps, raw = np.array(state["steps"], dtype=np.int64), np.array(state["raw"], dtype=np.int64)
+        if steps.shape != self.steps.shape:
+            raise ValueError(f"gate map of shape {steps.shape} in the checkpoint, this task's is {self.steps.shape}")
+        self.steps, self.raw = steps, raw
 
     def summary(self) -> dict:
         """What the compact summary carries: enough to redraw the map (walls, cell size, bins) and sum over seeds."""

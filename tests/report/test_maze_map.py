@@ -2,13 +2,13 @@
 and checkpoint, the task file's checks, and the report's sum over seeds."""
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pytest
 
 from spaars_robot.config.tasks import TaskSpec, load_task
+from spaars_robot.data.files import atomic_torch_save, safe_torch_load
 from spaars_robot.envs.maze import MazeGeometry
 from spaars_robot.train.gate_map import GateMapRecorder
 from tests.conftest import REPO
@@ -42,7 +42,7 @@ def test_locomotion_tasks_have_no_map():
     assert MazeGeometry.of_task(load_task("hopper")) is None
 
 
-def test_recorder_counts_per_quarter_and_place_and_survives_a_checkpoint(maze):
+def test_recorder_counts_per_quarter_and_place_and_survives_a_checkpoint(maze, tmp_path):
     rec = GateMapRecorder(maze, (0, 1), env_steps=8)
     start, far = np.array([-10.0, 10.0, 0.5]), np.array([10.0, -10.0, 0.5])  # cells (1, 1) and (6, 6)
     sources = ["latent", "latent", "latent", "raw", "raw", "latent", "raw", "raw"]
@@ -54,7 +54,8 @@ def test_recorder_counts_per_quarter_and_place_and_survives_a_checkpoint(maze):
     rec.add(9, np.array([99.0, -99.0, 0.0]), "raw")  # past the budget, off the map: last period, corner bin
     assert rec.steps[3, -1, -1] == 1
     again = GateMapRecorder(maze, (0, 1), env_steps=8)
-    again.load_state_dict(copy.deepcopy(rec.state_dict()))
+    atomic_torch_save(tmp_path / "checkpoint.pt", {"gate_map": rec.state_dict()})  # as the runner writes it
+    again.load_state_dict(safe_torch_load(tmp_path / "checkpoint.pt")["gate_map"])  # and reads it (weights only)
     assert (again.steps == rec.steps).all() and (again.raw == rec.raw).all()
     with pytest.raises(ValueError, match="shape"):
         GateMapRecorder(maze, (0, 1), env_steps=8, per_cell=3).load_state_dict(rec.state_dict())
