@@ -223,8 +223,11 @@ class SUPEAgent:
                 "alpha_opt": self.alpha_opt, "rnd_opt": self.rnd_opt, "reward_opt": self.reward_opt}
 
     def state_dict(self) -> dict:
-        """Checkpoints are taken at episode ends, where both skill holders are reset: no skill state to save."""
+        """Checkpoints are taken at episode ends, where both skill holders are reset: no skill state to save.
+
+        The frozen pretraining nets and skill VAE are saved too, so a run exports without the stage caches."""
         return {**{name: m.state_dict() for name, m in self._modules().items()},
+                "nets": self.nets.state_dict(), "skills": self.skills.state_dict(),
                 "log_alpha": self.log_alpha.detach().clone(), "generator": self.generator.get_state(),
                 "explore_steps": self.explore_steps, "phase": self.phase,
                 "executed": self.executed[:self.explore_steps].clone(),

@@ -9,7 +9,7 @@ from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.episodes import read_metadata
 from spaars_robot.data.files import safe_torch_load
 from spaars_robot.errors import SpaarsError
-from spaars_robot.export.stack import PolicyStack, RunExportInfo, SupportCalibration
+from spaars_robot.export.stack import PolicyStack, RunExportInfo, SkillPolicyStack, SupportCalibration
 
 CALIBRATION_OBSERVATIONS = 256
 
@@ -56,7 +56,7 @@ def export_spec(config: dict, given: str | None) -> tuple[str | None, str | None
     return given, None
 
 
-def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo]:
+def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack | SkillPolicyStack, RunExportInfo]:
     """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records."""
     from spaars_robot.algos.offline import OfflineNets
     from spaars_robot.config.tasks import load_task
@@ -65,21 +65,24 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
     config, facts = load_run_config(run_dir)
     if config.algo == "sac":
         raise SpaarsError(f"{run_dir}: --algo sac runs have no CVAE/latent policy; export a spaars/iql/latent/raw run")
-    if config.algo in ("supe", "spaars-supe"):
-        raise SpaarsError(f"{run_dir}: --algo {config.algo} runs cannot be exported yet: a SUPE bundle needs the skill decoder, "
-                          "the high-level policy and the skill held for H steps as server state, which the bundle "
-                          "format does not carry (docs/supe.md); export a spaars/iql/latent/raw/spar/bc run")
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.exists():
         raise SpaarsError(f"{run_dir}: no checkpoint.pt yet")
     state = safe_torch_load(checkpoint)
     task = load_task(config.task)
-    nets = OfflineNets(task.obs_dim, task.action_dim, config.pretrain)
-    nets.load_state_dict(state["agent"]["nets"])
-    gate = config.online.gate
     agent = state["agent"]
+    if "nets" not in agent:
+        raise SpaarsError(f"{run_dir}: its checkpoint holds no networks to export (a {config.algo} checkpoint written "
+                          "before SUPE runs saved their frozen nets and skills); train it again to export it")
+    nets = OfflineNets(task.obs_dim, task.action_dim, config.pretrain)
+    nets.load_state_dict(agent["nets"])
+    gate = config.online.gate
+    skill_run = config.algo in ("supe", "spaars-supe")
+    # SUPE has no raw learner, and SPAARS-SUPE deploys the decoder alone until its switch: the gate stays shut
+    gate_enabled = not skill_run or (config.algo == "spaars-supe" and agent.get("phase") == "gated")
     try:
-        gate_scale = float(choose_scale(gate.scale, agent.get("q_scale", nets.q_scale), agent.get("adv_scale")))
+        gate_scale = float(choose_scale(gate.scale if gate_enabled else "q", agent.get("q_scale", nets.q_scale),
+                                        agent.get("adv_scale")))
     except ValueError as err:
         raise SpaarsError(f"{run_dir}: {err}; export it with a config that says gate.scale: q") from err
     raw_policy = nets.raw_policy
@@ -88,8 +91,11 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
 
         raw_policy = make_rectified(task.obs_dim, task.action_dim, nets.latent_dim, config.spar)
         raw_policy.load_state_dict(agent["spar"])
-    stack = PolicyStack(nets.normalizer, raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
-                        gate_scale=gate_scale).eval()
+    if skill_run:
+        stack = _skill_stack(task.obs_dim, task.action_dim, config, agent, nets, gate_scale)
+    else:
+        stack = PolicyStack(nets.normalizer, raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
+                            gate_scale=gate_scale).eval()
     dataset_path = facts.dataset_path
     metadata = read_metadata(dataset_path)
     dataset = OfflineDataset.load(dataset_path)
@@ -105,6 +111,25 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack, RunExportInfo
             samples=min(config.pretrain.support_samples, len(dataset))),
         run_dir=str(run_dir), algo=config.algo, seed=config.seed,
         train_command=facts.command, config=config.model_dump(mode="json"),
-        calibration_obs=calibration_obs,
+        calibration_obs=calibration_obs, gate_enabled=gate_enabled,
+        skill_horizon=config.supe.horizon if skill_run else None,
     )
     return stack, info
+
+
+def _skill_stack(obs_dim: int, action_dim: int, config, agent: dict, nets, gate_scale: float) -> SkillPolicyStack:
+    """SUPE / SPAARS-SUPE: the high-level policy, the skill VAE's decoder, and the per-step raw policy and critic
+    (SPAARS-SUPE trains them online and saves them as q_lo / raw_policy; in SUPE they are the pretraining's)."""
+    from spaars_robot.nn.policies import TanhGaussianPolicy
+    from spaars_robot.nn.skills import SkillVAE
+
+    cfg = config.supe
+    high = TanhGaussianPolicy(obs_dim, cfg.skill_dim, cfg.high_hidden)
+    high.load_state_dict(agent["actor"])
+    skills = SkillVAE.from_config(obs_dim, action_dim, cfg)
+    skills.load_state_dict(agent["skills"])
+    if "q_lo" in agent:
+        nets.critic.load_state_dict(agent["q_lo"])
+        nets.raw_policy.load_state_dict(agent["raw_policy"])
+    return SkillPolicyStack(nets.normalizer, nets.raw_policy, high, skills, nets.cvae, nets.critic,
+                            config.online.gate.kappa, gate_scale=gate_scale).eval()

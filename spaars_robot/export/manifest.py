@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 OUTPUT_NAMES = ("raw_action", "latent_action", "gate_advantage", "support_score")
+SKILL_INPUT, CHOOSE_INPUT, SKILL_OUTPUT = "skill", "choose_skill", "skill_out"
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
@@ -50,6 +51,24 @@ class GateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     threshold: float
     hysteresis: float = Field(ge=0)
+    enabled: bool = Field(True, description="False: the raw action is never sent (a SUPE run, or SPAARS-SUPE "
+                                            "before its switch: the policy it deploys is the skill decoder alone)")
+
+
+class SkillSpec(BaseModel):
+    """A skill policy (SUPE, SPAARS-SUPE): a skill z is chosen every `horizon` steps and held in between.
+
+    The graph takes the skill in force (`skill` [B, dim]) and whether to choose a new one now (`choose_skill` [B],
+    1 or 0); it returns the skill it used (`skill_out`), which the runtime keeps per client and feeds back, and
+    the decoder's action under it as `latent_action`. The server's clock restarts at every episode `reset`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    dim: int = Field(gt=0)
+    horizon: int = Field(gt=0)
+    input_name: str = SKILL_INPUT
+    choose_name: str = CHOOSE_INPUT
+    output_name: str = SKILL_OUTPUT
 
 
 class SupportSpec(BaseModel):
@@ -125,6 +144,7 @@ class BundleManifest(BaseModel):
     training: TrainingProvenance
     parity: ParityReport
     safety: SafetyValidation | None = Field(default=None, description="Safety spec validated at export")
+    skills: SkillSpec | None = Field(default=None, description="Set for skill policies (SUPE, SPAARS-SUPE)")
     files: dict[str, str] = Field(description="Relative path -> SHA-256 of every file except manifest.json")
 
     def metadata_props(self) -> dict[str, str]:
@@ -148,4 +168,7 @@ class BundleManifest(BaseModel):
             # Bundles exported before the safety record existed carry no such keys; keep them loadable.
             **({"spaars.safety_robot": self.safety.robot, "spaars.safety_sha256": self.safety.sha256}
                if self.safety is not None else {}),
+            **({"spaars.gate_enabled": str(self.gate.enabled)} if not self.gate.enabled else {}),
+            **({"spaars.skill_dim": str(self.skills.dim), "spaars.skill_horizon": str(self.skills.horizon)}
+               if self.skills is not None else {}),
         }

@@ -31,12 +31,15 @@ from spaars_robot.export.manifest import (
     GateSpec,
     GraphSpec,
     ParityReport,
+    SkillSpec,
     SupportSpec,
     TensorSchema,
     TrainingProvenance,
 )
 from spaars_robot.export.session import make_session
-from spaars_robot.export.stack import OUTPUT_NAMES, PolicyStack, RunExportInfo
+from spaars_robot.export.stack import OUTPUT_NAMES, SKILL_OUTPUT, PolicyStack, RunExportInfo, SkillPolicyStack
+
+Stack = PolicyStack | SkillPolicyStack
 
 GRAPH_FILE = "policy.onnx"
 OPSET = 17
@@ -51,21 +54,23 @@ class ParityError(ExportError):
     """onnxruntime disagrees with torch beyond the tolerance; the bundle is not written."""
 
 
-def export_onnx_graph(stack: PolicyStack, obs_dim: int, path: Path) -> None:
-    """Write the fused four-output graph with a dynamic batch axis, input `obs` [B, obs_dim] float32.
+def export_onnx_graph(stack: Stack, obs_dim: int, path: Path) -> None:
+    """Write the fused graph with a dynamic batch axis: input `obs` [B, obs_dim] float32 (skill stacks also take
+    `skill` [B, k] and `choose_skill` [B]), outputs `stack.output_names`.
 
     Every output's shape is static but the batch axis: the legacy exporter leaves names such as
     `Mulraw_action_dim_1` where it cannot infer a size, so a consumer (onnxruntime's session, a C++ runtime
     sizing its buffers) could not read the action size from the graph. The sizes come from running the stack.
     """
-    example = torch.zeros(1, obs_dim, dtype=torch.float32)
-    dynamic = {"obs": {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    example = stack.example_inputs(torch.zeros(2, obs_dim, dtype=torch.float32), torch.Generator().manual_seed(0))
+    dynamic = {name: {0: "batch"} for name in (*stack.input_names, *stack.output_names)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation notice; we choose it on purpose
-        torch.onnx.export(stack, (example,), str(path), input_names=["obs"], output_names=list(OUTPUT_NAMES),
-                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(stack, example, str(path), input_names=list(stack.input_names),
+                          output_names=list(stack.output_names), dynamic_axes=dynamic, opset_version=OPSET,
+                          dynamo=False, do_constant_folding=True)
     with torch.no_grad():
-        sizes = {name: tuple(out.shape[1:]) for name, out in zip(OUTPUT_NAMES, stack(example))}
+        sizes = {name: tuple(out.shape[1:]) for name, out in zip(stack.output_names, stack(*example))}
     model = onnx.load(str(path))
     pin_output_shapes(model, sizes)
     onnx.save(model, str(path))
@@ -84,7 +89,7 @@ def pin_output_shapes(model: onnx.ModelProto, sizes: dict[str, tuple[int, ...]])
 def parity_errors(torch_outputs: dict[str, np.ndarray], ort_outputs: dict[str, np.ndarray]) -> dict[str, float]:
     """Max absolute difference per output; NaN anywhere counts as infinite error."""
     errors = {}
-    for name in OUTPUT_NAMES:
+    for name in torch_outputs:
         expected, got = np.asarray(torch_outputs[name]), np.asarray(ort_outputs[name])
         if expected.shape != got.shape:
             raise ParityError(f"output {name}: onnxruntime shape {got.shape} != torch shape {expected.shape}")
@@ -101,7 +106,7 @@ def check_parity(errors: dict[str, float], atol: float = PARITY_ATOL) -> None:
         raise ParityError(f"onnxruntime vs torch max abs error above {atol:g}: {detail}; bundle not written")
 
 
-def parity_observations(stack: PolicyStack, info: RunExportInfo, n_random: int, seed: int = 0) -> np.ndarray:
+def parity_observations(stack: Stack, info: RunExportInfo, n_random: int, seed: int = 0) -> np.ndarray:
     """Recorded dataset observations plus random ones spread over ~3 normaliser std around the mean."""
     recorded = np.asarray(info.calibration_obs, dtype=np.float32).reshape(-1, info.obs_dim)
     rng = np.random.default_rng(seed)
@@ -111,7 +116,7 @@ def parity_observations(stack: PolicyStack, info: RunExportInfo, n_random: int, 
     return np.concatenate([recorded, random], axis=0)
 
 
-def measure_parity(stack: PolicyStack, session: ort.InferenceSession, obs: np.ndarray) -> dict[str, float]:
+def measure_parity(stack: Stack, session: ort.InferenceSession, obs: np.ndarray) -> dict[str, float]:
     """Max |onnxruntime - torch| per output; `gate_advantage`'s in units of the mean |Q| it is computed from.
 
     The advantage is a difference of two Q values of order 100, so float32 leaves it ~1e-5 of |Q| apart between
@@ -120,19 +125,27 @@ def measure_parity(stack: PolicyStack, session: ort.InferenceSession, obs: np.nd
     failed parity on a correct graph. Measured relative to |Q|, the tolerance means the same for both scales.
     """
     with torch.no_grad():
-        tensor_obs = torch.from_numpy(obs)
-        torch_out = dict(zip(OUTPUT_NAMES, (t.numpy() for t in stack(tensor_obs))))
-        s = stack.normalizer(tensor_obs)
+        inputs = stack.example_inputs(torch.from_numpy(obs), torch.Generator().manual_seed(1))
+        torch_out = dict(zip(stack.output_names, (t.numpy() for t in stack(*inputs))))
+        s = stack.normalizer(inputs[0])
         q_abs = float(stack.critic(s, stack.raw_policy.mean_action(s)).abs().mean())
-    ort_out = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"obs": obs})))
+    feeds = {name: tensor.numpy() for name, tensor in zip(stack.input_names, inputs)}
+    ort_out = dict(zip(stack.output_names, session.run(list(stack.output_names), feeds)))
     errors = parity_errors(torch_out, ort_out)
     errors["gate_advantage"] *= float(stack.gate_scale) / max(q_abs, 1.0)
     return errors
 
 
 def build_manifest(info: RunExportInfo, parity: ParityReport, support_hysteresis: float | None = None,
-                   obs_names: list[str] | None = None, action_names: list[str] | None = None) -> BundleManifest:
-    """Manifest without file hashes; actions are tanh-bounded in [-1, 1] by construction of the policies."""
+                   obs_names: list[str] | None = None, action_names: list[str] | None = None,
+                   skill_dim: int | None = None) -> BundleManifest:
+    """Manifest without file hashes; actions are tanh-bounded in [-1, 1] by construction of the policies.
+
+    `skill_dim`: the bundle is a skill policy (SkillPolicyStack) whose skills `info.skill_horizon` says how long
+    to hold."""
+    if skill_dim is not None and info.skill_horizon is None:
+        raise ExportError("a skill policy's export needs the skill horizon (RunExportInfo.skill_horizon)")
+    stack_outputs = OUTPUT_NAMES if skill_dim is None else (*OUTPUT_NAMES, SKILL_OUTPUT)
     if support_hysteresis is None:
         support_hysteresis = 0.1 * abs(info.support_threshold)
     return BundleManifest(
@@ -142,18 +155,19 @@ def build_manifest(info: RunExportInfo, parity: ParityReport, support_hysteresis
                                  low=[None] * info.obs_dim, high=[None] * info.obs_dim),
         action=TensorSchema(names=action_names or [f"action_{i}" for i in range(info.action_dim)],
                             dim=info.action_dim, low=[-1.0] * info.action_dim, high=[1.0] * info.action_dim),
-        gate=GateSpec(threshold=info.gate_threshold, hysteresis=info.gate_hysteresis),
+        gate=GateSpec(threshold=info.gate_threshold, hysteresis=info.gate_hysteresis, enabled=info.gate_enabled),
         support=SupportSpec(threshold=info.support_threshold, hysteresis=support_hysteresis,
                             calibration=info.support_calibration),
-        graph=GraphSpec(file=GRAPH_FILE, opset=OPSET),
+        graph=GraphSpec(file=GRAPH_FILE, opset=OPSET, output_names=list(stack_outputs)),
         training=TrainingProvenance(run_dir=info.run_dir, algo=info.algo, seed=info.seed,
                                     train_command=info.train_command, config=info.config),
         parity=parity,
+        skills=None if skill_dim is None else SkillSpec(dim=skill_dim, horizon=info.skill_horizon),
         files={},
     )
 
 
-def export_bundle(stack: PolicyStack, info: RunExportInfo, out_dir: Path | str, *, overwrite: bool = False,
+def export_bundle(stack: Stack, info: RunExportInfo, out_dir: Path | str, *, overwrite: bool = False,
                   atol: float = PARITY_ATOL, n_random_obs: int = 256, support_hysteresis: float | None = None,
                   obs_names: list[str] | None = None, action_names: list[str] | None = None,
                   safety_spec: str | Path | None = None) -> BundleManifest:
@@ -184,7 +198,8 @@ def export_bundle(stack: PolicyStack, info: RunExportInfo, out_dir: Path | str, 
         check_parity(errors, atol)
         parity = ParityReport(atol=atol, recorded_obs=len(info.calibration_obs), random_obs=n_random_obs,
                               max_abs_error=errors)
-        manifest = build_manifest(info, parity, support_hysteresis, obs_names, action_names)
+        manifest = build_manifest(info, parity, support_hysteresis, obs_names, action_names,
+                                  skill_dim=stack.skill_dim if isinstance(stack, SkillPolicyStack) else None)
         manifest.safety = validate_for_export(safety_spec if safety_spec is not None else info.task, manifest)
         model = onnx.load(str(graph))
         onnx.helper.set_model_props(model, manifest.metadata_props())

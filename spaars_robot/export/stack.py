@@ -17,20 +17,33 @@ the graph only provides the numbers they compare.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 from torch import nn
 
 from spaars_robot.algos.gate import gate_lcb
 from spaars_robot.algos.spar import RectifiedPolicy
-from spaars_robot.export.manifest import OUTPUT_NAMES, SupportCalibration  # noqa: F401 (re-exported)
+from spaars_robot.algos.supe import SQUASH_EPS, skill_of
+from spaars_robot.export.manifest import (  # noqa: F401 (SupportCalibration re-exported)
+    CHOOSE_INPUT,
+    OUTPUT_NAMES,
+    SKILL_INPUT,
+    SKILL_OUTPUT,
+    SupportCalibration,
+)
+from spaars_robot.export.skill_clock import SkillClock
 from spaars_robot.nn.critics import QEnsemble
 from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.normalizer import ObsNormalizer
 from spaars_robot.nn.policies import TanhGaussianPolicy
+from spaars_robot.nn.skills import SkillVAE
 
 
 class PolicyStack(nn.Module):
+    input_names: tuple[str, ...] = ("obs",)
+    output_names: tuple[str, ...] = OUTPUT_NAMES
+
     def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy | RectifiedPolicy,
                  latent_policy: TanhGaussianPolicy,
                  cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0) -> None:
@@ -47,6 +60,91 @@ class PolicyStack(nn.Module):
         gate_advantage = gate_lcb(self.critic, s, raw_action, latent_action, self.gate_kappa) / self.gate_scale
         support_score = self.cvae.support_score(s, raw_action)
         return raw_action, latent_action, gate_advantage, support_score
+
+    def example_inputs(self, obs: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """The graph's inputs for these observations (export traces them, parity feeds them to both sides)."""
+        return (obs,)
+
+
+def exportable_skill_of(u: torch.Tensor) -> torch.Tensor:
+    """algos.supe.skill_of (clamp, then atanh) in ops the ONNX exporter has: atanh(u) = (log1p(u) - log1p(-u)) / 2."""
+    u = u.clamp(-1 + SQUASH_EPS, 1 - SQUASH_EPS)
+    return 0.5 * (torch.log1p(u) - torch.log1p(-u))
+
+
+class SkillPolicyStack(nn.Module):
+    """SUPE / SPAARS-SUPE as one graph: forward(obs, skill [B, k], choose_skill [B]) -> the four outputs + skill_out.
+
+    Where `choose_skill` is 1 the high-level policy's mean skill at s replaces the one given (SUPE's evaluation
+    policy: a new skill every H steps, decided by the runtime's per-client clock); `latent_action` is the skill
+    decoder's mean action under the skill in force, `raw_action` the per-step raw policy, `gate_advantage` the LCB
+    of Q_lo(s, raw) - Q_lo(s, latent) over the per-step critic (SPAARS-SUPE's gate), `support_score` the dataset
+    CVAE's score of the raw action. A SUPE run has no raw learner: its bundle disables the gate (GateSpec.enabled).
+    """
+
+    input_names: tuple[str, ...] = ("obs", SKILL_INPUT, CHOOSE_INPUT)
+    output_names: tuple[str, ...] = (*OUTPUT_NAMES, SKILL_OUTPUT)
+
+    def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy, high_policy: TanhGaussianPolicy,
+                 skills: SkillVAE, cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("gate_scale", torch.tensor(float(gate_scale)))
+        self.normalizer, self.raw_policy, self.high_policy = normalizer, raw_policy, high_policy
+        self.skills, self.cvae, self.critic = skills, cvae, critic
+        self.gate_kappa = gate_kappa
+
+    @property
+    def skill_dim(self) -> int:
+        return self.skills.skill_dim
+
+    def forward(self, obs: torch.Tensor, skill: torch.Tensor, choose: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = self.normalizer(obs)
+        chosen = exportable_skill_of(self.high_policy.mean_action(s))
+        z = torch.where(choose.unsqueeze(-1) > 0.5, chosen, skill)
+        latent_action = self.skills.decode_mean(s, z)
+        raw_action = self.raw_policy.mean_action(s)
+        gate_advantage = gate_lcb(self.critic, s, raw_action, latent_action, self.gate_kappa) / self.gate_scale
+        support_score = self.cvae.support_score(s, raw_action)
+        return raw_action, latent_action, gate_advantage, support_score, z
+
+    def example_inputs(self, obs: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Skills spread like the high level's (atanh of uniform squashed skills) and every other row choosing."""
+        n = obs.shape[0]
+        u = torch.rand(n, self.skill_dim, generator=generator) * 1.9 - 0.95
+        choose = (torch.arange(n) % 2).to(torch.float32)
+        return obs, skill_of(u), choose
+
+
+def stack_outputs(stack: PolicyStack | SkillPolicyStack, obs: np.ndarray, clock: SkillClock | None
+                  ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The stack in torch on one observation, as the runtime's PolicyRunner calls the exported graph (the
+    in-process reference of `sim --in-process` and of rendering from a checkpoint)."""
+    with torch.no_grad():
+        obs_t = torch.as_tensor(obs, dtype=torch.float32)[None]
+        if isinstance(stack, SkillPolicyStack):
+            if clock is None:
+                raise ValueError("a skill stack needs the client's SkillClock")
+            skill = torch.as_tensor(clock.skill)[None]
+            choose = torch.tensor([1.0 if clock.due else 0.0])
+            raw, latent, advantage, score, used = stack(obs_t, skill, choose)
+            clock.advance(used[0].numpy())
+        else:
+            raw, latent, advantage, score = stack(obs_t)
+    return raw[0].numpy(), latent[0].numpy(), float(advantage[0]), float(score[0])
+
+
+def random_skill_stack(obs_dim: int, action_dim: int, skill_dim: int = 3, horizon: int = 4, seed: int = 0,
+                       hidden: tuple[int, ...] = (64, 64)) -> SkillPolicyStack:
+    """An untrained skill stack with the real architecture; for tests of export and serving."""
+    torch.manual_seed(seed)
+    return SkillPolicyStack(
+        ObsNormalizer(torch.randn(obs_dim) * 0.1, torch.rand(obs_dim) + 0.5),
+        TanhGaussianPolicy(obs_dim, action_dim, hidden), TanhGaussianPolicy(obs_dim, skill_dim, hidden),
+        SkillVAE(obs_dim, action_dim, skill_dim, horizon, hidden, gru_hidden=16, gru_layers=1, kl_weight=0.1),
+        CVAE(obs_dim, action_dim, 2 * action_dim, hidden),
+        QEnsemble(obs_dim, action_dim, hidden, 2, layer_norm=True), gate_kappa=1.0,
+    ).eval()
 
 
 def random_stack(obs_dim: int, action_dim: int, seed: int = 0, hidden: tuple[int, ...] = (64, 64),
@@ -81,3 +179,5 @@ class RunExportInfo(BaseModel):
     train_command: str
     config: dict
     calibration_obs: list[list[float]] = []  # recorded dataset observations for parity checks
+    gate_enabled: bool = True  # False: the deployed policy never sends the raw action (SUPE; SPAARS-SUPE pre-switch)
+    skill_horizon: int | None = None  # skill policies: steps a chosen skill is held

@@ -10,11 +10,15 @@ Loss: -mean over the chunk of log pi(a_t | s_t, z), z drawn from q, plus kl_weig
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from spaars_robot.nn.mlp import mlp
+
+if TYPE_CHECKING:
+    from spaars_robot.config.training import SUPEConfig
 
 DECODER_LOG_STD = (-20.0, 2.0)
 
@@ -45,6 +49,12 @@ class SkillVAE(nn.Module):
         with torch.no_grad():
             self.decoder[-1].weight.mul_(1e-2)
             self.decoder[-1].bias.mul_(1e-2)
+
+    @classmethod
+    def from_config(cls, obs_dim: int, action_dim: int, cfg: SUPEConfig) -> SkillVAE:
+        """The skill VAE a run's `supe` section describes (training, the stage cache and export build it alike)."""
+        return cls(obs_dim, action_dim, cfg.skill_dim, cfg.horizon, cfg.hidden, cfg.gru_hidden, cfg.gru_layers,
+                   cfg.kl_weight)
 
     def encode(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z | chunk): (mean, std) [B, k] from obs [B, H, obs_dim] and actions [B, H, action_dim]."""

@@ -61,31 +61,28 @@ def from_bundle(path: Path) -> DeployedPolicy:
     m = bundle.manifest
     bound = bind_spec(m, None, allow_spec_change=True)  # a picture, not a robot: a changed spec is noted, not refused
     note = "" if bound.override is None else f"; safety spec changed since export ({bound.override})"
-    return DeployedPolicy(m.task, PolicyRunner(bundle, warmup=0),
-                          DecisionState(m.gate.threshold, m.gate.hysteresis, m.support.threshold, m.support.hysteresis),
+    runner, decisions = PolicyRunner(bundle, warmup=0), DecisionState.for_bundle(m)
+    return DeployedPolicy(m.task, lambda obs: runner(obs, decisions.skill), decisions,
                           SafetyLayer(bound.spec, m.action.dim, m.observation.dim),
                           f"bundle {path} under safety/{bound.path.name}{note}")
 
 
 def from_checkpoint(run_dir: Path) -> DeployedPolicy:
     """A run's last checkpoint, with the thresholds export would write and the safety spec it trained under."""
-    import torch
-
     from spaars_robot.export.from_run import load_run_for_export
+    from spaars_robot.export.skill_clock import SkillClock
+    from spaars_robot.export.stack import stack_outputs
 
     stack, info = load_run_for_export(run_dir)
-
-    def outputs(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-        with torch.no_grad():
-            raw, latent, advantage, score = stack(torch.as_tensor(obs, dtype=torch.float32)[None])
-        return raw[0].numpy(), latent[0].numpy(), float(advantage[0]), float(score[0])
-
     spec_file = info.config.get("safety_spec")
     safety = None if spec_file is None else SafetyLayer(load_safety_spec(spec_file), info.action_dim, info.obs_dim)
+    clock = None if info.skill_horizon is None else SkillClock(stack.skill_dim, info.skill_horizon)
     decisions = DecisionState(info.gate_threshold, info.gate_hysteresis, info.support_threshold,
-                              0.1 * abs(info.support_threshold))  # export's default support hysteresis
+                              0.1 * abs(info.support_threshold),  # export's default support hysteresis
+                              gate_enabled=info.gate_enabled, skill=clock)
     where = "no safety layer (trained without one)" if spec_file is None else f"safety {Path(spec_file).name}"
-    return DeployedPolicy(info.task, outputs, decisions, safety, f"checkpoint {run_dir}/checkpoint.pt, {where}")
+    return DeployedPolicy(info.task, lambda obs: stack_outputs(stack, obs, clock), decisions, safety,
+                          f"checkpoint {run_dir}/checkpoint.pt, {where}")
 
 
 class Camera:

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 
 from spaars_robot.algos.latch import Latch
+from spaars_robot.export.manifest import BundleManifest
+from spaars_robot.export.skill_clock import SkillClock
 from spaars_robot.runtime.protocol import Source
 
 
@@ -28,22 +30,35 @@ class DecisionState:
     """Per-client gate + support monitor state; `decide` is called once per observation."""
 
     def __init__(self, gate_threshold: float, gate_hysteresis: float, support_threshold: float,
-                 support_hysteresis: float) -> None:
+                 support_hysteresis: float, gate_enabled: bool = True, skill: SkillClock | None = None) -> None:
         self.gate = Latch(gate_threshold, gate_hysteresis)
         self.support = Latch(support_threshold, support_hysteresis)
+        self.gate_enabled = gate_enabled
+        self.skill = skill  # a skill policy's skill in force (runtime/skill_clock.py); same life as the latches
         self.fallbacks = 0
 
+    @classmethod
+    def for_bundle(cls, manifest: BundleManifest) -> DecisionState:
+        """A client's fresh state for this bundle: its thresholds, and a skill clock if it is a skill policy."""
+        m = manifest
+        clock = None if m.skills is None else SkillClock(m.skills.dim, m.skills.horizon)
+        return cls(m.gate.threshold, m.gate.hysteresis, m.support.threshold, m.support.hysteresis,
+                   gate_enabled=m.gate.enabled, skill=clock)
+
     def reset(self) -> None:
-        """A new episode: start from the latent (in-support) policy with the monitor clear."""
+        """A new episode: start from the latent (in-support) policy with the monitor clear (and choose a skill)."""
         self.gate.reset()
         self.support.reset()
+        if self.skill is not None:
+            self.skill.reset()
 
     def decide(self, gate_advantage: float, support_score: float) -> Decision:
         """Gate first; a raw choice is vetoed while the raw action's support score is out of range.
 
         Non-finite numbers are treated as the worst case: NaN advantage -> latent, NaN score -> out of support.
         """
-        gate_raw = self.gate.update(gate_advantage if math.isfinite(gate_advantage) else -math.inf)
+        gate_raw = self.gate.update(gate_advantage if math.isfinite(gate_advantage) else -math.inf) \
+            and self.gate_enabled
         out_of_support = self.support.update(support_score if not math.isnan(support_score) else math.inf)
         if not gate_raw:
             source: Source = "latent"

@@ -303,8 +303,7 @@ class ActionServer:
         self._make_room_for(identity)
         m = self.bundle.manifest
         session = Session(id=self._next_session, client=hello.client[:64],
-                          state=DecisionState(m.gate.threshold, m.gate.hysteresis, m.support.threshold,
-                                              m.support.hysteresis),
+                          state=DecisionState.for_bundle(m),
                           safety=None if self.safety is None else self.safety.new_state(),
                           last_action=np.zeros(m.action.dim, dtype=np.float32),
                           deadline_misses=self._misses_by_client.get(hello.client[:64], 0))
@@ -346,7 +345,7 @@ class ActionServer:
                                                f"expected [{self.schema.action_dim}]")
         t_infer = time.perf_counter()
         if np.isfinite(obs).all():
-            raw, latent, advantage, score = self.runner(obs)
+            raw, latent, advantage, score = self.runner(obs, session.state.skill)
             t_decide = time.perf_counter()
             decision = session.state.decide(advantage, score)
             action = raw if decision.source == "raw" else latent

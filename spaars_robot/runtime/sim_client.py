@@ -306,7 +306,7 @@ class InProcessPolicy:
         self.safety = safety
         self._safety_state = None if safety is None else safety.new_state()
         m = manifest
-        self.state = DecisionState(m.gate.threshold, m.gate.hysteresis, m.support.threshold, m.support.hysteresis)
+        self.state = DecisionState.for_bundle(m)
         self._seq = 0
         self.handshakes = 0
 
@@ -325,12 +325,12 @@ class InProcessPolicy:
 
     def act(self, obs: np.ndarray, timeout_s: float | None = None,
             watchdog: p.WatchdogReport | None = None, outcome: p.Outcome | None = None) -> p.ActionReply:
-        import torch  # only the in-process reference needs torch; the serving path never imports it
+        # torch: the in-process reference only; the serving path never imports it
+        from spaars_robot.export.stack import stack_outputs
 
-        with torch.no_grad():
-            raw, latent, advantage, score = (t[0] for t in self.stack(torch.as_tensor(obs)[None]))
-        decision = self.state.decide(float(advantage), float(score))
-        action = (raw if decision.source == "raw" else latent).numpy()
+        raw, latent, advantage, score = stack_outputs(self.stack, obs, self.state.skill)
+        decision = self.state.decide(advantage, score)
+        action = raw if decision.source == "raw" else latent
         limits: tuple[str, ...] = ()
         source = decision.source
         if self.safety is not None:

@@ -41,11 +41,6 @@ def skills_cache_key(pretrain_entry: str, seed: int, cfg: SUPEConfig) -> str:
     return "skills-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def make_skill_vae(obs_dim: int, action_dim: int, cfg: SUPEConfig) -> SkillVAE:
-    return SkillVAE(obs_dim, action_dim, cfg.skill_dim, cfg.horizon, cfg.hidden, cfg.gru_hidden, cfg.gru_layers,
-                    cfg.kl_weight)
-
-
 def train_skills(buffer: ReplayBuffer, starts: torch.Tensor, cfg: SUPEConfig, seed: int,
                  progress: ProgressDisplay | None = None, log: Callable[[str], None] | None = None,
                  checkpoint: Path | None = None, checkpoint_every: int = 5_000) -> tuple[SkillVAE, dict]:
@@ -54,7 +49,7 @@ def train_skills(buffer: ReplayBuffer, starts: torch.Tensor, cfg: SUPEConfig, se
     generator = make_generator(seed + 777, device)
     with torch.random.fork_rng():  # initial weights from the seed alone, whatever ran before in this process
         torch.manual_seed(seed + 777)
-        vae = make_skill_vae(buffer.obs.shape[1], buffer.action.shape[1], cfg).to(device)
+        vae = SkillVAE.from_config(buffer.obs.shape[1], buffer.action.shape[1], cfg).to(device)
     opt = fused_adam(vae.parameters(), cfg.skill_lr)
     total, start, history, seconds_before = cfg.skill_steps, 0, [], 0.0
     state = _load_partial(checkpoint, total, log) if checkpoint is not None else None
@@ -99,7 +94,7 @@ def skills_cached(buffer: ReplayBuffer, starts: torch.Tensor, cfg: SUPEConfig, s
                   checkpoint_every: int = 5_000) -> tuple[SkillVAE, dict]:
     """The skill VAE for (pretraining entry, seed, skill fields), from the cache or trained and stored."""
     def load(state: dict) -> SkillVAE:
-        vae = make_skill_vae(buffer.obs.shape[1], buffer.action.shape[1], cfg)
+        vae = SkillVAE.from_config(buffer.obs.shape[1], buffer.action.shape[1], cfg)
         vae.load_state_dict(state["vae"])
         return vae.to(buffer.obs.device).requires_grad_(False)
 

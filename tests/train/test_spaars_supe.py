@@ -30,13 +30,14 @@ def _buffers() -> tuple[ReplayBuffer, ReplayBuffer]:
 
 def _agent(seed: int = 0, sets: tuple[str, ...] = ()) -> SPAARSSUPEAgent:
     from spaars_robot.algos.offline import OfflineNets
-    from spaars_robot.train.skills_offline import label_offline_chunks, make_skill_vae
+    from spaars_robot.nn.skills import SkillVAE
+    from spaars_robot.train.skills_offline import label_offline_chunks
 
     config = resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "spaars-supe", "seed": seed},
                             ["supe.prior_steps=3", "supe.horizon=4", *sets])
     torch.manual_seed(0)  # the frozen parts (pretraining, skills) the same for every seed, as the cache makes them
     nets = OfflineNets(OBS, ACT, config.pretrain)
-    skills = make_skill_vae(OBS, ACT, config.supe).requires_grad_(False)
+    skills = SkillVAE.from_config(OBS, ACT, config.supe).requires_grad_(False)
     labels = label_offline_chunks(skills, _buffers()[0], torch.arange(0, 8))
     return SPAARSSUPEAgent(nets, skills, config, torch.Generator().manual_seed(seed), -1.0, labels, "model")
 

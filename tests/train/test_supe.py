@@ -97,14 +97,15 @@ def _agent(offline_reward: str = "model", rnd_coef: float = 8.0, seed: int = 0, 
     not in its checkpoint) from `frozen_seed`."""
     from spaars_robot.algos.offline import OfflineNets
     from spaars_robot.algos.supe import SUPEAgent
-    from spaars_robot.train.skills_offline import label_offline_chunks, make_skill_vae
+    from spaars_robot.nn.skills import SkillVAE
+    from spaars_robot.train.skills_offline import label_offline_chunks
 
     config = resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "supe", "seed": seed},
                             [f"supe.offline_reward={offline_reward}", f"supe.rnd_coef={rnd_coef}", "supe.horizon=4",
                              "supe.prior_steps=3"])
     torch.manual_seed(frozen_seed)
     nets = OfflineNets(OBS, ACT, config.pretrain)
-    skills = make_skill_vae(OBS, ACT, config.supe).requires_grad_(False)
+    skills = SkillVAE.from_config(OBS, ACT, config.supe).requires_grad_(False)
     labels = label_offline_chunks(skills, _buffers()[0], OFFLINE_STARTS, block=4)  # blocks: the same labels
     return SUPEAgent(nets, skills, config, torch.Generator().manual_seed(seed), offline_min_reward=-1.0,
                      offline_labels=labels)

@@ -1,0 +1,109 @@
+"""SUPE / SPAARS-SUPE bundles (issue 18): the skill decoder, high-level policy, raw policy, gate and support monitor
+in one graph, the skill held for H steps as per-client server state that `reset` restarts, and a gate that a
+SUPE bundle (or SPAARS-SUPE before its switch) keeps shut. Exported for real, served over a real socket."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from spaars_robot.export.bundle import load_bundle
+from spaars_robot.export.onnx_export import export_bundle
+from spaars_robot.export.skill_clock import SkillClock
+from spaars_robot.export.stack import random_skill_stack, stack_outputs
+from spaars_robot.runtime.client import Client
+from spaars_robot.runtime.decision import DecisionState
+from spaars_robot.runtime.inference import PolicyRunner
+from spaars_robot.runtime.server import ActionServer
+from spaars_robot.runtime.sim_client import task_schema
+from tests.runtime.runtime_helpers import ACT_DIM, OBS_DIM, hopper_info, serving
+
+SKILL_DIM, HORIZON = 3, 4
+
+
+@pytest.fixture(scope="module")
+def skill_stack():
+    return random_skill_stack(OBS_DIM, ACT_DIM, SKILL_DIM, HORIZON, seed=3)
+
+
+@pytest.fixture(scope="module")
+def skill_bundle(tmp_path_factory, skill_stack):
+    def make(gate_enabled: bool):
+        out = tmp_path_factory.mktemp("skill") / "bundle"
+        export_bundle(skill_stack, hopper_info(algo="spaars-supe", skill_horizon=HORIZON, gate_enabled=gate_enabled,
+                                               gate_threshold=-1e6), out)
+        return load_bundle(out)
+    return make
+
+
+def test_manifest_and_graph_describe_the_skill_contract(skill_bundle):
+    bundle = skill_bundle(True)
+    m = bundle.manifest
+    assert (m.skills.dim, m.skills.horizon) == (SKILL_DIM, HORIZON)
+    graph = onnx.load(str(bundle.graph_path))
+    assert [i.name for i in graph.graph.input] == ["obs", "skill", "choose_skill"]
+    assert [o.name for o in graph.graph.output][-1] == "skill_out" and m.graph.output_names[-1] == "skill_out"
+    assert set(m.parity.max_abs_error) == {*m.graph.output_names}
+    assert max(m.parity.max_abs_error.values()) <= m.parity.atol
+
+
+def test_skill_is_held_for_h_steps_and_rechosen_after_reset(skill_bundle, skill_stack):
+    """onnxruntime through the server's runner and torch through the in-process reference, each with its own
+    clock, agree step by step on a trajectory; the skill changes exactly every H steps and at a reset."""
+    runner = PolicyRunner(skill_bundle(True), warmup=3)
+    rng = np.random.default_rng(0)
+    onnx_clock, torch_clock = runner.new_skill_clock(), SkillClock(SKILL_DIM, HORIZON)
+    skills, latents = [], []
+    for t in range(3 * HORIZON):
+        obs = rng.standard_normal(OBS_DIM).astype(np.float32)
+        _, latent, _, _ = runner(obs, onnx_clock)
+        _, latent_ref, _, _ = stack_outputs(skill_stack, obs, torch_clock)
+        np.testing.assert_allclose(latent, latent_ref, atol=1e-5)
+        np.testing.assert_allclose(onnx_clock.skill, torch_clock.skill, atol=1e-5)
+        skills.append(onnx_clock.skill.copy())
+        latents.append(latent)
+    changes = [t for t in range(1, len(skills)) if not np.allclose(skills[t], skills[t - 1])]
+    assert changes == [HORIZON, 2 * HORIZON]
+    assert onnx_clock.choices == 3
+    onnx_clock.reset()
+    assert onnx_clock.due
+    runner(obs, onnx_clock)  # the reset's first step chooses from this observation, not from the held skill
+    assert not np.allclose(onnx_clock.skill, skills[-1])
+
+
+def test_the_gate_stays_shut_when_the_bundle_disables_it(skill_bundle):
+    shut = DecisionState.for_bundle(skill_bundle(False).manifest)
+    open_ = DecisionState.for_bundle(skill_bundle(True).manifest)
+    assert shut.decide(1e9, 0.0).source == "latent"
+    assert open_.decide(1e9, 0.0).source == "raw"
+
+
+def test_served_over_zeromq_the_skill_is_per_client_and_reset_restarts_it(skill_bundle):
+    from spaars_robot.config.tasks import load_task
+
+    bundle = skill_bundle(False)
+    rng = np.random.default_rng(1)
+    a, b = (rng.standard_normal(OBS_DIM).astype(np.float32) for _ in range(2))
+    schema = task_schema(load_task("hopper"))
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server:
+        endpoint = server.bound[0]
+        with Client(endpoint, schema) as first, Client(endpoint, schema) as second:
+            first.connect()
+            second.connect()
+            held = [first.act(a).action]  # step 0 chooses the skill at a ...
+            held += [first.act(b).action for _ in range(HORIZON - 1)]  # ... which acts on b for the rest of H
+            fresh = second.act(b).action  # another client's first step chooses at b
+            assert all(r.source == "latent" for r in (first.act(b), second.act(b)))
+            assert not np.allclose(held[1], fresh, atol=1e-6)
+            first.reset()
+            np.testing.assert_allclose(first.act(b).action, fresh, atol=1e-6)  # after reset: chosen at b
+
+
+def test_the_exported_skill_map_is_training_s():
+    import torch
+
+    from spaars_robot.algos.supe import skill_of
+    from spaars_robot.export.stack import exportable_skill_of
+
+    u = torch.cat([torch.linspace(-1, 1, 2001), torch.tensor([-1.0 + 1e-7, 1.0 - 1e-7])])
+    torch.testing.assert_close(exportable_skill_of(u), skill_of(u), atol=2e-5, rtol=1e-5)
