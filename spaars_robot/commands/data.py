@@ -20,7 +20,8 @@ app.add_typer(data_app, name="data")
 
 
 class QualityChoice(StrEnum):
-    """D4RL's dataset qualities (train/collect.py says how each is made; `mixed` is kitchen's scripted data)."""
+    """D4RL's dataset qualities (train/collect.py says how each is made; `mixed` is kitchen's scripted data,
+    `diverse` antmaze's waypoint-driven Ant)."""
 
     random = "random"
     medium = "medium"
@@ -28,6 +29,7 @@ class QualityChoice(StrEnum):
     medium_replay = "medium-replay"
     medium_expert = "medium-expert"
     mixed = "mixed"
+    diverse = "diverse"
 
 
 @data_app.command("collect")

@@ -53,7 +53,7 @@ class TaskSpec(BaseModel):
     obs_dim: int = Field(gt=0)
     action_dim: int = Field(gt=0)
     control_rate_hz: float = Field(gt=0, description="Policy steps per simulated second")
-    quality: dict[Literal["random", "medium", "expert", "mixed"], QualityTarget]
+    quality: dict[Literal["random", "medium", "expert", "mixed", "diverse"], QualityTarget]
     observation_names: list[str] | None = Field(
         None, description="One name per observation element, in order; an exported bundle's manifest and the "
         "controller's hello carry them. None: generic obs_0, obs_1, ...")

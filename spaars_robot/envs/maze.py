@@ -53,3 +53,43 @@ class MazeGeometry:
         col = np.clip(np.floor((xy[:, 0] - x_min) / size), 0, cols - 1).astype(np.int64)
         row = np.clip(np.floor((y_max - xy[:, 1]) / size), 0, rows - 1).astype(np.int64)
         return row, col
+
+    def cell_of(self, xy: np.ndarray) -> tuple[int, int]:
+        """The (row, col) cell a position is in (clipped into the map)."""
+        row, col = self.bin_indices(xy, 1)
+        return int(row[0]), int(col[0])
+
+    def cell_centre(self, row: int, col: int) -> np.ndarray:
+        """World x, y of a cell's centre (gymnasium-robotics' `cell_rowcol_to_xy`)."""
+        x_min, _, _, y_max = self.extent
+        return np.array([x_min + (col + 0.5) * self.cell_size_m, y_max - (row + 0.5) * self.cell_size_m])
+
+    def free_cells(self) -> list[tuple[int, int]]:
+        return [(int(r), int(c)) for r, c in zip(*np.nonzero(~self.walls))]
+
+    def path(self, start: tuple[int, int], goal: tuple[int, int]) -> list[tuple[int, int]]:
+        """The shortest 4-connected path of free cells from start to goal, both included (breadth-first search).
+
+        A start inside a wall (an ant pushed into a wall's cell) is allowed: the path leaves it to a free neighbour.
+        Raises ValueError if the goal is a wall or cannot be reached.
+        """
+        if self.walls[goal]:
+            raise ValueError(f"goal cell {goal} is a wall")
+        previous: dict[tuple[int, int], tuple[int, int] | None] = {start: None}
+        frontier = [start]
+        while frontier and goal not in previous:
+            nxt = []
+            for r, c in frontier:
+                for cell in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                    inside = 0 <= cell[0] < self.walls.shape[0] and 0 <= cell[1] < self.walls.shape[1]
+                    if inside and not self.walls[cell] and cell not in previous:
+                        previous[cell] = (r, c)
+                        nxt.append(cell)
+            frontier = nxt
+        if goal not in previous:
+            raise ValueError(f"no path from {start} to {goal}")
+        route = [goal]
+        while previous[route[-1]] is not None:
+            route.append(previous[route[-1]])
+        return route[::-1]
+

@@ -4,7 +4,9 @@ it out stochastically.
 One SAC run per (task, seed) serves every quality: `medium` is the first evaluation that reaches the
 task's target score, `expert` the best evaluation in the budget, `medium-replay` the replay buffer up
 to the medium point, `medium-expert` the concatenation of the medium and expert datasets. `mixed` (kitchen, D4RL's kitchen-mixed) is
-rolled out by a scripted controller instead of a learned one (train/scripted_kitchen.py).
+rolled out by a scripted controller instead of a learned one (train/scripted_kitchen.py); `diverse` (antmaze, D4RL's
+antmaze-*-diverse) by a goal-reaching Ant's SAC run (task `ant-goal`) steered along maze waypoints
+(train/maze_waypoints.py).
 
 Everything is resumable and deterministic: training checkpoints are written at episode boundaries
 (each episode resets from a seed derived from its index), rollouts are written in shards of whole
@@ -34,7 +36,7 @@ from spaars_robot.errors import SpaarsError
 from spaars_robot.train.online_loop import EPISODE_SEED_STRIDE, OnlineLoop, StepInfo
 from spaars_robot.train.progress import ProgressDisplay, make_progress
 
-Quality = Literal["random", "medium", "expert", "medium-replay", "medium-expert", "mixed"]
+Quality = Literal["random", "medium", "expert", "medium-replay", "medium-expert", "mixed", "diverse"]
 NAMESPACE = "spaars"
 EVAL_SEED_BASE = 900_000_000
 
@@ -192,9 +194,12 @@ def _complete_shards(shard_dir: Path) -> list[Path]:
 
 
 class Behaviour(Protocol):
-    """What rolls a dataset out: told when an episode starts, asked for one action per observation.
+    """What rolls a dataset out: may choose the episode's reset options, is told when it starts, and is asked for
+    one action per observation.
 
     Every random draw comes from the episode's generator, so an episode depends only on its seed."""
+
+    def reset_options(self, generator: torch.Generator) -> dict | None: ...
 
     def begin_episode(self, generator: torch.Generator) -> None: ...
 
@@ -206,6 +211,9 @@ class UniformBehaviour:
 
     def __init__(self, action_dim: int) -> None:
         self.action_dim = action_dim
+
+    def reset_options(self, generator: torch.Generator) -> dict | None:
+        return None
 
     def begin_episode(self, generator: torch.Generator) -> None:
         return None
@@ -219,6 +227,9 @@ class ActorBehaviour:
 
     def __init__(self, actor: torch.nn.Module) -> None:
         self.actor = actor
+
+    def reset_options(self, generator: torch.Generator) -> dict | None:
+        return None
 
     def begin_episode(self, generator: torch.Generator) -> None:
         return None
@@ -240,6 +251,26 @@ def scripted_behaviour(task: TaskSpec) -> Behaviour:
         return ScriptedKitchen(task, env.unwrapped.model)
     finally:
         env.close()
+
+
+def maze_behaviour(task: TaskSpec, root: Path, config: CollectConfig, progress: ProgressDisplay | None
+                   ) -> tuple[Behaviour, dict]:
+    """antmaze-*-diverse's behaviour: the goal-reaching Ant (its own SAC run, trained or resumed here to its best
+    evaluation within the budget) driven along the task's maze waypoints; with the metadata that says which."""
+    from spaars_robot.config.tasks import load_task
+    from spaars_robot.train.maze_waypoints import GOAL_TASK, MazeWaypointBehaviour
+
+    ant = load_task(GOAL_TASK)
+    MazeWaypointBehaviour(task, torch.nn.Identity())  # refuse a task without a maze before hours of training
+    run = BehaviourRun(root, ant, config, progress)
+    run.train_until("expert")
+    step = run.chosen_step("expert")
+    run.sac.actor.load_state_dict(safe_torch_load(run.policy_path(step)))
+    record = next(e for e in run.evals if e["step"] == step)
+    return MazeWaypointBehaviour(task, run.sac.actor), {
+        "spaars_behaviour": f"{GOAL_TASK} SAC policy on maze waypoints (train/maze_waypoints.py)",
+        "spaars_behaviour_step": step, "spaars_behaviour_eval_normalized": record["normalized"],
+        "spaars_behaviour_checkpoint": str(run.policy_path(step))}
 
 
 def rollout(task: TaskSpec, behaviour: Behaviour, steps: int, seed: int, shard_dir: Path,
@@ -281,7 +312,7 @@ def rollout(task: TaskSpec, behaviour: Behaviour, steps: int, seed: int, shard_d
         ep_index = len(episodes)
         ep_seed = seed * EPISODE_SEED_STRIDE + ep_index
         generator = torch.Generator().manual_seed(ep_seed)
-        obs, _ = env.reset(seed=ep_seed)
+        obs, _ = env.reset(seed=ep_seed, options=behaviour.reset_options(generator))
         behaviour.begin_episode(generator)
         observations, actions, rewards, terms, truncs = [obs], [], [], [], []
         while True:
@@ -315,7 +346,7 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
     out = dataset_dir(root, dataset_id(task, quality))
     if (out / "data" / "metadata.json").exists():
         return out
-    if quality in ("medium", "expert", "random", "mixed") and quality not in task.quality:
+    if quality in ("medium", "expert", "random", "mixed", "diverse") and quality not in task.quality:
         raise SpaarsError(f"task {task.name} defines no '{quality}' quality target in its YAML")
     t_start = time.perf_counter()
     work = root / NAMESPACE / "_work" / f"{task.name}-{quality}-seed{config.seed}"
@@ -328,6 +359,10 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
         elif quality == "random":
             episodes = rollout(task, UniformBehaviour(task.action_dim), config.steps, config.seed, work,
                                config.shard_steps, progress)
+        elif quality == "diverse":
+            behaviour, facts = maze_behaviour(task, root, config, progress)
+            extra |= facts
+            episodes = rollout(task, behaviour, config.steps, config.seed + 1, work, config.shard_steps, progress)
         elif quality == "mixed":
             episodes = rollout(task, scripted_behaviour(task), config.steps, config.seed, work, config.shard_steps,
                                progress)

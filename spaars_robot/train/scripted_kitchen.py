@@ -203,6 +203,9 @@ class ScriptedKitchen:
         self.action_noise, self.waypoint_jitter = action_noise, waypoint_jitter
         self.plan: list[str] = []
 
+    def reset_options(self, generator: torch.Generator) -> dict | None:
+        return None
+
     def begin_episode(self, generator: torch.Generator) -> None:
         self.generator = generator
         self.plan = draw_plan(generator)

@@ -1,6 +1,6 @@
 """kitchen and antmaze-medium end to end through the real CLI: datasets that `data info` and Minari read (kitchen's
-scripted `mixed`, antmaze's random: antmaze-medium-diverse is not made yet), and SUPE and SPAARS-SUPE smoke runs on
-both tasks under the task's safety spec (issue 18). SAC's smoke runs on hopper (tests/train)."""
+scripted `mixed`, antmaze's waypoint-driven `diverse`), and SUPE and SPAARS-SUPE smoke runs on both tasks under the
+task's safety spec (issue 18). SAC's smoke runs on hopper (tests/train)."""
 from __future__ import annotations
 
 import csv
@@ -18,15 +18,18 @@ from tests.runtime.runtime_helpers import serving
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    """Collected once through the CLI: antmaze-medium-random (2000 steps), kitchen-mixed (1000 steps, scripted)."""
+    """Collected once through the CLI: antmaze-medium-diverse (2000 steps; its goal-reaching Ant trained for 1000
+    steps only, so it mostly stumbles) and kitchen-mixed (1000 steps, scripted)."""
     root = tmp_path_factory.mktemp("datasets")
-    for task, quality, steps in (("antmaze-medium", "random", "2000"), ("kitchen", "mixed", "1000")):
-        run_cli("data", "collect", "--task", task, "--quality", quality, "--steps", steps, "--root", str(root),
-                "--threads", "1")
+    run_cli("data", "collect", "--task", "antmaze-medium", "--quality", "diverse", "--steps", "2000",
+            "--train-budget", "1000", "--random-steps", "500", "--eval-every", "500", "--checkpoint-every", "500",
+            "--root", str(root), "--threads", "1")
+    run_cli("data", "collect", "--task", "kitchen", "--quality", "mixed", "--steps", "1000", "--root", str(root),
+            "--threads", "1")
     return root
 
 
-DATASET = {"antmaze-medium": "antmaze-medium-random", "kitchen": "kitchen-mixed"}
+DATASET = {"antmaze-medium": "antmaze-medium-diverse", "kitchen": "kitchen-mixed"}
 
 
 def test_kitchen_mixed_dataset_is_scripted_and_never_completes_the_target_set(datasets):
@@ -41,18 +44,30 @@ def test_kitchen_mixed_dataset_is_scripted_and_never_completes_the_target_set(da
     assert summary.return_mean > 0.0 and sum(summary.subtasks_reached.values()) > 0.5
 
 
-def test_antmaze_random_dataset_is_collected_and_read(datasets, monkeypatch):
+def test_antmaze_diverse_dataset_is_collected_and_read(datasets, monkeypatch):
     root = datasets
-    info = run_cli("data", "info", "antmaze-medium-random", "--root", str(root)).stdout
-    assert "2000" in info and "spaars/antmaze-medium-random-v0" in info
-    dataset = OfflineDataset.load(root / "spaars" / "antmaze-medium-random-v0")
+    info = run_cli("data", "info", "antmaze-medium-diverse", "--root", str(root)).stdout
+    assert "2000" in info and "spaars/antmaze-medium-diverse-v0" in info
+    dataset = OfflineDataset.load(root / "spaars" / "antmaze-medium-diverse-v0")
     assert (dataset.obs_dim, dataset.action_dim) == (31, 8)
     assert dataset.metadata["ref_max_score"] == 1.0
+    # made by the goal-reaching Ant's own resumable SAC run, steered between random cells (not D4RL's fixed r -> g)
+    assert dataset.metadata["spaars_behaviour"].startswith("ant-goal SAC policy")
+    assert (root / "spaars" / "_behaviour" / "ant-goal-seed0" / "state.pt").exists()
+    from spaars_robot.config.tasks import load_task
+    from spaars_robot.data.episodes import iter_episodes
+    from spaars_robot.envs.maze import MazeGeometry
+
+    maze = MazeGeometry.of_task(load_task("antmaze-medium"))
+    episodes = list(iter_episodes(root / "spaars" / "antmaze-medium-diverse-v0"))
+    starts = {maze.cell_of(ep.observations[0, :2]) for ep in episodes}
+    goals = {maze.cell_of(ep.observations[0, -2:]) for ep in episodes}
+    assert len(episodes) >= 2 and len(goals) >= 2 and starts != {(1, 1)}  # random cells, not D4RL's fixed r -> g
     # Minari rebuilds the flat env from the recorded spec (entry point spaars_robot.envs.goal:make_goal_env)
     import minari
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
-    recorded = minari.load_dataset("spaars/antmaze-medium-random-v0", download=False)
+    recorded = minari.load_dataset("spaars/antmaze-medium-diverse-v0", download=False)
     env = recorded.recover_environment()
     assert env.reset(seed=0)[0].shape == (31,) and env.spec.max_episode_steps == 1000
     assert recorded.observation_space.contains(next(recorded.iterate_episodes()).observations[0])

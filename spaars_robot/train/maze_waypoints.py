@@ -1,0 +1,53 @@
+"""Drive a goal-reaching Ant through a maze along waypoints: the behaviour of antmaze-*-diverse, D4RL's recipe.
+
+D4RL's antmaze data came from a goal-reaching Ant policy (trained in the open) steered by a planner: each episode
+draws a start and a goal cell, and at every step the policy is given the next cell on the shortest path as its
+goal, then the goal itself once in the goal cell. Here the policy is the SAC actor trained in `envs/ant_goal.py`
+(`sim/tasks/ant-goal.yaml`), the planner a breadth-first search over the task's map (`envs/maze.MazeGeometry`),
+and the episode's cells are drawn from the episode's seeded generator and passed to AntMaze's reset, so the data
+is "diverse" (random starts and goals) and an episode still depends on its seed alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from spaars_robot.config.tasks import TaskSpec
+from spaars_robot.envs.ant_goal import BODY_DIMS
+from spaars_robot.envs.maze import MazeGeometry
+from spaars_robot.errors import SpaarsError
+
+GOAL_TASK = "ant-goal"
+
+
+class MazeWaypointBehaviour:
+    """A behaviour (train/collect.Behaviour) for AntMaze tasks whose flat observation is [x, y, body 27, goal x, y]."""
+
+    def __init__(self, task: TaskSpec, actor: torch.nn.Module) -> None:
+        maze = MazeGeometry.of_task(task)
+        keys = task.observation_keys or []
+        if maze is None or keys != ["achieved_goal", "observation", "desired_goal"] or task.obs_dim != BODY_DIMS + 4:
+            raise SpaarsError(f"quality 'diverse' drives an Ant through a maze: task {task.name!r} needs a `map` and "
+                              f"the observation [achieved_goal, observation, desired_goal] ({BODY_DIMS + 4} dims)")
+        self.maze, self.actor = maze, actor
+        self.free = maze.free_cells()
+
+    def reset_options(self, generator: torch.Generator) -> dict:
+        """The episode's start and goal cells, distinct free cells drawn uniformly (AntMaze jitters both)."""
+        start, goal = torch.randperm(len(self.free), generator=generator)[:2].tolist()
+        return {"reset_cell": np.array(self.free[start]), "goal_cell": np.array(self.free[goal])}
+
+    def begin_episode(self, generator: torch.Generator) -> None:
+        return None
+
+    def waypoint(self, obs: np.ndarray) -> np.ndarray:
+        """Where the policy is sent now: the next cell's centre on the shortest path, or the goal in its cell."""
+        xy, goal = obs[:2], obs[-2:]
+        route = self.maze.path(self.maze.cell_of(xy), self.maze.cell_of(goal))
+        return goal if len(route) <= 1 else self.maze.cell_centre(*route[1])
+
+    def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        policy_obs = np.concatenate([obs[2:2 + BODY_DIMS], self.waypoint(obs) - obs[:2]])
+        with torch.no_grad():
+            x = torch.as_tensor(policy_obs, dtype=torch.float32).unsqueeze(0)
+            return self.actor.sample(x, generator)[0][0].numpy()

@@ -1,0 +1,72 @@
+"""What antmaze-*-diverse is made with (issue 18): the goal-reaching Ant env its SAC policy learns in, the maze's
+shortest paths, and the waypoint follower that steers the policy between random start and goal cells."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spaars_robot.config.tasks import load_task
+from spaars_robot.envs import make_env
+from spaars_robot.envs.ant_goal import GOAL_BONUS, REACH_M
+from spaars_robot.envs.maze import MazeGeometry
+from spaars_robot.errors import SpaarsError
+from spaars_robot.train.maze_waypoints import MazeWaypointBehaviour
+
+
+@pytest.fixture(scope="module")
+def maze() -> MazeGeometry:
+    return MazeGeometry.of_task(load_task("antmaze-medium"))
+
+
+def test_ant_goal_rewards_progress_and_chains_goals():
+    env = make_env(load_task("ant-goal"))
+    obs, info = env.reset(seed=0)
+    inner = env.unwrapped
+    ant = inner.inner.unwrapped.ant_env
+    xy = ant.data.qpos[:2].copy()
+    np.testing.assert_allclose(obs[-2:], info["goal"] - xy, atol=1e-6)  # the goal, relative to the torso
+    assert obs.shape == (29,) and obs[0] == pytest.approx(ant.data.qpos[2])
+    ant.data.qpos[:2] = xy + 0.3 * (info["goal"] - xy)  # carried a third of the way towards the goal
+    _, reward, terminated, _, _ = env.step(np.zeros(8))
+    assert reward > 5.0 and not terminated  # ~0.3 x distance in one 0.05 s step: a high speed towards the goal
+    goal = info["goal"]
+    ant.data.qpos[:2] = goal + 0.1 * REACH_M  # at the goal
+    _, reward, _, _, step_info = env.step(np.zeros(8))
+    assert step_info["goals_reached"] == 1 and reward > GOAL_BONUS - 5.0
+    assert not np.allclose(step_info["goal"], goal)  # a new goal, at once
+    ant.data.qpos[2] = 1.5  # torso thrown 1.5 m high: out of the healthy range
+    assert env.step(np.zeros(8))[2]
+    env.close()
+
+
+def test_shortest_path_through_the_medium_maze(maze):
+    route = maze.path((1, 1), (6, 6))  # D4RL's evaluation start and goal cells
+    assert route[0] == (1, 1) and route[-1] == (6, 6) and len(route) == 11
+    assert all(not maze.walls[cell] for cell in route)
+    assert all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in zip(route, route[1:]))
+    with pytest.raises(ValueError, match="wall"):
+        maze.path((1, 1), (0, 0))
+    np.testing.assert_allclose(maze.cell_centre(1, 1), [-10.0, 10.0])  # gymnasium-robotics' cell_rowcol_to_xy
+    assert maze.cell_of(np.array([-10.0, 10.0])) == (1, 1)
+
+
+def test_waypoint_follower_draws_cells_and_steers_along_the_path(maze):
+    task = load_task("antmaze-medium")
+    behaviour = MazeWaypointBehaviour(task, torch.nn.Identity())
+    generator = torch.Generator().manual_seed(0)
+    draws = [behaviour.reset_options(generator) for _ in range(200)]
+    assert all(not maze.walls[tuple(d["reset_cell"])] and not maze.walls[tuple(d["goal_cell"])] for d in draws)
+    assert all(tuple(d["reset_cell"]) != tuple(d["goal_cell"]) for d in draws)
+    assert len({tuple(d["goal_cell"]) for d in draws}) == len(maze.free_cells())  # every free cell is a goal
+    obs = np.zeros(31)
+    obs[:2], obs[-2:] = maze.cell_centre(1, 1) + 0.5, maze.cell_centre(6, 6)
+    np.testing.assert_allclose(behaviour.waypoint(obs), maze.cell_centre(*maze.path((1, 1), (6, 6))[1]))  # next cell
+    obs[:2] = maze.cell_centre(6, 6) + 1.0
+    np.testing.assert_allclose(behaviour.waypoint(obs), obs[-2:])  # in the goal's cell: the goal itself
+    env = make_env(task)  # the options really place the ant and the goal
+    flat, _ = env.reset(seed=3, options=draws[0])
+    assert maze.cell_of(flat[:2]) == tuple(draws[0]["reset_cell"]) and maze.cell_of(flat[-2:]) == tuple(draws[0]["goal_cell"])
+    env.close()
+    with pytest.raises(SpaarsError, match="maze"):
+        MazeWaypointBehaviour(load_task("kitchen"), torch.nn.Identity())
