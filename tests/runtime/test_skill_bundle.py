@@ -107,3 +107,34 @@ def test_the_exported_skill_map_is_training_s():
 
     u = torch.cat([torch.linspace(-1, 1, 2001), torch.tensor([-1.0 + 1e-7, 1.0 - 1e-7])])
     torch.testing.assert_close(exportable_skill_of(u), skill_of(u), atol=2e-5, rtol=1e-5)
+
+
+def test_kitchen_skill_bundle_sim_to_sim(tmp_path):
+    """A kitchen-sized SPAARS-SUPE bundle served over ZeroMQ under safety/kitchen.yaml and the same stack in torch,
+    in-process, play the same seeded episodes alike: same sources, same returns; the reset between episodes
+    restarts the skill on both sides (a server that kept it would diverge in the second episode)."""
+    import pytest as _pytest
+
+    from spaars_robot.config.tasks import load_task
+    from spaars_robot.runtime.sim_client import InProcessPolicy, run_sim
+    from spaars_robot.safety.limits import SafetyLayer
+    from spaars_robot.safety.spec import load_safety_spec
+
+    kitchen = load_task("kitchen")
+    stack = random_skill_stack(kitchen.obs_dim, kitchen.action_dim, 8, HORIZON, seed=5)
+    info = hopper_info(task="kitchen", obs_dim=kitchen.obs_dim, action_dim=kitchen.action_dim, control_rate_hz=12.5,
+                       algo="spaars-supe", skill_horizon=HORIZON, gate_threshold=0.0,
+                       calibration_obs=(0.1 * np.random.default_rng(2).standard_normal((16, kitchen.obs_dim))).tolist())
+    export_bundle(stack, info, tmp_path / "kitchen")
+    bundle = load_bundle(tmp_path / "kitchen")
+    layer = SafetyLayer(load_safety_spec("kitchen"), kitchen.action_dim, kitchen.obs_dim)
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"], safety=layer)) as server:
+        with Client(server.bound[0], task_schema(kitchen), timeout_s=2.0) as client:
+            served = run_sim(client, kitchen, episodes=2, seed=7, realtime=False, max_steps=3 * HORIZON + 1)
+    layer = SafetyLayer(load_safety_spec("kitchen"), kitchen.action_dim, kitchen.obs_dim)
+    local = run_sim(InProcessPolicy(stack, bundle.manifest, layer), kitchen, episodes=2, seed=7, realtime=False,
+                    max_steps=3 * HORIZON + 1)
+    for a, b in zip(served.episodes, local.episodes, strict=True):
+        assert a.steps == b.steps == 3 * HORIZON + 1 and a.sources == b.sources
+        assert a.episode_return == _pytest.approx(b.episode_return, abs=1e-6)
+    assert served.limit_counts == local.limit_counts
