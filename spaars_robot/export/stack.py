@@ -17,6 +17,8 @@ the graph only provides the numbers they compare.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from pydantic import BaseModel
@@ -66,10 +68,16 @@ class PolicyStack(nn.Module):
         return (obs,)
 
 
-def exportable_skill_of(u: torch.Tensor) -> torch.Tensor:
-    """algos.supe.skill_of (clamp, then atanh) in ops the ONNX exporter has: atanh(u) = (log1p(u) - log1p(-u)) / 2."""
-    u = u.clamp(-1 + SQUASH_EPS, 1 - SQUASH_EPS)
-    return 0.5 * (torch.log1p(u) - torch.log1p(-u))
+SKILL_LIMIT = math.atanh(1 - SQUASH_EPS)
+
+
+def exportable_skill_of(pre_tanh_mean: torch.Tensor) -> torch.Tensor:
+    """algos.supe.skill_of(tanh(mu)) = atanh(clamp(tanh(mu), 1 - eps)), computed as clamp(mu, atanh(1 - eps)).
+
+    The same map, written without atanh, which the ONNX exporter lacks, and without its ill-conditioning: near a
+    saturated skill d atanh(u)/du ~ 1/eps, so float32 rounding of tanh(mu) became 5e-3 of skill difference between
+    onnxruntime and torch on a trained kitchen run and failed parity; clamping the pre-tanh mean is exact."""
+    return pre_tanh_mean.clamp(-SKILL_LIMIT, SKILL_LIMIT)
 
 
 class SkillPolicyStack(nn.Module):
@@ -100,7 +108,7 @@ class SkillPolicyStack(nn.Module):
     def forward(self, obs: torch.Tensor, skill: torch.Tensor, choose: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         s = self.normalizer(obs)
-        chosen = exportable_skill_of(self.high_policy.mean_action(s))
+        chosen = exportable_skill_of(self.high_policy.pre_tanh_mean(s))
         z = torch.where(choose.unsqueeze(-1) > 0.5, chosen, skill)
         latent_action = self.skills.decode_mean(s, z)
         raw_action = self.raw_policy.mean_action(s)

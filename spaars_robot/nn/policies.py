@@ -28,6 +28,10 @@ class TanhGaussianPolicy(nn.Module):
         mu, log_std = self.head(torch.relu(self.trunk(obs))).chunk(2, dim=-1)
         return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
+    def pre_tanh_mean(self, obs: torch.Tensor) -> torch.Tensor:
+        """mu before the squashing (export computes SUPE's skill from it: atanh(tanh(mu)) is ill-conditioned)."""
+        return self._dist_params(obs)[0]
+
     def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
         mu, _ = self._dist_params(obs)
         return self.bound * torch.tanh(mu)
