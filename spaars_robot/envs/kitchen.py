@@ -7,6 +7,8 @@ counts as done; `data info` reports the share of episodes that reached each one 
 """
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from spaars_robot.envs.robotics_compat import ensure_gymnasium_robotics
@@ -16,6 +18,7 @@ OBJECT_QPOS_START = 18  # flat observation: 9 robot joint positions, 9 velocitie
 FIRST_OBJECT_QPOS = 9
 
 
+@cache
 def subtask_goals() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
     """gymnasium-robotics' (qpos indices, goal values, distance threshold) per subtask."""
     ensure_gymnasium_robotics()

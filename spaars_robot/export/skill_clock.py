@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spaars_robot.export.manifest import SkillSpec
+
 
 class SkillClock:
     def __init__(self, dim: int, horizon: int) -> None:
@@ -17,6 +19,11 @@ class SkillClock:
         self.skill = np.zeros(dim, dtype=np.float32)
         self.steps = 0
         self.choices = 0
+
+    @classmethod
+    def for_bundle(cls, skills: SkillSpec | None) -> SkillClock | None:
+        """A fresh clock for a bundle's `skills` manifest entry (None: not a skill policy, nothing to hold)."""
+        return None if skills is None else cls(skills.dim, skills.horizon)
 
     def reset(self) -> None:
         """A new episode: the next observation chooses a skill."""

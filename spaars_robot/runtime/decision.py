@@ -34,16 +34,15 @@ class DecisionState:
         self.gate = Latch(gate_threshold, gate_hysteresis)
         self.support = Latch(support_threshold, support_hysteresis)
         self.gate_enabled = gate_enabled
-        self.skill = skill  # a skill policy's skill in force (runtime/skill_clock.py); same life as the latches
+        self.skill = skill  # a skill policy's skill in force (export/skill_clock.py); same life as the latches
         self.fallbacks = 0
 
     @classmethod
     def for_bundle(cls, manifest: BundleManifest) -> DecisionState:
         """A client's fresh state for this bundle: its thresholds, and a skill clock if it is a skill policy."""
         m = manifest
-        clock = None if m.skills is None else SkillClock(m.skills.dim, m.skills.horizon)
         return cls(m.gate.threshold, m.gate.hysteresis, m.support.threshold, m.support.hysteresis,
-                   gate_enabled=m.gate.enabled, skill=clock)
+                   gate_enabled=m.gate.enabled, skill=SkillClock.for_bundle(m.skills))
 
     def reset(self) -> None:
         """A new episode: start from the latent (in-support) policy with the monitor clear (and choose a skill)."""

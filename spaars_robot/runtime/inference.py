@@ -52,7 +52,7 @@ class PolicyRunner:
 
     def new_skill_clock(self) -> SkillClock | None:
         """A fresh per-client skill state for this bundle (None when it is not a skill policy)."""
-        return None if self.skills is None else SkillClock(self.skills.dim, self.skills.horizon)
+        return SkillClock.for_bundle(self.skills)
 
     def __call__(self, obs: np.ndarray, clock: SkillClock | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
         self._batch[0] = obs

@@ -197,42 +197,33 @@ class Behaviour(Protocol):
     """What rolls a dataset out: may choose the episode's reset options, is told when it starts, and is asked for
     one action per observation.
 
-    Every random draw comes from the episode's generator, so an episode depends only on its seed."""
+    Every random draw comes from the episode's generator, so an episode depends only on its seed. Behaviours
+    subclass it to inherit the defaults: no reset options, nothing to set up per episode."""
 
-    def reset_options(self, generator: torch.Generator) -> dict | None: ...
+    def reset_options(self, generator: torch.Generator) -> dict | None:
+        return None
 
-    def begin_episode(self, generator: torch.Generator) -> None: ...
+    def begin_episode(self, generator: torch.Generator) -> None:
+        return None
 
     def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray: ...
 
 
-class UniformBehaviour:
+class UniformBehaviour(Behaviour):
     """Uniform random actions in [-1, 1] (D4RL's random datasets)."""
 
     def __init__(self, action_dim: int) -> None:
         self.action_dim = action_dim
 
-    def reset_options(self, generator: torch.Generator) -> dict | None:
-        return None
-
-    def begin_episode(self, generator: torch.Generator) -> None:
-        return None
-
     def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
         return (torch.rand(1, self.action_dim, generator=generator) * 2 - 1)[0].numpy()
 
 
-class ActorBehaviour:
+class ActorBehaviour(Behaviour):
     """A SAC actor's stochastic actions (the medium and expert behaviour policies)."""
 
     def __init__(self, actor: torch.nn.Module) -> None:
         self.actor = actor
-
-    def reset_options(self, generator: torch.Generator) -> dict | None:
-        return None
-
-    def begin_episode(self, generator: torch.Generator) -> None:
-        return None
 
     def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
         with torch.no_grad():
@@ -261,7 +252,7 @@ def maze_behaviour(task: TaskSpec, root: Path, config: CollectConfig, progress: 
     from spaars_robot.train.maze_waypoints import GOAL_TASK, MazeWaypointBehaviour
 
     ant = load_task(GOAL_TASK)
-    MazeWaypointBehaviour(task, torch.nn.Identity())  # refuse a task without a maze before hours of training
+    MazeWaypointBehaviour.maze_of(task)  # refuse a task without a maze before hours of training
     run = BehaviourRun(root, ant, config, progress)
     run.train_until("expert")
     step = run.chosen_step("expert")

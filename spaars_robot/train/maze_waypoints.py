@@ -16,29 +16,32 @@ from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.envs.ant_goal import BODY_DIMS
 from spaars_robot.envs.maze import MazeGeometry
 from spaars_robot.errors import SpaarsError
+from spaars_robot.train.collect import Behaviour
 
 GOAL_TASK = "ant-goal"
 
 
-class MazeWaypointBehaviour:
+class MazeWaypointBehaviour(Behaviour):
     """A behaviour (train/collect.Behaviour) for AntMaze tasks whose flat observation is [x, y, body 27, goal x, y]."""
 
     def __init__(self, task: TaskSpec, actor: torch.nn.Module) -> None:
+        self.maze, self.actor = self.maze_of(task), actor
+        self.free = self.maze.free_cells()
+
+    @staticmethod
+    def maze_of(task: TaskSpec) -> MazeGeometry:
+        """The task's maze, or a one-line refusal for a task this behaviour cannot drive."""
         maze = MazeGeometry.of_task(task)
         keys = task.observation_keys or []
         if maze is None or keys != ["achieved_goal", "observation", "desired_goal"] or task.obs_dim != BODY_DIMS + 4:
             raise SpaarsError(f"quality 'diverse' drives an Ant through a maze: task {task.name!r} needs a `map` and "
                               f"the observation [achieved_goal, observation, desired_goal] ({BODY_DIMS + 4} dims)")
-        self.maze, self.actor = maze, actor
-        self.free = maze.free_cells()
+        return maze
 
     def reset_options(self, generator: torch.Generator) -> dict:
         """The episode's start and goal cells, distinct free cells drawn uniformly (AntMaze jitters both)."""
         start, goal = torch.randperm(len(self.free), generator=generator)[:2].tolist()
         return {"reset_cell": np.array(self.free[start]), "goal_cell": np.array(self.free[goal])}
-
-    def begin_episode(self, generator: torch.Generator) -> None:
-        return None
 
     def waypoint(self, obs: np.ndarray) -> np.ndarray:
         """Where the policy is sent now: the next cell's centre on the shortest path, or the goal in its cell."""

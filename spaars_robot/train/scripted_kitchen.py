@@ -29,6 +29,7 @@ import torch
 
 from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.errors import SpaarsError
+from spaars_robot.train.collect import Behaviour
 
 ENV_ID = "FrankaKitchen-v1"
 ROBOT_QPOS = slice(0, 9)       # flat observation: 9 robot joint positions, 9 velocities,
@@ -190,7 +191,7 @@ def draw_plan(generator: torch.Generator) -> list[str]:
             return plan
 
 
-class ScriptedKitchen:
+class ScriptedKitchen(Behaviour):
     """A behaviour policy (begin_episode / act) for FrankaKitchen-v1's flat observation."""
 
     def __init__(self, task: TaskSpec, model: mujoco.MjModel, action_noise: float = 0.1,
@@ -202,9 +203,6 @@ class ScriptedKitchen:
         self.kin = Kinematics(model)
         self.action_noise, self.waypoint_jitter = action_noise, waypoint_jitter
         self.plan: list[str] = []
-
-    def reset_options(self, generator: torch.Generator) -> dict | None:
-        return None
 
     def begin_episode(self, generator: torch.Generator) -> None:
         self.generator = generator

@@ -113,8 +113,6 @@ def test_kitchen_skill_bundle_sim_to_sim(tmp_path):
     """A kitchen-sized SPAARS-SUPE bundle served over ZeroMQ under safety/kitchen.yaml and the same stack in torch,
     in-process, play the same seeded episodes alike: same sources, same returns; the reset between episodes
     restarts the skill on both sides (a server that kept it would diverge in the second episode)."""
-    import pytest as _pytest
-
     from spaars_robot.config.tasks import load_task
     from spaars_robot.runtime.sim_client import InProcessPolicy, run_sim
     from spaars_robot.safety.limits import SafetyLayer
@@ -136,5 +134,5 @@ def test_kitchen_skill_bundle_sim_to_sim(tmp_path):
                     max_steps=3 * HORIZON + 1)
     for a, b in zip(served.episodes, local.episodes, strict=True):
         assert a.steps == b.steps == 3 * HORIZON + 1 and a.sources == b.sources
-        assert a.episode_return == _pytest.approx(b.episode_return, abs=1e-6)
+        assert a.episode_return == pytest.approx(b.episode_return, abs=1e-6)
     assert served.limit_counts == local.limit_counts
