@@ -66,6 +66,10 @@ class TaskSpec(BaseModel):
         None, min_length=1, description="Goal-conditioned (Dict-observation) gymnasium-robotics envs: the keys "
         "concatenated, in this order, into the flat observation (each flattened as gymnasium.spaces.flatten "
         "does; envs/goal.py). None: the env already observes a Box.")
+    network_observation: list[tuple[int, int]] | None = Field(
+        None, description="Half-open [start, stop) ranges of the observation the networks read when a run does not "
+        "say otherwise (`pretrain.observation_dims`); the rest is zeroed after normalisation. Kitchen reads joint "
+        "and object positions only, as SUPE does. None: every dim.")
     map: MapSpec | None = Field(
         None, description="Maze tasks: where the agent's position is in the observation and the cell size, so "
         "training records where the gate chose raw actions and `report` draws it on the maze (envs/maze.py).")
@@ -111,6 +115,15 @@ class TaskSpec(BaseModel):
             if self.ref_max_score != 1.0 or self.env_kwargs.get("continuing_task") is not False:
                 raise ValueError("score: success needs ref_max_score 1 and env_kwargs.continuing_task false (an "
                                  "episode ends at its goal with return 1; a continuing task counts steps there)")
+        return self
+
+    @model_validator(mode="after")
+    def _network_observation_fits(self) -> TaskSpec:
+        ranges = self.network_observation
+        if ranges is not None and (not ranges or any(not 0 <= a < b <= self.obs_dim for a, b in ranges)
+                                   or any(r[1] > q[0] for r, q in zip(ranges, ranges[1:]))):
+            raise ValueError(f"network_observation {ranges}: expected increasing, non-overlapping [start, stop) "
+                             f"ranges inside the {self.obs_dim}-dim observation")
         return self
 
     @model_validator(mode="after")

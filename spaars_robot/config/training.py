@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spaars_robot.config.loading import data_root, load_yaml_model
 from spaars_robot.errors import ConfigError
@@ -52,6 +52,20 @@ class PretrainConfig(_Strict):
     support_quantile: float = Field(0.99, gt=0, lt=1, description="quantile of dataset support scores = threshold")
     support_samples: int = Field(50_000, ge=100, description="dataset pairs used to calibrate the support threshold")
     reward_scale: Literal["iql", "none"] = Field("iql", description="iql: rewards x 1000/(max-min episode return)")
+    observation_dims: tuple[tuple[int, int], ...] | None = Field(
+        None, description="half-open [start, stop) ranges of the observation the networks read; the other dims are "
+                          "zeroed after normalisation, so no network can use them (SUPE reads kitchen's joint and "
+                          "object positions only). None: the task file's `network_observation`, else every dim")
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> PretrainConfig:
+        ranges = self.observation_dims
+        if ranges is not None:
+            if not ranges or any(start < 0 or stop <= start for start, stop in ranges) or any(
+                    a[1] > b[0] for a, b in zip(ranges, ranges[1:])):
+                raise ValueError(f"observation_dims {[list(r) for r in ranges]}: expected non-empty, increasing, "
+                                 "non-overlapping [start, stop) ranges with 0 <= start < stop")
+        return self
 
 
 class GateConfig(_Strict):

@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spaars_robot.config.training import (
     TrainConfig,
@@ -19,8 +20,11 @@ from spaars_robot.config.training import (
     load_run_config,
     resolve_config,
 )
-from spaars_robot.errors import SpaarsError
+from spaars_robot.errors import ConfigError, SpaarsError
 from spaars_robot.train.summaries import config_run_name
+
+if TYPE_CHECKING:
+    from spaars_robot.config.tasks import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -61,19 +65,33 @@ def plan_new(task: str, dataset: str | None, dataset_path: Path | None, algo: st
 
     if run_dir is not None and len(seeds) > 1:
         raise SpaarsError("--run-dir takes a single seed; use --runs-root for several")
-    spec, spec_sha = resolve_training_spec(load_task(task), safety_spec)
+    task_spec = load_task(task)
+    spec, spec_sha = resolve_training_spec(task_spec, safety_spec)
     jobs = []
     for seed in seeds:
         fields = {"task": task, "dataset": str(dataset or ""), "algo": algo, "seed": seed, "safety_spec": spec,
                   "safety_spec_sha256": spec_sha, "device": device, "wandb": wandb}
-        cfg = resolve_config(protocol, fields, sets + variant_sets)
+        cfg = with_task_defaults(resolve_config(protocol, fields, sets + variant_sets), task_spec)
         if sets:
-            default = resolve_config(protocol, fields, variant_sets)
+            default = with_task_defaults(resolve_config(protocol, fields, variant_sets), task_spec)
             cfg = cfg.model_copy(update={"tag": hyperparameter_tag(cfg, default),
                                          "tag_sets": hyperparameter_changes(cfg, default)})
         group = runs_root / config_run_name(cfg, bf16)
         jobs.append(TrainJob(cfg, run_dir or group / f"seed{seed}", cache_dir, dataset_path, bf16))
     return jobs
+
+
+def with_task_defaults(cfg: TrainConfig, task: TaskSpec) -> TrainConfig:
+    """What the task file decides where the protocol and `--set` are silent: the observation dims the networks read
+    (written into the run's config, so a resume and the pretraining cache key see it; a run wanting every dim of
+    such a task says so with `--set pretrain.observation_dims=[[0,N]]`)."""
+    dims = cfg.pretrain.observation_dims
+    if dims is None and task.network_observation is not None:
+        dims = tuple(tuple(r) for r in task.network_observation)
+    if dims is not None and dims[-1][1] > task.obs_dim:
+        raise ConfigError(f"pretrain.observation_dims {[list(r) for r in dims]} reach past task {task.name}'s "
+                          f"{task.obs_dim}-dim observation")
+    return cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"observation_dims": dims})})
 
 
 def plan_resume(resume: Path, cache_dir: Path, device: str | None = None, wandb: str | None = None) -> list[TrainJob]:

@@ -42,7 +42,7 @@ from spaars_robot.data.files import atomic_torch_save, safe_torch_load
 from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.errors import TrainingDiverged
 from spaars_robot.nn.device import make_generator
-from spaars_robot.nn.normalizer import ObsNormalizer
+from spaars_robot.nn.normalizer import ObsNormalizer, kept_dims
 from spaars_robot.train.progress import ProgressDisplay
 
 PROGRESS_EVERY_UPDATES = 100  # progress display updates (cheap, but not per step)
@@ -61,7 +61,7 @@ def dataset_fingerprint(dataset: OfflineDataset) -> str:
 
 # Fields added to PretrainConfig after pretrain-v1, with the value that reproduces pretrain-v1's maths: left out
 # of the key while they hold it, so cache entries made before the field existed keep their key and meaning.
-ADDED_FIELDS_NEUTRAL = {"target_subset": None}
+ADDED_FIELDS_NEUTRAL = {"target_subset": None, "observation_dims": None}
 
 
 def cache_key(dataset: OfflineDataset, seed: int, cfg: PretrainConfig) -> str:
@@ -101,7 +101,7 @@ def pretraining_setup(dataset: OfflineDataset, cfg: PretrainConfig, seed: int, d
     generator = make_generator(seed, device)
     nets = OfflineNets(dataset.obs_dim, dataset.action_dim, cfg)
     mean, std = dataset.observation_stats()
-    nets.normalizer = ObsNormalizer(mean, std)
+    nets.normalizer = ObsNormalizer(mean, std, keep=kept_dims(cfg.observation_dims, dataset.obs_dim))
     if cfg.reward_scale == "iql":
         nets.reward_scale.fill_(iql_reward_scale(dataset))
     nets.to(device)
