@@ -25,6 +25,16 @@ from spaars_robot.train.summaries import mean_ci95
 # The SPAARS paper's reported D4RL-normalised finals (its results table, medium datasets), for comparison.
 PAPER_SCORES = {"hopper": {"spaars": 92.7, "iql": 66.3}, "walker2d": {"spaars": 102.9, "iql": 78.3}}
 SAMPLE_EFFICIENCY_BASELINE = "iql"
+# the paper measures SPAARS-SUPE against SUPE (steps to SUPE's final score), not against IQL
+SKILL_BASELINES = {"spaars-supe": "supe"}
+
+
+def baseline_label(label: str, algo: str) -> str:
+    """The group a run's sample efficiency is measured against: IQL fine-tuning's default run, except for an
+    algorithm with its own baseline (SPAARS-SUPE: SUPE run the same way, i.e. the same label suffix)."""
+    if algo in SKILL_BASELINES and label.startswith(algo):
+        return SKILL_BASELINES[algo] + label[len(algo):]
+    return SAMPLE_EFFICIENCY_BASELINE
 
 Groups = dict[tuple[str, str, str], list[Run]]
 
@@ -79,12 +89,14 @@ def _steps_text(steps: int | None) -> str:
 
 
 def sample_efficiency_table(groups: Groups) -> list[str]:
-    """Per task and seed: online steps each algorithm needs to reach IQL fine-tuning's final score of that seed,
-    beside the steps IQL itself needed (seeds share the offline pretraining, so the target is paired)."""
+    """Per task and seed: online steps each algorithm needs to reach its baseline's final score of that seed (IQL
+    fine-tuning; SUPE for SPAARS-SUPE), beside the steps the baseline itself needed (seeds share the offline
+    pretraining, so the target is paired)."""
     lines = []
     for (task, protocol, label), runs in groups.items():
-        baseline = {r.seed: r for r in groups.get((task, protocol, SAMPLE_EFFICIENCY_BASELINE), [])}
-        if label == SAMPLE_EFFICIENCY_BASELINE or not baseline or not has_online_steps(runs):
+        base = baseline_label(label, str(runs[0].summary.get("algo", "")))
+        baseline = {r.seed: r for r in groups.get((task, protocol, base), [])}
+        if label == base or not baseline or not has_online_steps(runs):
             continue
         cells = []
         for run in runs:
@@ -94,13 +106,14 @@ def sample_efficiency_table(groups: Groups) -> list[str]:
             cells.append(f"s{run.seed}: {_steps_text(steps_to_reach(run, target))} vs "
                          f"{_steps_text(steps_to_reach(baseline[run.seed], target))}")
         if cells:
-            lines.append(f"| {task} | {protocol} | {label} | {'; '.join(cells)} |")
+            lines.append(f"| {task} | {protocol} | {label} | {base} | {'; '.join(cells)} |")
     if not lines:
         return []
     every = eval_interval([r for runs in groups.values() for r in runs])
     schedule = f"evaluations every {every // 1000}k steps" if every else "evaluation schedules differ"
-    return ["", "Online steps to first reach IQL fine-tuning's final score of the same seed (this algorithm vs IQL "
-            f"itself; {schedule}):", "", "| task | protocol | algorithm | per seed |", "|---|---|---|---|", *lines]
+    return ["", "Online steps to first reach the baseline's final score of the same seed (this algorithm vs the "
+            f"baseline itself; {schedule}):", "", "| task | protocol | algorithm | baseline | per seed |",
+            "|---|---|---|---|---|", *lines]
 
 
 def _estimate(finals: list[np.ndarray], statistic: Statistic) -> str:
