@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Test files that run for minutes, started first: `make test` hands whole files to two processes in collection order,
 # so a long file collected last (tests/sweep: Ray's start-up plus a preempted trial, ~4 min) ran alone at the end.
-FIRST = ("tests/sweep/test_sweep_backends.py", "tests/data/test_collect_resume.py", "tests/train/test_pretrain_resume.py")
+FIRST = ("tests/sweep/test_sweep_backends.py", "tests/train/test_algorithms_smoke.py", "tests/envs/test_robotics_cli.py",
+         "tests/data/test_collect_resume.py", "tests/train/test_pretrain_resume.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
