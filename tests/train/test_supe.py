@@ -214,3 +214,14 @@ def test_checkpoint_resumes_bit_identically():
     agent.begin_episode()
     clone.begin_episode()
     assert np.array_equal(agent.explore(np.ones(OBS))[0], clone.explore(np.ones(OBS))[0])
+
+
+def test_the_paper_protocol_is_supes_settings_and_300k_steps():
+    from spaars_robot.config.training import SUPEConfig
+
+    cfg = resolve_config("supe-paper", {"task": "kitchen", "dataset": "x", "algo": "spaars-supe", "seed": 0})
+    assert cfg.supe == SUPEConfig()  # the authors' settings are SUPEConfig's defaults; the protocol changes none
+    assert (cfg.supe.gru_hidden, cfg.supe.gru_layers, cfg.supe.skill_steps, cfg.supe.high_hidden) == (
+        256, 2, 1_000_000, (256, 256, 256))
+    assert cfg.online.env_steps == 300_000
+    assert cfg.online.transition.t_min < cfg.online.transition.t_max <= cfg.online.env_steps // 2
