@@ -11,7 +11,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 from pydantic import ValidationError
 
 from spaars_robot.errors import SpaarsError
@@ -88,6 +87,8 @@ def _verify_files(root: Path, manifest: BundleManifest) -> None:
 
 
 def _verify_metadata(graph: Path, manifest: BundleManifest) -> None:
+    import onnx  # here, not at import: onnx (with ml_dtypes) costs ~1.5-3 s, and every CLI command imports this module
+
     props = {p.key: p.value for p in onnx.load(str(graph), load_external_data=False).metadata_props}
     for key, expected in manifest.metadata_props().items():
         if props.get(key) != expected:
