@@ -132,3 +132,21 @@ def test_a_missing_dataset_is_refused_before_any_trial_starts(tmp_path):
     trials = _plan(tmp_path, GOOD + f"datasets: {{hopper: {tmp_path / 'nowhere'}}}\n")
     with pytest.raises(SpaarsError, match=r"nowhere not found .*data collect --task hopper"):
         _check_datasets(trials)
+
+
+@pytest.mark.parametrize("sweep", sorted(p.name for p in (REPO / "benchmarks" / "sweeps").glob("*.yaml")))
+def test_every_committed_sweep_plans_and_calls_done_only_what_is_committed(sweep):
+    """Each grid the benchmarks name is one command: it plans, and a trial it calls done has its summary committed
+    in the sweep's results_dir (so the offline tables' 30 hopper trials are found, not rerun)."""
+    import yaml
+
+    proc = run_cli("sweep", f"benchmarks/sweeps/{sweep}", "--dry-run", cwd=REPO)
+    results = REPO / yaml.safe_load((REPO / "benchmarks" / "sweeps" / sweep).read_text())["results_dir"]
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    assert rows and all(state in ("done", "resume", "new") for state, *_ in rows), proc.stdout
+    for state, name, *_ in rows:
+        assert (state == "done") == (results / f"{name}.json").exists(), name
+    if sweep == "spar_offline.yaml":
+        done = {name for state, name, *_ in rows if state == "done"}
+        assert {f"hopper_{algo}{on}_offline_seed{seed}" for algo in ("spar", "bc", "iql")
+                for on in ("", "-on-medium-replay") for seed in range(5)} <= done
