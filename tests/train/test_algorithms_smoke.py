@@ -21,6 +21,25 @@ def cache_env(tmp_path_factory):
     return {"SPAARS_CACHE": str(tmp_path_factory.mktemp("pretrain_cache"))}
 
 
+@pytest.fixture(scope="module")
+def smoke_run(tiny_hopper_dataset, tmp_path_factory, cache_env):
+    """`smoke_run(algo, *flags)` -> (run dir, results dir) of that smoke training, run once per module: the tests
+    that read the plain iql / latent runs reuse the ones test_smoke_protocol made (each is ~20 s of CI)."""
+    done: dict[tuple, tuple] = {}
+
+    def run(algo: str, *flags: str):
+        if (algo, flags) not in done:
+            root = tmp_path_factory.mktemp(f"smoke-{algo}")
+            runs, results = root / "runs", root / "results"
+            run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", algo, "--protocol",
+                    "smoke", "--runs-root", str(runs), "--results-dir", str(results), *flags, env=cache_env)
+            (run_dir,) = [p.parent for p in runs.glob("*/seed0/metrics.csv")]
+            done[(algo, flags)] = (run_dir, results)
+        return done[(algo, flags)]
+
+    return run
+
+
 def _rows(run_dir):
     with open(run_dir / "metrics.csv") as fh:
         return list(csv.DictReader(fh))
@@ -28,11 +47,8 @@ def _rows(run_dir):
 
 @pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations", "bc",
                               "spaars-spar-raw"])
-def test_smoke_protocol(algo, flags, tiny_hopper_dataset, tmp_path, cache_env):
-    runs, results = tmp_path / "runs", tmp_path / "results"
-    run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", algo, "--protocol", "smoke",
-            "--runs-root", str(runs), "--results-dir", str(results), *flags, env=cache_env)
-    (run_dir,) = [p.parent for p in runs.glob("*/seed0/metrics.csv")]
+def test_smoke_protocol(algo, flags, smoke_run):
+    run_dir, results = smoke_run(algo, *flags)
     rows = _rows(run_dir)
     assert [int(r["step"]) for r in rows] == [0, 200, 400, 600]
     assert all(r["normalized_mean"] not in ("", "nan") for r in rows)
@@ -71,13 +87,11 @@ def test_smoke_protocol(algo, flags, tiny_hopper_dataset, tmp_path, cache_env):
         assert all(r["out_of_support_rate"] == "" for r in rows)
 
 
-def test_pretraining_is_cached_across_algorithms(tiny_hopper_dataset, tmp_path, cache_env):
-    for algo in ("iql", "latent"):
-        run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", algo, "--protocol",
-                "smoke", "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"), env=cache_env)
-    infos = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*/seed0/pretrain.json"))]
-    assert len(infos) == 2 and all(info["cache_hit"] for info in infos)  # spaars test above filled the cache
-    assert infos[0]["cache"] == infos[1]["cache"]
+def test_pretraining_is_cached_across_algorithms(smoke_run):
+    first = json.loads((smoke_run("spaars")[0] / "pretrain.json").read_text())
+    infos = [json.loads((smoke_run(algo)[0] / "pretrain.json").read_text()) for algo in ("iql", "latent")]
+    assert not first["cache_hit"]  # the module's first pretraining computed it ...
+    assert all(info["cache_hit"] and info["cache"] == first["cache"] for info in infos)  # ... the others read it
 
 
 def test_bad_arguments_are_one_line_errors(tiny_hopper_dataset, tmp_path):
@@ -91,19 +105,15 @@ def test_bad_arguments_are_one_line_errors(tiny_hopper_dataset, tmp_path):
     assert proc.returncode == 2 and "--dataset is required" in proc.stderr
 
 
-def test_iql_baseline_does_not_depend_on_the_cvae(tiny_hopper_dataset, tmp_path, cache_env):
+def test_iql_baseline_does_not_depend_on_the_cvae(smoke_run):
     """IQL neither trains nor acts through the CVAE, so a CVAE hyperparameter must leave its returns bit-identical
     (only the out-of-support metric, scored by the CVAE, may change). This is what lets IQL results from before the
     CVAE KL weight changed stand beside the new SPAARS results."""
-    returns = []
-    for sets in ([], ["--set", "pretrain.cvae_kl_weight=0.5"]):
-        runs = tmp_path / f"runs{len(sets)}"
-        run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", "iql", "--protocol",
-                "smoke", "--runs-root", str(runs), "--results-dir", str(tmp_path / "res"), *sets, env=cache_env)
-        (run_dir,) = [p.parent for p in runs.glob("*/seed0/metrics.csv")]
-        returns.append([r["return_mean"] for r in _rows(run_dir)])
-    assert returns[0] == returns[1]
-    (tagged,) = (tmp_path / "res").glob("hopper_iql-safe-set-*_smoke_seed0.json")
+    plain, (other, results) = smoke_run("iql")[0], smoke_run("iql", "--set", "pretrain.cvae_kl_weight=0.5")
+    assert [r["return_mean"] for r in _rows(plain)] == [r["return_mean"] for r in _rows(other)]
+    assert json.loads((other / "pretrain.json").read_text())["cache"] != json.loads(
+        (plain / "pretrain.json").read_text())["cache"]  # the CVAE really was trained differently
+    (tagged,) = results.glob("hopper_iql-safe-set-*_smoke_seed0.json")
     assert json.loads(tagged.read_text())["tag_sets"] == {"pretrain.cvae_kl_weight": 0.5}  # the summary says what it ran
 
 
