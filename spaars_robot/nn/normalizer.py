@@ -21,7 +21,7 @@ def kept_dims(ranges: Sequence[Sequence[int]] | None, dim: int) -> torch.Tensor:
 
 
 class ObsNormalizer(nn.Module):
-    """(obs - mean) / std * keep, std floored, stored as buffers so checkpoints and ONNX graphs carry it.
+    """(obs - mean) / std where `keep`, else 0; std floored; stored as buffers so checkpoints and ONNX graphs carry it.
 
     `keep` zeroes the dims no network may read (`PretrainConfig.observation_dims`): a zero input gets no weight
     gradient and adds nothing to a layer's output, so the networks learn exactly as on the truncated observation,
@@ -46,4 +46,5 @@ class ObsNormalizer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.mean) / self.std * self.keep
+        # where, not a product with the mask: NaN x 0 is NaN, and an ignored dim must not reach the networks at all
+        return torch.where(self.keep > 0, (obs - self.mean) / self.std, torch.zeros((), dtype=obs.dtype))

@@ -105,3 +105,9 @@ def test_a_task_file_with_bad_ranges_is_refused(ranges):
     fields = load_task("kitchen").model_dump() | {"network_observation": ranges}
     with pytest.raises(ValidationError, match="network_observation"):
         TaskSpec.model_validate(fields)
+
+
+def test_a_nonfinite_value_in_an_ignored_dim_reaches_no_network():
+    norm = ObsNormalizer(torch.zeros(4), torch.ones(4), keep=kept_dims(((0, 2),), 4))
+    obs = torch.tensor([[1.0, 2.0, float("nan"), float("inf")]])
+    assert norm(obs).tolist() == [[1.0, 2.0, 0.0, 0.0]]
