@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from spaars_robot.config.tasks import TaskSpec
-from spaars_robot.envs.ant_goal import BODY_DIMS
+from spaars_robot.envs.ant_goal import BODY_DIMS, goal_in_heading_frame
 from spaars_robot.envs.maze import MazeGeometry
 from spaars_robot.errors import SpaarsError
 from spaars_robot.train.collect import Behaviour
@@ -50,7 +50,8 @@ class MazeWaypointBehaviour(Behaviour):
         return goal if len(route) <= 1 else self.maze.cell_centre(*route[1])
 
     def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
-        policy_obs = np.concatenate([obs[2:2 + BODY_DIMS], self.waypoint(obs) - obs[:2]])
+        body = obs[2:2 + BODY_DIMS]
+        policy_obs = np.concatenate([body, goal_in_heading_frame(body, self.waypoint(obs) - obs[:2])])
         with torch.no_grad():
             x = torch.as_tensor(policy_obs, dtype=torch.float32).unsqueeze(0)
             return self.actor.sample(x, generator)[0][0].numpy()

@@ -8,7 +8,7 @@ import torch
 
 from spaars_robot.config.tasks import load_task
 from spaars_robot.envs import make_env
-from spaars_robot.envs.ant_goal import GOAL_BONUS, REACH_M
+from spaars_robot.envs.ant_goal import GOAL_BONUS, REACH_M, goal_in_heading_frame
 from spaars_robot.envs.maze import MazeGeometry
 from spaars_robot.errors import SpaarsError
 from spaars_robot.train.maze_waypoints import MazeWaypointBehaviour
@@ -25,7 +25,9 @@ def test_ant_goal_rewards_progress_and_chains_goals():
     inner = env.unwrapped
     ant = inner.inner.unwrapped.ant_env
     xy = ant.data.qpos[:2].copy()
-    np.testing.assert_allclose(obs[-2:], info["goal"] - xy, atol=1e-6)  # the goal, relative to the torso
+    offset = info["goal"] - xy  # the goal relative to the torso, in its heading frame: same length, yaw undone
+    np.testing.assert_allclose(np.linalg.norm(obs[-2:]), np.linalg.norm(offset), atol=1e-6)
+    np.testing.assert_allclose(obs[-2:], goal_in_heading_frame(obs[:27], offset), atol=1e-9)
     assert obs.shape == (29,) and obs[0] == pytest.approx(ant.data.qpos[2])
     ant.data.qpos[:2] = xy + 0.3 * (info["goal"] - xy)  # carried a third of the way towards the goal
     _, reward, terminated, _, _ = env.step(np.zeros(8))
@@ -70,3 +72,13 @@ def test_waypoint_follower_draws_cells_and_steers_along_the_path(maze):
     env.close()
     with pytest.raises(SpaarsError, match="maze"):
         MazeWaypointBehaviour(load_task("kitchen"), torch.nn.Identity())
+
+
+def test_the_goal_is_seen_from_the_torsos_heading():
+    body = np.zeros(27)
+    for yaw in (0.0, np.pi / 2, -2.5):  # torso turned by yaw about z: quaternion (cos yaw/2, 0, 0, sin yaw/2)
+        body[1:5] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        ahead = 3.0 * np.array([np.cos(yaw), np.sin(yaw)])  # a goal 3 m straight ahead of the torso
+        np.testing.assert_allclose(goal_in_heading_frame(body, ahead), [3.0, 0.0], atol=1e-9)
+        left = 2.0 * np.array([np.cos(yaw + np.pi / 2), np.sin(yaw + np.pi / 2)])
+        np.testing.assert_allclose(goal_in_heading_frame(body, left), [0.0, 2.0], atol=1e-9)
