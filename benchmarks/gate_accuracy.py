@@ -12,6 +12,12 @@ the repeats), the gate's decision is scored against its sign.
 
 Reports `sign_accuracy` (the gate's open/closed decision vs the true sign, significant states only), the
 same for the ensemble's mean advantage and for each member, how often the gate opens, and the cost.
+
+`--refit 2,10 --refit-updates 20000` also fits fresh critic ensembles of those sizes (LayerNorm, targets from the
+min over a random `--refit-subset` of members, as RLPD/SUPE) on the run's own 50/50 batches (dataset and the
+checkpoint's online replay) with the run's own TD target (its final policies and gate choose the next action),
+and scores each the same way: whether more members rank raw against latent where the run's critic could not,
+with the training budget equal across sizes (the refit of the run's own size is the control).
 The H-step return is a Monte-Carlo estimate with no critic bootstrap, so the ground truth never depends
 on the critic it judges; with gamma = 0.99, H = 100 covers 63 % of the discount weight.
 """
@@ -98,6 +104,34 @@ def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int
     return total
 
 
+def refit_critic(built, online_state: dict, members: int, subset: int | None, updates: int, seed: int):
+    """A fresh `members`-critic fitted for `updates` TD steps as the run's own critic was (see the module doc)."""
+    from spaars_robot.algos.base import fused_adam, polyak_update
+    from spaars_robot.data.replay import ReplayBuffer, mixed_batch
+    from spaars_robot.nn.critics import QEnsemble
+
+    agent, offline = built.agent, built.offline
+    cfg = agent.config.pretrain
+    online = ReplayBuffer(max(int(online_state["size"]), 1), offline.obs.shape[1], offline.action.shape[1])
+    online.load_state_dict(online_state)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    critic = QEnsemble(offline.obs.shape[1], offline.action.shape[1], cfg.hidden, members, layer_norm=True)
+    target = copy.deepcopy(critic).requires_grad_(False)
+    opt = fused_adam(critic.parameters(), agent.cfg.lr)
+    for _ in range(updates):
+        batch = mixed_batch(offline, online, agent.cfg.batch_size, built.offline_ratio, generator)
+        with torch.no_grad():
+            next_q = target.target_min(batch["next_obs"], agent._next_action(batch["next_obs"]), subset, generator)
+            y = batch["reward"] + agent.cfg.gamma * (1.0 - batch["done"]) * next_q
+        loss = (critic(batch["obs"], batch["action"]) - y).pow(2).mean(1).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        polyak_update(target, critic, agent.cfg.tau)
+    return critic.eval()
+
+
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,6 +142,9 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--noise", type=float, default=0.1, help="action noise std after the first action")
+    parser.add_argument("--refit", default="", help="comma-separated ensemble sizes to refit and score, e.g. 2,10")
+    parser.add_argument("--refit-updates", type=int, default=20_000)
+    parser.add_argument("--refit-subset", type=int, default=2, help="targets: min over this many sampled members")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -158,8 +195,26 @@ def main() -> None:
         "gate_open_rate": float(gate_open.mean()),
         "true_advantage_abs_mean": float(np.abs(mean).mean()),
         "critic_advantage_abs_mean": float(advantage.mean(0).abs().mean()),
-        "seconds": round(time.perf_counter() - t0, 1),
     }
+    refits = [int(size) for size in args.refit.split(",") if size.strip()]
+    if refits:
+        online_state = safe_torch_load(args.run_dir / "checkpoint.pt")["online"]
+        result["refit"] = []
+        for members in refits:
+            t_fit = time.perf_counter()
+            with torch.enable_grad():
+                critic = refit_critic(built, online_state, members, min(args.refit_subset, members),
+                                      args.refit_updates, seed=config.seed)
+            refit_adv = member_advantages(critic, obs, raw, lat)
+            refit_open = (lcb_of(refit_adv, gate_cfg.kappa) > 0).numpy()
+            result["refit"].append({
+                "members": members, "updates": args.refit_updates, "target_subset": min(args.refit_subset, members),
+                "mean_advantage_sign_accuracy": accuracy(refit_adv.mean(0).numpy() > 0),
+                "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),
+                "member_sign_accuracy": [accuracy(refit_adv[e].numpy() > 0) for e in range(members)],
+                "critic_advantage_abs_mean": float(refit_adv.mean(0).abs().mean()),
+                "fit_seconds": round(time.perf_counter() - t_fit, 1)})
+    result["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result, indent=2))
     if args.out:
         atomic_write_json(args.out, result)

@@ -11,7 +11,7 @@ from tests.conftest import REPO, run_cli
 def _diagnose(run_dir, cache, out):
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), str(run_dir), "--cache-dir",
                     str(cache), "--states", "12", "--stride", "5", "--horizon", "15", "--repeats", "3",
-                    "--out", str(out)], check=True, capture_output=True, text=True, timeout=300, cwd=REPO)
+                    "--refit", "2,3", "--refit-updates", "30", "--out", str(out)], check=True, capture_output=True, text=True, timeout=300, cwd=REPO)
     return json.loads(out.read_text())
 
 
@@ -26,5 +26,14 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
         assert first[key] is None or 0.0 <= first[key] <= 1.0
     assert len(first["member_sign_accuracy"]) == 2  # the smoke critic's two members, each scored
     assert 0.0 <= first["gate_open_rate"] <= 1.0 and first["true_advantage_abs_mean"] > 0
-    second = _diagnose(run_dir, cache, tmp_path / "b.json")  # common random numbers: the same figures again
-    assert {k: v for k, v in first.items() if k != "seconds"} == {k: v for k, v in second.items() if k != "seconds"}
+    # fresh ensembles of 2 and 3 members refitted on the run's batches with its TD target, each scored alike
+    assert [r["members"] for r in first["refit"]] == [2, 3] and [len(r["member_sign_accuracy"]) for r in first["refit"]] == [2, 3]
+    assert all(r["critic_advantage_abs_mean"] > 0 and 0.0 <= r["lcb_positive_rate"] <= 1.0 for r in first["refit"])
+    assert first["refit"][0]["critic_advantage_abs_mean"] != first["critic_advantage_abs_mean"]  # not the run's critic
+
+    def timeless(result):
+        return {k: v for k, v in result.items() if k not in ("seconds", "refit")} | {
+            "refit": [{k: v for k, v in r.items() if k != "fit_seconds"} for r in result["refit"]]}
+
+    second = _diagnose(run_dir, cache, tmp_path / "b.json")  # common random numbers, seeded refits: the same again
+    assert timeless(first) == timeless(second)
