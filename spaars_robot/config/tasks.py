@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spaars_robot.config.loading import DATA_ROOT_ENV, data_root, load_yaml_model
+from spaars_robot.config.ranges import ranges_problem
 from spaars_robot.errors import ConfigError
 
 
@@ -119,11 +120,9 @@ class TaskSpec(BaseModel):
 
     @model_validator(mode="after")
     def _network_observation_fits(self) -> TaskSpec:
-        ranges = self.network_observation
-        if ranges is not None and (not ranges or any(not 0 <= a < b <= self.obs_dim for a, b in ranges)
-                                   or any(r[1] > q[0] for r, q in zip(ranges, ranges[1:]))):
-            raise ValueError(f"network_observation {ranges}: expected increasing, non-overlapping [start, stop) "
-                             f"ranges inside the {self.obs_dim}-dim observation")
+        problem = None if self.network_observation is None else ranges_problem(self.network_observation, self.obs_dim)
+        if problem:
+            raise ValueError(f"network_observation {problem}")
         return self
 
     @model_validator(mode="after")

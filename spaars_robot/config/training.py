@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spaars_robot.config.loading import data_root, load_yaml_model
+from spaars_robot.config.ranges import ranges_problem
 from spaars_robot.errors import ConfigError
 
 Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc", "supe", "spaars-supe"]
@@ -59,12 +60,9 @@ class PretrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> PretrainConfig:
-        ranges = self.observation_dims
-        if ranges is not None:
-            if not ranges or any(start < 0 or stop <= start for start, stop in ranges) or any(
-                    a[1] > b[0] for a, b in zip(ranges, ranges[1:])):
-                raise ValueError(f"observation_dims {[list(r) for r in ranges]}: expected non-empty, increasing, "
-                                 "non-overlapping [start, stop) ranges with 0 <= start < stop")
+        problem = None if self.observation_dims is None else ranges_problem(self.observation_dims)
+        if problem:
+            raise ValueError(f"observation_dims {problem}")
         return self
 
 

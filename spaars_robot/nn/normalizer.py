@@ -12,7 +12,7 @@ def kept_dims(ranges: Sequence[Sequence[int]] | None, dim: int) -> torch.Tensor:
     keep = torch.ones(dim)
     if ranges is None:
         return keep
-    if ranges[-1][1] > dim:
+    if ranges[-1][1] > dim:  # checked with a clear message when the run is planned (train/jobs.py)
         raise ValueError(f"observation_dims {[list(r) for r in ranges]} reach past the {dim}-dim observation")
     keep.zero_()
     for start, stop in ranges:

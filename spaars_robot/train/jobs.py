@@ -13,6 +13,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spaars_robot.config.ranges import ranges_problem
 from spaars_robot.config.training import (
     TrainConfig,
     hyperparameter_changes,
@@ -88,9 +89,9 @@ def with_task_defaults(cfg: TrainConfig, task: TaskSpec) -> TrainConfig:
     dims = cfg.pretrain.observation_dims
     if dims is None and task.network_observation is not None:
         dims = tuple(tuple(r) for r in task.network_observation)
-    if dims is not None and dims[-1][1] > task.obs_dim:
-        raise ConfigError(f"pretrain.observation_dims {[list(r) for r in dims]} reach past task {task.name}'s "
-                          f"{task.obs_dim}-dim observation")
+    problem = None if dims is None else ranges_problem(dims, task.obs_dim)
+    if problem:
+        raise ConfigError(f"pretrain.observation_dims {problem} of task {task.name}")
     return cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update={"observation_dims": dims})})
 
 

@@ -89,7 +89,7 @@ def test_the_task_decides_unless_the_run_says_otherwise_and_the_key_follows(tmp_
 @pytest.mark.parametrize("sets, message", [
     (["pretrain.observation_dims=[[9,3]]"], "non-overlapping"),
     (["pretrain.observation_dims=[[0,9],[5,12]]"], "non-overlapping"),
-    (["pretrain.observation_dims=[[0,72]]"], "reach past task kitchen's 71-dim"),
+    (["pretrain.observation_dims=[[0,72]]"], "reach past the 71-dim observation of task kitchen"),
 ])
 def test_bad_ranges_are_one_line_errors(tmp_path, sets, message):
     with pytest.raises(ConfigError, match=message):
