@@ -6,14 +6,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from spaars_robot.config.ranges import ranges_problem
+
 
 def kept_dims(ranges: Sequence[Sequence[int]] | None, dim: int) -> torch.Tensor:
     """A 0/1 float mask of the `dim` observation dims that `ranges` ([start, stop) pairs) keep; None keeps all."""
     keep = torch.ones(dim)
     if ranges is None:
         return keep
-    if ranges[-1][1] > dim:  # checked with a clear message when the run is planned (train/jobs.py)
-        raise ValueError(f"observation_dims {[list(r) for r in ranges]} reach past the {dim}-dim observation")
+    problem = ranges_problem(ranges, dim)  # planning (train/jobs.py) already refused these with a one-line error
+    if problem:
+        raise ValueError(f"observation_dims {problem}")
     keep.zero_()
     for start, stop in ranges:
         keep[start:stop] = 1.0
