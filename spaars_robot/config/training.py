@@ -286,7 +286,11 @@ _HYPERPARAMETER_SECTIONS = {"pretrain", "online", "spar", "eval"}
 
 # Fields added after tags were first committed, with their default: left out of the tag's hash while they hold it,
 # so a run tagged before they existed (e.g. set-e144a1f8) keeps its tag, run directory and summary name.
-_ADDED_NEUTRAL: dict[str, Any] = {"online.raw_init": "awr", "spar": SPARConfig().model_dump(mode="json")}
+_ADDED_NEUTRAL: dict[str, Any] = {
+    "online.raw_init": "awr",
+    "spar": SPARConfig().model_dump(mode="json"),
+    "pretrain.observation_dims": None,
+}
 
 
 def _tag_payload(config: TrainConfig) -> dict:
