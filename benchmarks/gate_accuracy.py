@@ -121,10 +121,7 @@ def refit_critic(built, online_state: dict, members: int, subset: int | None, up
     opt = fused_adam(critic.parameters(), agent.cfg.lr)
     for _ in range(updates):
         batch = mixed_batch(offline, online, agent.cfg.batch_size, built.offline_ratio, generator)
-        with torch.no_grad():
-            next_q = target.target_min(batch["next_obs"], agent._next_action(batch["next_obs"]), subset, generator)
-            y = batch["reward"] + agent.cfg.gamma * (1.0 - batch["done"]) * next_q
-        loss = (critic(batch["obs"], batch["action"]) - y).pow(2).mean(1).sum()
+        loss, _ = agent.critic_td_loss(critic, target, batch, subset, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

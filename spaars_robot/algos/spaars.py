@@ -33,6 +33,7 @@ from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
 from spaars_robot.algos.transition import TransitionMonitor
 from spaars_robot.config.training import TrainConfig
+from spaars_robot.nn.critics import QEnsemble
 from spaars_robot.nn.rnd import RND
 
 
@@ -127,16 +128,23 @@ class SPAARSAgent:
         lcb = gate_lcb(self.nets.critic, next_obs, raw, self.nets.decoded_latent_mean(next_obs), self.cfg.gate.kappa)
         return torch.where(self.gate.batch_open(lcb, self.gate_scale()).unsqueeze(-1), raw, latent)
 
+    def critic_td_loss(self, critic: QEnsemble, target: QEnsemble, batch: dict[str, torch.Tensor],
+                       subset: int | None, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shared critic's TD loss (no entropy backup; SUPE/RLPD) and its Q values, for any (critic, target)
+        pair: the run fits its own with it, and benchmarks/gate_accuracy.py fits fresh ensembles of other sizes
+        with exactly the same target, so a difference in ranking comes from the ensemble and not a second copy."""
+        with torch.no_grad():
+            target_q = target.target_min(batch["next_obs"], self._next_action(batch["next_obs"]), subset, generator)
+            y = batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * target_q
+        q = critic(batch["obs"], batch["action"])
+        return (q - y).pow(2).mean(1).sum(), q
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         nets, cfg = self.nets, self.cfg
         obs = batch["obs"]
-        # 1. shared critic over raw actions (no entropy backup; SUPE/RLPD)
-        with torch.no_grad():
-            target_q = self.critic_target.target_min(batch["next_obs"], self._next_action(batch["next_obs"]),
-                                                     cfg.target_subset, self.generator)
-            y = batch["reward"] + cfg.gamma * (1.0 - batch["done"]) * target_q
-        q = nets.critic(obs, batch["action"])
-        critic_loss = (q - y).pow(2).mean(1).sum()
+        # 1. shared critic over raw actions
+        critic_loss, q = self.critic_td_loss(nets.critic, self.critic_target, batch, cfg.target_subset,
+                                             self.generator)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
