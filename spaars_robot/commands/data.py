@@ -55,6 +55,11 @@ def data_collect(
     root: Annotated[
         Path | None, typer.Option(help="Dataset root (default $SPAARS_DATASETS or ./datasets).")
     ] = None,
+    behaviour_policy: Annotated[
+        Path | None,
+        typer.Option(help="A kept SAC actor (a behaviour run's policy_step*.pt, or policies/behaviour/*.pt) to "
+                          "roll out instead of training one (medium, expert; diverse: the goal-reaching Ant's)."),
+    ] = None,
 ) -> None:
     """Train a behaviour policy to a quality level (as D4RL did) and roll out a dataset; resumable."""
     from pydantic import ValidationError
@@ -77,7 +82,8 @@ def data_collect(
         )
     except ValidationError as exc:
         raise ConfigError(format_validation_error("command-line options", exc)) from exc
-    path = collect(spec, quality.value, root or datasets_root(), cfg, threads=threads)  # type: ignore[arg-type]
+    path = collect(spec, quality.value, root or datasets_root(), cfg, threads=threads,  # type: ignore[arg-type]
+                   behaviour_policy=behaviour_policy)
     print_summary(summarize(path))
 
 

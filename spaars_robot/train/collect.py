@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spaars_robot.algos.sac import SAC, SACConfig
 from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.data.episodes import Episode, dataset_dir, iter_episodes, write_dataset
-from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load
+from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load, sha256_file
 from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.envs import env_spec, make_env
 from spaars_robot.envs.evaluation import run_episodes
@@ -244,22 +244,47 @@ def scripted_behaviour(task: TaskSpec) -> Behaviour:
         env.close()
 
 
-def maze_behaviour(task: TaskSpec, root: Path, config: CollectConfig, progress: ProgressDisplay | None
-                   ) -> tuple[Behaviour, dict]:
-    """antmaze-*-diverse's behaviour: the goal-reaching Ant (its own SAC run, trained or resumed here to its best
-    evaluation within the budget) driven along the task's maze waypoints; with the metadata that says which."""
+def kept_actor(task: TaskSpec, path: Path, config: CollectConfig) -> tuple[torch.nn.Module, dict]:
+    """A SAC actor kept from an earlier behaviour run (`_behaviour/<task>-seed<N>/policy_step*.pt`, or one shipped
+    in policies/behaviour/) instead of a SAC run here: antmaze's goal-reaching Ant costs ~1.5 h of SAC on 2 cores,
+    a kept actor seconds, and the rollout is the one that training would give from the same checkpoint. It is
+    evaluated as a freshly trained one is, so the dataset's metadata says how good it is, beside its SHA-256."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaarsError(f"behaviour policy {path}: no such file")
+    sac = SAC(task.obs_dim, task.action_dim, config.sac, seed=config.seed)
+    try:
+        sac.actor.load_state_dict(safe_torch_load(path))
+    except Exception as exc:  # a damaged or foreign file, or another task's actor (size mismatch)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpaarsError(f"behaviour policy {path} is not a SAC actor of task {task.name} ({task.obs_dim} "
+                          f"observation dims, {task.action_dim} action dims): {first}") from exc
+    returns, _ = run_episodes(sac.act, task, config.eval_episodes, EVAL_SEED_BASE)
+    normalized = float(np.mean([task.normalized_score(r) for r in returns]))
+    return sac.actor, {"spaars_behaviour_checkpoint": str(path), "spaars_behaviour_sha256": sha256_file(path),
+                       "spaars_behaviour_eval_normalized": normalized}
+
+
+def maze_behaviour(task: TaskSpec, root: Path, config: CollectConfig, progress: ProgressDisplay | None,
+                   kept: Path | None = None) -> tuple[Behaviour, dict]:
+    """antmaze-*-diverse's behaviour: the goal-reaching Ant (a `kept` actor, or its own SAC run, trained or resumed
+    here to its best evaluation within the budget) driven along the task's maze waypoints; with the metadata that
+    says which."""
     from spaars_robot.config.tasks import load_task
     from spaars_robot.train.maze_waypoints import GOAL_TASK, MazeWaypointBehaviour
 
     ant = load_task(GOAL_TASK)
     MazeWaypointBehaviour.maze_of(task)  # refuse a task without a maze before hours of training
+    facts = {"spaars_behaviour": f"{GOAL_TASK} SAC policy on maze waypoints (train/maze_waypoints.py)"}
+    if kept is not None:
+        actor, kept_facts = kept_actor(ant, kept, config)
+        return MazeWaypointBehaviour(task, actor), facts | kept_facts
     run = BehaviourRun(root, ant, config, progress)
     run.train_until("expert")
     step = run.chosen_step("expert")
     run.sac.actor.load_state_dict(safe_torch_load(run.policy_path(step)))
     record = next(e for e in run.evals if e["step"] == step)
-    return MazeWaypointBehaviour(task, run.sac.actor), {
-        "spaars_behaviour": f"{GOAL_TASK} SAC policy on maze waypoints (train/maze_waypoints.py)",
+    return MazeWaypointBehaviour(task, run.sac.actor), facts | {
         "spaars_behaviour_step": step, "spaars_behaviour_eval_normalized": record["normalized"],
         "spaars_behaviour_checkpoint": str(run.policy_path(step))}
 
@@ -330,10 +355,22 @@ def rollout(task: TaskSpec, behaviour: Behaviour, steps: int, seed: int, shard_d
     return episodes
 
 
-def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig, threads: int = 2) -> Path:
-    """Produce `<root>/spaars/<task>-<quality>-v0` (resuming any interrupted work) and return its path."""
+KEPT_POLICY_QUALITIES = ("medium", "expert", "diverse")  # rolled out from one actor; medium-replay needs the replay
+
+
+def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig, threads: int = 2,
+            behaviour_policy: Path | None = None) -> Path:
+    """Produce `<root>/spaars/<task>-<quality>-v0` (resuming any interrupted work) and return its path.
+
+    `behaviour_policy`: a kept SAC actor (`kept_actor`) rolled out instead of training one; for `diverse`, the
+    goal-reaching Ant's."""
     torch.set_num_threads(threads)
     root = Path(root)
+    if behaviour_policy is not None and quality not in KEPT_POLICY_QUALITIES:
+        raise SpaarsError(f"a kept behaviour policy makes {', '.join(KEPT_POLICY_QUALITIES)} datasets; '{quality}' "
+                          "is made from " + ("the SAC run's replay buffer" if quality == "medium-replay" else
+                                             "no learned policy" if quality in ("random", "mixed") else
+                                             "two datasets: collect medium and expert first"))
     out = dataset_dir(root, dataset_id(task, quality))
     if (out / "data" / "metadata.json").exists():
         return out
@@ -351,13 +388,18 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
             episodes = rollout(task, UniformBehaviour(task.action_dim), config.steps, config.seed, work,
                                config.shard_steps, progress)
         elif quality == "diverse":
-            behaviour, facts = maze_behaviour(task, root, config, progress)
+            behaviour, facts = maze_behaviour(task, root, config, progress, behaviour_policy)
             extra |= facts
             episodes = rollout(task, behaviour, config.steps, config.seed + 1, work, config.shard_steps, progress)
         elif quality == "mixed":
             episodes = rollout(task, scripted_behaviour(task), config.steps, config.seed, work, config.shard_steps,
                                progress)
             extra["spaars_behaviour"] = "scripted (train/scripted_kitchen.py)"
+        elif behaviour_policy is not None:
+            actor, facts = kept_actor(task, behaviour_policy, config)
+            extra |= facts
+            episodes = rollout(task, ActorBehaviour(actor), config.steps, config.seed + 1, work, config.shard_steps,
+                               progress)
         else:
             run = BehaviourRun(root, task, config, progress)
             base = "medium" if quality == "medium-replay" else quality

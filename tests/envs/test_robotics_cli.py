@@ -73,6 +73,45 @@ def test_antmaze_diverse_dataset_is_collected_and_read(datasets, monkeypatch):
     assert recorded.observation_space.contains(next(recorded.iterate_episodes()).observations[0])
 
 
+def test_a_kept_behaviour_policy_rolls_out_the_dataset_that_training_made(datasets, tmp_path):
+    """`--behaviour-policy`: the trained run's chosen checkpoint, rolled out with no SAC run, gives the same
+    transitions bit for bit (same seed, same steps), and the metadata names the file by its SHA-256."""
+    from spaars_robot.data.episodes import iter_episodes
+    from spaars_robot.data.files import sha256_file
+
+    trained = OfflineDataset.load(datasets / "spaars" / "antmaze-medium-diverse-v0")
+    checkpoint = trained.metadata["spaars_behaviour_checkpoint"]
+    run_cli("data", "collect", "--task", "antmaze-medium", "--quality", "diverse", "--steps", "2000",
+            "--behaviour-policy", checkpoint, "--root", str(tmp_path), "--threads", "1")
+    assert not (tmp_path / "spaars" / "_behaviour").exists()  # no SAC run was started
+    kept = OfflineDataset.load(tmp_path / "spaars" / "antmaze-medium-diverse-v0")
+    assert kept.metadata["spaars_behaviour_sha256"] == sha256_file(checkpoint)
+    assert kept.metadata["spaars_behaviour_eval_normalized"] == pytest.approx(
+        trained.metadata["spaars_behaviour_eval_normalized"], abs=1e-9)
+    pairs = list(zip(iter_episodes(datasets / "spaars" / "antmaze-medium-diverse-v0"),
+                     iter_episodes(tmp_path / "spaars" / "antmaze-medium-diverse-v0"), strict=True))
+    for a, b in pairs:
+        assert np.array_equal(a.observations, b.observations) and np.array_equal(a.actions, b.actions)
+
+
+def test_a_kept_behaviour_policy_that_does_not_fit_is_refused(datasets, tmp_path):
+    checkpoint = OfflineDataset.load(datasets / "spaars" / "antmaze-medium-diverse-v0").metadata[
+        "spaars_behaviour_checkpoint"]
+    cases = [  # (task, quality, policy file, what the error says)
+        ("hopper", "medium", checkpoint, "not a SAC actor of task hopper (11 observation dims, 3 action dims)"),
+        ("antmaze-medium", "diverse", tmp_path / "garbage.pt", "not a SAC actor of task ant-goal"),
+        ("antmaze-medium", "diverse", tmp_path / "absent.pt", "absent.pt: no such file"),
+        ("hopper", "medium-replay", checkpoint, "is made from the SAC run's replay buffer"),
+    ]
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file" * 10)
+    for task, quality, policy, message in cases:
+        proc = run_cli("data", "collect", "--task", task, "--quality", quality, "--steps", "100",
+                       "--behaviour-policy", str(policy), "--root", str(tmp_path / "out"), "--threads", "1",
+                       check=False)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "spaars" / "hopper-medium-v0").exists()
+
+
 @pytest.mark.parametrize("task,algo", [("kitchen", "supe"), ("kitchen", "spaars-supe"), ("antmaze-medium", "supe"),
                                        ("antmaze-medium", "spaars-supe")])
 def test_supe_and_spaars_supe_smoke_on_both_tasks(task, algo, datasets, tmp_path):
