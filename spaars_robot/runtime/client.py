@@ -8,7 +8,12 @@ that is ten or more periods at 1 kHz. After `rebuild_after` consecutive misses t
 be gone and the socket is thrown away (Lazy Pirate): its queued requests die with it. Rebuilds are
 rate-limited by a bounded exponential backoff (10 ms -> 1 s by default); while backing off, `act`
 fails at once instead of waiting, so the caller can hold a safe action within its own period. After a rebuild, or when a
-restarted server no longer knows us, the handshake is repeated inside the same deadline.
+restarted server no longer knows us, the handshake is repeated; it may span several requests' deadlines (a fresh
+TCP connection plus `hello` took 0.45-0.75 ms here, the first `act` after it another ~0.5 ms: together more than one
+1 kHz period), so a handshake that misses a request's deadline is left pending on its socket, each request meanwhile
+failing with DeadlineMissed at its own deadline, and only one pending longer than `handshake_timeout_s` drops the
+socket. Cutting it off at every deadline instead locked a 1 kHz loop out: every retry rebuilt the socket, missed
+again and doubled the backoff up to 1 s (31,877 of 60,000 ticks lost on an idle machine, BENCHMARKS.md).
 `handshakes` counts successful handshakes, so a control loop can tell a fresh session (the only
 thing that lets its watchdog recover from DAMP / SAFE_STOP) from a reply on the old one.
 With `curve=` the socket authenticates to a CurveZMQ server (see `security/keys.py`).
@@ -33,7 +38,7 @@ class ServerUnavailable(SpaarsError):
 
 
 class DeadlineMissed(ServerUnavailable):
-    """The server did not answer within the request's deadline; the socket has been rebuilt."""
+    """The server did not answer within the request's deadline (the Client's docstring says when it rebuilds)."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,14 @@ class Client:
     def __init__(self, endpoint: str, schema: p.Schema, *, timeout_s: float = 0.05, bundle_sha256: str | None = None,
                  name: str = "spaars-client", backoff_min_s: float = 0.01, backoff_max_s: float = 1.0,
                  context: zmq.Context | None = None, curve: ClientCurve | None = None,
-                 rebuild_after: int = 3) -> None:
+                 rebuild_after: int = 3, handshake_timeout_s: float = 1.0) -> None:
         if rebuild_after < 1:
             raise ValueError("rebuild_after must be >= 1")
+        if not handshake_timeout_s > 0:
+            raise ValueError("handshake_timeout_s must be > 0")
         self.endpoint = endpoint
         self.rebuild_after = rebuild_after
+        self.handshake_timeout_s = handshake_timeout_s
         self.schema = schema
         self.timeout_s = timeout_s
         self.bundle_sha256 = bundle_sha256
@@ -78,6 +86,7 @@ class Client:
         self._seq = 0
         self._backoff_s = 0.0
         self._next_attempt = 0.0
+        self._hello_since: float | None = None  # when the pending hello on this socket was sent
         self._obs = np.zeros(schema.obs_dim, dtype=np.float32)
 
     def __enter__(self) -> Self:
@@ -134,10 +143,20 @@ class Client:
         raise p.ServerError(p.UNKNOWN_CLIENT, "server forgot this client twice in one request")
 
     def _ensure_welcome(self, deadline: float) -> None:
+        """Handshake unless this socket has a session; a hello still unanswered at `deadline` stays pending."""
         if self.welcome is not None and self._socket is not None:
             return
-        hello = p.Hello(schema=self.schema, client=self.name, bundle_sha256=self.bundle_sha256)
-        reply = self._roundtrip(hello, deadline, None)
+        socket = self._get_socket()
+        if self._hello_since is None:
+            self._send(socket, p.Hello(schema=self.schema, client=self.name, bundle_sha256=self.bundle_sha256))
+            self._hello_since = time.monotonic()
+        reply = self._await_reply(socket, deadline, None)
+        if reply is None:
+            waited = time.monotonic() - self._hello_since
+            if waited >= self.handshake_timeout_s:
+                self._fail(f"no welcome from {self.endpoint} within {self.handshake_timeout_s:g} s")
+            self._fail(f"handshake with {self.endpoint} pending for {waited * 1e3:.1f} ms", keep_socket=True)
+        self._hello_since = None
         if isinstance(reply, p.ErrorReply):
             if reply.code in p.REFUSALS:
                 raise p.HandshakeRefused(reply.code, f"server refused handshake ({reply.code}): {reply.message}")
@@ -149,12 +168,22 @@ class Client:
         self.welcome = reply
         self.handshakes += 1
 
-    def _roundtrip(self, msg: p.Message, deadline: float, seq: int | None) -> p.Message:
+    def _roundtrip(self, msg: p.Message, deadline: float, seq: int) -> p.Message:
         socket = self._get_socket()
+        self._send(socket, msg)
+        reply = self._await_reply(socket, deadline, seq)
+        if reply is None:
+            self._fail(f"no reply from {self.endpoint} within the deadline")
+        return reply
+
+    def _send(self, socket: zmq.Socket, msg: p.Message) -> None:
         try:
             socket.send(p.encode(msg), zmq.NOBLOCK)
         except zmq.Again:
             self._fail("send queue full")
+
+    def _await_reply(self, socket: zmq.Socket, deadline: float, seq: int | None) -> p.Message | None:
+        """The reply to `seq` (None: to the hello) if it arrives by `deadline`, dropping stale ones; else None."""
         while (remaining := deadline - time.monotonic()) > 0:
             if not self._poller.poll(max(1, int(remaining * 1000 + 0.999))):
                 continue
@@ -166,7 +195,7 @@ class Client:
             self._backoff_s = 0.0
             self.consecutive_misses = 0
             return reply
-        self._fail(f"no reply from {self.endpoint} within the deadline")
+        return None
 
     def _get_socket(self) -> zmq.Socket:
         if self._socket is not None:
@@ -188,14 +217,15 @@ class Client:
         self.sockets_built += 1
         return socket
 
-    def _fail(self, why: str) -> NoReturn:
+    def _fail(self, why: str, keep_socket: bool = False) -> NoReturn:
         """Count the miss; after `rebuild_after` in a row drop the socket and back off; raise DeadlineMissed.
 
-        A handshake that misses its deadline always drops the socket: there is no session to keep.
+        Without a session (a failed handshake) the socket is dropped at once, unless `keep_socket`: a hello still
+        pending within `handshake_timeout_s`.
         """
         self.timeouts += 1
         self.consecutive_misses += 1
-        if self.consecutive_misses >= self.rebuild_after or self.welcome is None:
+        if not keep_socket and (self.consecutive_misses >= self.rebuild_after or self.welcome is None):
             self._drop_socket()
             self._backoff_s = min(max(2 * self._backoff_s, self.backoff_min_s), self.backoff_max_s)
             self._next_attempt = time.monotonic() + self._backoff_s
@@ -207,3 +237,4 @@ class Client:
             self._socket.close(linger=0)
             self._socket = None
         self.welcome = None
+        self._hello_since = None
