@@ -227,8 +227,11 @@ def sustained(endpoint: str, schema: p.Schema, rate_hz: float, seconds: float,
             except p.SpaarsError:
                 lost += 1
             k += 1
+        # how the client lived through the misses: a socket rebuilt and re-handshaken, or late replies dropped
+        client_stats = {"sockets_built": client.sockets_built, "handshakes": client.handshakes,
+                        "timeouts": client.timeouts, "stale_replies": client.stale_replies}
     return {"rate_hz": rate_hz, "seconds": seconds, "ticks": ticks, "deadline_misses": late + lost + skipped,
-            "late": late, "lost": lost, "skipped": skipped,
+            "late": late, "lost": lost, "skipped": skipped, "client": client_stats,
             **{f"rtt_{k}": v for k, v in percentiles(samples or [0.0]).items() if k != "n"}}
 
 
@@ -343,6 +346,9 @@ def main() -> None:
     parser.add_argument("--sustain-100hz-s", type=float, default=60.0, help="Seconds of the sustained 100 Hz run.")
     parser.add_argument("--realtime", type=int, default=80, metavar="PRIORITY",
                         help="SCHED_FIFO priority of the real-time configurations (0: leave them out).")
+    parser.add_argument("--configs", default="", help="Comma-separated server configurations to run (default: all; "
+                        "e.g. full_server_realtime,bare_echo_realtime); the ratios need the full set.")
+    parser.add_argument("--transports", default="tcp,ipc", help="Comma-separated: tcp, ipc.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve_latency.json")
     args = parser.parse_args()
     rt = args.realtime or None
@@ -367,15 +373,16 @@ def main() -> None:
         stack, bundle = make_bundle(root)
         schema = p.Schema("hopper", tuple(bundle.manifest.observation.names), tuple(bundle.manifest.action.names),
                           125.0)
-        results["onnxruntime_alone"] = ort_alone(bundle, args.requests, root, stack)
-        print("onnxruntime alone:", json.dumps(results["onnxruntime_alone"], indent=1))
-        results["handler_alone"] = {"with_safety": handler_alone(bundle, args.requests, True),
-                                    "without_safety": handler_alone(bundle, args.requests, False)}
-        print("request handler alone:", json.dumps(results["handler_alone"], indent=1))
         endpoints = {"tcp": lambda: f"tcp://127.0.0.1:{free_port()}", "ipc": lambda: f"ipc://{root}/{time.time_ns()}"}
-        results["timer_alone"] = timer_alone(1000.0, args.sustain_s)
-        print("timer alone:", results["timer_alone"], flush=True)
-        if rt is not None:
+        if not args.configs:  # the whole run: the in-process measurements and the pacing loop's floor too
+            results["onnxruntime_alone"] = ort_alone(bundle, args.requests, root, stack)
+            print("onnxruntime alone:", json.dumps(results["onnxruntime_alone"], indent=1))
+            results["handler_alone"] = {"with_safety": handler_alone(bundle, args.requests, True),
+                                        "without_safety": handler_alone(bundle, args.requests, False)}
+            print("request handler alone:", json.dumps(results["handler_alone"], indent=1))
+            results["timer_alone"] = timer_alone(1000.0, args.sustain_s)
+            print("timer alone:", results["timer_alone"], flush=True)
+        if rt is not None and not args.configs:
             with ControllerRealtime(rt):
                 results["timer_alone_realtime"] = {**timer_alone(1000.0, args.sustain_s), "priority": rt}
             print("timer alone, SCHED_FIFO:", results["timer_alone_realtime"], flush=True)
@@ -387,6 +394,12 @@ def main() -> None:
         if rt is not None:
             configs.update({"bare_echo_realtime": (echo_server, False, rt),
                             "full_server_realtime": (full_server, True, False, rt)})
+        if args.configs:
+            unknown = set(args.configs.split(",")) - set(configs)
+            if unknown:
+                raise SystemExit(f"--configs: unknown {sorted(unknown)}; known: {sorted(configs)}")
+            configs = {name: configs[name] for name in args.configs.split(",")}
+        endpoints = {t: endpoints[t] for t in args.transports.split(",")}
         for transport, make_endpoint in endpoints.items():
             res: dict = {}
             for name, (target, *flags) in configs.items():
@@ -413,6 +426,9 @@ def main() -> None:
                     os.sched_setaffinity(0, all_cores)
                     proc.kill()
                     proc.join()
+            results[transport] = res
+            if not {"bare_echo", "bare_echo_busy", "full_server", "full_server_busy"} <= set(res):
+                continue  # a partial run (--configs) has no ratios
             echo, busy_echo = res["bare_echo"], res["bare_echo_busy"]
             res["ratios"] = {
                 "full_vs_echo": {q: res["full_server"][f"{q}_us"] / echo[f"{q}_us"] for q in ("p50", "p99")},
@@ -424,7 +440,6 @@ def main() -> None:
                     q: res["full_server_realtime"][f"{q}_us"] / res["bare_echo_realtime"][f"{q}_us"]
                     for q in ("p50", "p99")}
             print(f"{transport}: ratios {res['ratios']}", flush=True)
-            results[transport] = res
     results["machine"]["load_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

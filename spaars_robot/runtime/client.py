@@ -4,8 +4,9 @@ A DEALER socket (not REQ: a REQ socket whose peer died blocks forever, libzmq #1
 a deadline on every request. Every request carries a sequence number and a reply to an older one is
 dropped, so one missed deadline costs one request: the socket is kept, because throwing it away after
 a single late reply (a scheduler hiccup on the server) would cost a re-handshake and the backoff below,
-that is ten or more periods at 1 kHz. After `rebuild_after` consecutive misses the server is taken to
-be gone and the socket is thrown away (Lazy Pirate): its queued requests die with it. Rebuilds are
+that is ten or more periods at 1 kHz. After `rebuild_after` consecutive misses with no reply at all (a late
+reply that does arrive proves the server alive and restarts the count), lasting at least `rebuild_silence_s`,
+the server is taken to be gone and the socket is thrown away (Lazy Pirate): its queued requests die with it. Rebuilds are
 rate-limited by a bounded exponential backoff (10 ms -> 1 s by default); while backing off, `act`
 fails at once instead of waiting, so the caller can hold a safe action within its own period. After a rebuild, or when a
 restarted server no longer knows us, the handshake is repeated; it may span several requests' deadlines (a fresh
@@ -20,6 +21,7 @@ With `curve=` the socket authenticates to a CurveZMQ server (see `security/keys.
 """
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,13 +57,15 @@ class Client:
     def __init__(self, endpoint: str, schema: p.Schema, *, timeout_s: float = 0.05, bundle_sha256: str | None = None,
                  name: str = "spaars-client", backoff_min_s: float = 0.01, backoff_max_s: float = 1.0,
                  context: zmq.Context | None = None, curve: ClientCurve | None = None,
-                 rebuild_after: int = 3, handshake_timeout_s: float = 1.0) -> None:
+                 rebuild_after: int = 3, rebuild_silence_s: float = 0.1, handshake_timeout_s: float = 1.0) -> None:
         if rebuild_after < 1:
             raise ValueError("rebuild_after must be >= 1")
+        if not rebuild_silence_s >= 0:
+            raise ValueError("rebuild_silence_s must be >= 0")
         if not handshake_timeout_s > 0:
             raise ValueError("handshake_timeout_s must be > 0")
         self.endpoint = endpoint
-        self.rebuild_after = rebuild_after
+        self.rebuild_after, self.rebuild_silence_s = rebuild_after, rebuild_silence_s
         self.handshake_timeout_s = handshake_timeout_s
         self.schema = schema
         self.timeout_s = timeout_s
@@ -71,6 +75,7 @@ class Client:
         self.welcome: p.Welcome | None = None
         self.timeouts = 0
         self.consecutive_misses = 0
+        self._last_heard = time.monotonic()  # last reply of any kind, stale ones included
         self.sockets_built = 0  # 1 + number of rebuilds
         self.handshakes = 0  # successful handshakes (first one + every re-handshake)
         self.stale_replies = 0  # replies to an earlier request seen on this socket and dropped
@@ -87,6 +92,12 @@ class Client:
         self._backoff_s = 0.0
         self._next_attempt = 0.0
         self._hello_since: float | None = None  # when the pending hello on this socket was sent
+        self._hello_seq = 0
+        # one routing id for every socket this client builds: the server keys sessions by it, so a rebuilt socket
+        # takes over its own session slot (ROUTER_HANDOVER) instead of leaving a dead one to fill the server's
+        # 64-session cap (a 1 kHz loop rebuilt 128 times in 20 s here and was refused as session_limit).
+        # Random and never sent to other clients, so no one else can take it over; a leading 0 byte is libzmq's.
+        self._routing_id = b"\x01" + secrets.token_bytes(15)
         self._obs = np.zeros(schema.obs_dim, dtype=np.float32)
 
     def __enter__(self) -> Self:
@@ -148,9 +159,12 @@ class Client:
             return
         socket = self._get_socket()
         if self._hello_since is None:
-            self._send(socket, p.Hello(schema=self.schema, client=self.name, bundle_sha256=self.bundle_sha256))
+            self._seq += 1
+            self._hello_seq = self._seq
+            self._send(socket, p.Hello(schema=self.schema, client=self.name, bundle_sha256=self.bundle_sha256,
+                                       seq=self._hello_seq))
             self._hello_since = time.monotonic()
-        reply = self._await_reply(socket, deadline, None)
+        reply = self._await_reply(socket, deadline, self._hello_seq, unnumbered_ok=True)
         if reply is None:
             waited = time.monotonic() - self._hello_since
             if waited >= self.handshake_timeout_s:
@@ -182,18 +196,28 @@ class Client:
         except zmq.Again:
             self._fail("send queue full")
 
-    def _await_reply(self, socket: zmq.Socket, deadline: float, seq: int | None) -> p.Message | None:
-        """The reply to `seq` (None: to the hello) if it arrives by `deadline`, dropping stale ones; else None."""
+    def _await_reply(self, socket: zmq.Socket, deadline: float, seq: int,
+                     unnumbered_ok: bool = False) -> p.Message | None:
+        """The reply to request `seq` if it arrives by `deadline`, dropping stale ones; else None.
+
+        Stale: any other seq, including none at all (a welcome to a hello sent on a socket thrown away reaches
+        the rebuilt one, which has the same routing id). `unnumbered_ok`: a hello's reply from a 1.2 server,
+        which does not echo the seq."""
         while (remaining := deadline - time.monotonic()) > 0:
             if not self._poller.poll(max(1, int(remaining * 1000 + 0.999))):
                 continue
             reply = p.decode(socket.recv())
             reply_seq = getattr(reply, "seq", None)
-            if reply_seq is not None and reply_seq != seq:  # seq None (hello): welcome/error carry no seq
+            if reply_seq != seq and not (unnumbered_ok and reply_seq is None):
+                # a late reply to an earlier request: dropped, but the server is alive, so the misses before it
+                # are a slow server, not a gone one (rebuilding for them cost a 1 kHz loop 10 ms per rebuild)
                 self.stale_replies += 1
-                continue  # a stale reply to an earlier request on this socket
+                self.consecutive_misses = 0
+                self._last_heard = time.monotonic()
+                continue
             self._backoff_s = 0.0
             self.consecutive_misses = 0
+            self._last_heard = time.monotonic()
             return reply
         return None
 
@@ -204,6 +228,7 @@ class Client:
             raise ServerUnavailable(f"{self.endpoint}: backing off for {self._next_attempt - time.monotonic():.3f} s")
         socket = self._ctx.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.ROUTING_ID, self._routing_id)
         socket.setsockopt(zmq.IPV6, 1)  # so tcp://[::1]:PORT connects; IPv4 endpoints are unaffected
         socket.setsockopt(zmq.RECONNECT_IVL, 10)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.backoff_max_s * 1000))
@@ -220,12 +245,16 @@ class Client:
     def _fail(self, why: str, keep_socket: bool = False) -> NoReturn:
         """Count the miss; after `rebuild_after` in a row drop the socket and back off; raise DeadlineMissed.
 
-        Without a session (a failed handshake) the socket is dropped at once, unless `keep_socket`: a hello still
-        pending within `handshake_timeout_s`.
+        In a row means with no reply at all in between, and for at least `rebuild_silence_s`: at 1 kHz three
+        misses are 3 ms, which a VM's scheduling hiccup lasts (116 needless rebuilds in 20 s on an idle SCHED_FIFO
+        run here), and each rebuild costs its backoff and a handshake. Without a session (a failed handshake) the
+        socket is dropped at once, unless `keep_socket`: a hello still pending within `handshake_timeout_s`.
         """
         self.timeouts += 1
         self.consecutive_misses += 1
-        if not keep_socket and (self.consecutive_misses >= self.rebuild_after or self.welcome is None):
+        gone = (self.consecutive_misses >= self.rebuild_after
+                and time.monotonic() - self._last_heard >= self.rebuild_silence_s)
+        if not keep_socket and (gone or self.welcome is None):
             self._drop_socket()
             self._backoff_s = min(max(2 * self._backoff_s, self.backoff_min_s), self.backoff_max_s)
             self._next_attempt = time.monotonic() + self._backoff_s

@@ -17,8 +17,10 @@ import numpy as np
 from spaars_robot.errors import SpaarsError
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 2  # 1.1: optional `watchdog` report in act; `limits` / `ood` / `safety_us` in action
+PROTOCOL_MINOR = 3  # 1.1: optional `watchdog` report in act; `limits` / `ood` / `safety_us` in action
 # 1.2: optional `outcome` in act (the controller's reward / termination, for recording deployed episodes)
+# 1.3: optional `seq` in hello, echoed by welcome: a client that reconnects under its routing id can tell the
+#      welcome to its latest hello from one to a hello sent on the socket it threw away
 MAX_FRAME_BYTES = 64 * 1024  # a Hopper request is ~100 bytes; anything this big is not ours
 WIRE_DTYPE = "<f4"
 
@@ -125,6 +127,7 @@ class Hello:
     client: str = "spaars-client"
     bundle_sha256: str | None = None  # pin a bundle; None accepts whatever the server serves
     version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR)
+    seq: int | None = None  # 1.3: echoed by the welcome
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class Welcome:
     support_threshold: float
     support_hysteresis: float
     version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR)
+    seq: int | None = None  # the hello's seq (1.3; None from a 1.2 server or to a hello without one)
 
 
 @dataclass(frozen=True)
@@ -261,12 +265,14 @@ def encode(msg: Message) -> bytes:
                 **({"extra": msg.extra} if msg.extra else {})}
     elif isinstance(msg, Hello):
         body = {"v": msg.version[0], "type": "hello", "version": list(msg.version), "client": msg.client,
-                "schema": msg.schema.to_wire(), "bundle_sha256": msg.bundle_sha256}
+                "schema": msg.schema.to_wire(), "bundle_sha256": msg.bundle_sha256,
+                **({} if msg.seq is None else {"seq": msg.seq})}
     elif isinstance(msg, Welcome):
         body = {"v": msg.version[0], "type": "welcome", "version": list(msg.version), "schema": msg.schema.to_wire(),
                 "bundle_sha256": msg.bundle_sha256, "session": msg.session,
                 "gate": {"threshold": msg.gate_threshold, "hysteresis": msg.gate_hysteresis},
-                "support": {"threshold": msg.support_threshold, "hysteresis": msg.support_hysteresis}}
+                "support": {"threshold": msg.support_threshold, "hysteresis": msg.support_hysteresis},
+                **({} if msg.seq is None else {"seq": msg.seq})}
     elif isinstance(msg, Reset):
         body = {"v": v, "type": "reset", "seq": msg.seq}
     elif isinstance(msg, ResetOk):
@@ -335,13 +341,13 @@ def _decode_map(m: dict) -> Message:
         if sha is not None and not isinstance(sha, str):
             raise ProtocolError(MALFORMED, "bundle_sha256 must be a string or nil")
         return Hello(schema=Schema.from_wire(m.get("schema")), client=str(m.get("client", "")), bundle_sha256=sha,
-                     version=version)
+                     version=version, seq=_optional_seq(m))
     if kind == "welcome":
         gate, support = _map(m.get("gate"), "gate"), _map(m.get("support"), "support")
         return Welcome(schema=Schema.from_wire(m.get("schema")), bundle_sha256=_get(m, "bundle_sha256", str),
                        session=_get(m, "session", int), gate_threshold=float(gate["threshold"]),
                        gate_hysteresis=float(gate["hysteresis"]), support_threshold=float(support["threshold"]),
-                       support_hysteresis=float(support["hysteresis"]), version=_version(m))
+                       support_hysteresis=float(support["hysteresis"]), version=_version(m), seq=_optional_seq(m))
     if kind == "reset":
         return Reset(seq=_get(m, "seq", int))
     if kind == "reset_ok":
@@ -405,6 +411,14 @@ def _str_list(m: dict, key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise ProtocolError(MALFORMED, f"field {key!r} must be a list of strings")
     return value
+
+
+def _optional_seq(m: dict) -> int | None:
+    """A hello's or welcome's `seq` (1.3): absent or nil is None; anything but an integer is malformed."""
+    seq = m.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+        raise ProtocolError(MALFORMED, "field 'seq' must be an integer or nil")
+    return seq
 
 
 def _version(m: dict) -> tuple[int, int]:

@@ -161,6 +161,9 @@ class ActionServer:
         self.socket = self._ctx.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:PORT (documented) binds only with IPv6 enabled
+        # a client's rebuilt socket reconnects under the same routing id (Client._routing_id): the new connection
+        # takes over from the old one, which the server may not have seen close yet (else it is silently dropped)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
         try:
             if curve_keys is not None:
                 self._setup_curve(Path(curve_keys))
@@ -311,7 +314,7 @@ class ActionServer:
         self.sessions.pop(identity, None)
         self.sessions[identity] = session
         return p.Welcome(schema=self.schema, bundle_sha256=self.bundle.sha256, session=session.id,
-                         **self._welcome_fields)
+                         seq=hello.seq, **self._welcome_fields)
 
     def _make_room_for(self, identity: bytes) -> None:
         """At MAX_SESSIONS, evict the least recently active session if it is idle, else refuse the newcomer."""

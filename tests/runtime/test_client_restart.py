@@ -69,7 +69,8 @@ class StallingServer(ActionServer):
 def test_one_late_reply_costs_one_request_and_a_dead_server_costs_the_socket(bundle, hopper):
     obs = np.zeros(11, np.float32)
     server = StallingServer(bundle, ["tcp://127.0.0.1:*"])
-    with serving(server), Client(server.bound[0], task_schema(hopper), timeout_s=0.01, rebuild_after=3) as client:
+    with serving(server), Client(server.bound[0], task_schema(hopper), timeout_s=0.01, rebuild_after=3,
+                                 rebuild_silence_s=0.02) as client:
         client.connect(timeout_s=5)
         expected = client.act(obs, timeout_s=1.0).action
         server.stall = 1
@@ -79,7 +80,8 @@ def test_one_late_reply_costs_one_request_and_a_dead_server_costs_the_socket(bun
         reply = client.act(obs, timeout_s=1.0)  # same socket: the stale reply is dropped by sequence number
         assert np.array_equal(reply.action, expected)
         assert (client.sockets_built, client.handshakes, client.stale_replies) == (1, 1, 1)
-        server.stall = 3  # three misses in a row: the server is taken to be gone
+        time.sleep(0.05)
+        server.stall, server.delay_s = 3, 0.1  # three misses in a row with no reply at all: taken to be gone
         for _ in range(3):
             with pytest.raises(DeadlineMissed):
                 client.act(obs)
@@ -134,3 +136,58 @@ def test_a_handshake_unanswered_past_its_timeout_drops_the_socket(bundle, hopper
         reply = act_until_ok(client, obs, within_s=5)
         # (the server still sleeps in the first hello for up to 0.3 s, so a second socket may time out too)
         assert reply.action.shape == (3,) and client.sockets_built >= 2 and client.handshakes == 1
+
+
+def test_a_slow_server_whose_late_replies_arrive_keeps_its_socket(bundle, hopper):
+    """Every reply 2 ms past its 10 ms deadline: each request misses, but a late reply arrives within every two
+    requests and proves the server alive, so the socket (and its session) is kept instead of being rebuilt every
+    third miss at 10 ms of backoff each."""
+    obs = np.zeros(11, np.float32)
+    server = StallingServer(bundle, ["tcp://127.0.0.1:*"])
+    with serving(server), Client(server.bound[0], task_schema(hopper), timeout_s=0.01, rebuild_after=3) as client:
+        client.connect(timeout_s=5)
+        server.stall, server.delay_s = 10, 0.012
+        for _ in range(10):
+            with pytest.raises(DeadlineMissed):
+                client.act(obs)
+        assert client.timeouts == 10 and client.stale_replies >= 5
+        assert client.sockets_built == 1 and client.welcome is not None and client.handshakes == 1
+
+
+def test_a_rebuilt_socket_takes_over_its_own_session_slot(bundle, hopper):
+    """70 rebuilds (more than the server's 64-session cap) by one client hold one session, not 70: the socket
+    reconnects under the client's routing id. Each rebuild still starts a fresh session (new handshake)."""
+    from spaars_robot.runtime.server import MAX_SESSIONS
+
+    obs = np.zeros(11, np.float32)
+    server = ActionServer(bundle, ["tcp://127.0.0.1:*"])
+    with serving(server), Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        sessions = set()
+        for _ in range(MAX_SESSIONS + 6):
+            client.close()  # what a rebuild does: drop the socket; the next request builds one and says hello
+            client.act(obs)
+            sessions.add(client.welcome.session)
+        assert client.sockets_built == MAX_SESSIONS + 6 and len(sessions) == MAX_SESSIONS + 6
+        assert len(server.sessions) == 1
+        other = Client(server.bound[0], task_schema(hopper), timeout_s=1.0)
+        with other:  # another client is a session of its own
+            other.act(obs)
+        assert len(server.sessions) == 2
+
+
+def test_three_misses_shorter_than_the_silence_window_keep_the_socket(bundle, hopper):
+    """A 60 ms stall at 10 ms deadlines: six misses with no reply, but under the default 100 ms of silence, so the
+    socket and session survive the hiccup (at 1 kHz, rebuilding after 3 ms of silence cost more than it saved)."""
+    obs = np.zeros(11, np.float32)
+    server = StallingServer(bundle, ["tcp://127.0.0.1:*"])
+    with serving(server), Client(server.bound[0], task_schema(hopper), timeout_s=0.01) as client:
+        client.connect(timeout_s=5)
+        server.stall, server.delay_s = 1, 0.06
+        misses = 0
+        for _ in range(5):
+            try:
+                client.act(obs)
+            except DeadlineMissed:
+                misses += 1
+        assert misses >= 3 and client.sockets_built == 1 and client.welcome is not None
+        assert act_until_ok(client, obs, within_s=2).action.shape == (3,) and client.sockets_built == 1

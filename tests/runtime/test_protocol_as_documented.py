@@ -73,6 +73,25 @@ def test_error_seq_names_the_request_whenever_its_seq_was_readable(live_server, 
         sock.close()
 
 
+def test_welcome_echoes_the_hellos_seq_and_a_hello_without_one_is_served_as_in_1_2(live_server, hopper):
+    sock = dealer(live_server.bound[0])
+    try:
+        numbered = p.decode(exchange_frames(sock, [p.encode(p.Hello(schema=task_schema(hopper), seq=7))])[0])
+        assert isinstance(numbered, p.Welcome) and numbered.seq == 7 and numbered.version == (1, 3)
+        plain = p.decode(exchange_frames(sock, [hello_frame(hopper)])[0])
+        assert isinstance(plain, p.Welcome) and plain.seq is None
+        assert "seq" not in msgpack.unpackb(p.encode(plain))
+        refused = p.decode(exchange_frames(sock, [p.encode(p.Hello(schema=task_schema(hopper), seq=8,
+                                                                   bundle_sha256="0" * 64))])[0])
+        assert isinstance(refused, p.ErrorReply) and refused.code == p.BUNDLE_MISMATCH and refused.seq == 8
+        bad = msgpack.unpackb(p.encode(p.Hello(schema=task_schema(hopper))))
+        for wrong in ("9", 1.5, True):
+            error = p.decode(exchange_frames(sock, [msgpack.packb({**bad, "seq": wrong})])[0])
+            assert isinstance(error, p.ErrorReply) and error.code == p.MALFORMED and "'seq'" in error.message
+    finally:
+        sock.close()
+
+
 def soft_zone_layer(on_out_of_bounds: str = "flag") -> SafetyLayer:
     """Hopper's spec with a wide soft zone, so most policy actions are shaped by it."""
     spec = load_safety_spec("hopper").model_copy(deep=True)
