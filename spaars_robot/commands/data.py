@@ -57,8 +57,8 @@ def data_collect(
     ] = None,
     behaviour_policy: Annotated[
         Path | None,
-        typer.Option(help="A kept SAC actor (a behaviour run's policy_step*.pt, or policies/behaviour/*.pt) to "
-                          "roll out instead of training one (medium, expert; diverse: the goal-reaching Ant's)."),
+        typer.Option(help="A kept SAC actor (a behaviour run's policy_step*.pt) to roll out instead of training "
+                          "one (medium, expert; diverse: the goal-reaching Ant's)."),
     ] = None,
 ) -> None:
     """Train a behaviour policy to a quality level (as D4RL did) and roll out a dataset; resumable."""

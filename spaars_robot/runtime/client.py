@@ -207,17 +207,15 @@ class Client:
             if not self._poller.poll(max(1, int(remaining * 1000 + 0.999))):
                 continue
             reply = p.decode(socket.recv())
-            reply_seq = getattr(reply, "seq", None)
-            if reply_seq != seq and not (unnumbered_ok and reply_seq is None):
-                # a late reply to an earlier request: dropped, but the server is alive, so the misses before it
-                # are a slow server, not a gone one (rebuilding for them cost a 1 kHz loop 10 ms per rebuild)
-                self.stale_replies += 1
-                self.consecutive_misses = 0
-                self._last_heard = time.monotonic()
-                continue
-            self._backoff_s = 0.0
+            # any reply, a late one included, proves the server alive: the misses before it were a slow server,
+            # not a gone one (rebuilding for them cost a 1 kHz loop 10 ms per rebuild)
             self.consecutive_misses = 0
             self._last_heard = time.monotonic()
+            reply_seq = getattr(reply, "seq", None)
+            if reply_seq != seq and not (unnumbered_ok and reply_seq is None):
+                self.stale_replies += 1
+                continue
+            self._backoff_s = 0.0
             return reply
         return None
 

@@ -62,6 +62,13 @@ def behaviour_dir(root: Path, task: TaskSpec, seed: int) -> Path:
     return Path(root) / NAMESPACE / "_behaviour" / f"{task.name}-seed{seed}"
 
 
+def evaluate_behaviour(sac: SAC, task: TaskSpec, episodes: int) -> dict:
+    """How a behaviour policy is scored, trained here or kept: deterministic actions on the fixed evaluation seeds."""
+    returns, _ = run_episodes(sac.act, task, episodes, EVAL_SEED_BASE)
+    return {"return_mean": float(np.mean(returns)),
+            "normalized": float(np.mean([task.normalized_score(r) for r in returns]))}
+
+
 class BehaviourRun:
     """A resumable SAC run whose evaluations define the medium and expert behaviour policies."""
 
@@ -109,9 +116,7 @@ class BehaviourRun:
 
     # -- training ----------------------------------------------------------------------------------
     def _evaluate(self) -> dict:
-        returns, _ = run_episodes(self.sac.act, self.task, self.config.eval_episodes, EVAL_SEED_BASE)
-        record = {"step": self.step, "return_mean": float(np.mean(returns)),
-                  "normalized": float(np.mean([self.task.normalized_score(r) for r in returns]))}
+        record = {"step": self.step, **evaluate_behaviour(self.sac, self.task, self.config.eval_episodes)}
         self.evals.append(record)
         atomic_torch_save(self.policy_path(self.step), self.sac.actor.state_dict())
         return record
@@ -245,10 +250,10 @@ def scripted_behaviour(task: TaskSpec) -> Behaviour:
 
 
 def kept_actor(task: TaskSpec, path: Path, config: CollectConfig) -> tuple[torch.nn.Module, dict]:
-    """A SAC actor kept from an earlier behaviour run (`_behaviour/<task>-seed<N>/policy_step*.pt`, or one shipped
-    in policies/behaviour/) instead of a SAC run here: antmaze's goal-reaching Ant costs ~1.5 h of SAC on 2 cores,
-    a kept actor seconds, and the rollout is the one that training would give from the same checkpoint. It is
-    evaluated as a freshly trained one is, so the dataset's metadata says how good it is, beside its SHA-256."""
+    """A SAC actor kept from an earlier behaviour run (`_behaviour/<task>-seed<N>/policy_step*.pt`) instead of a SAC
+    run here: hours of SAC (the goal-reaching Ant's several 100k steps) become seconds, and the rollout is the one
+    that training would give from the same checkpoint. It is evaluated as a freshly trained one is, so the
+    dataset's metadata says how good it is, beside its SHA-256."""
     path = Path(path)
     if not path.is_file():
         raise SpaarsError(f"behaviour policy {path}: no such file")
@@ -259,8 +264,7 @@ def kept_actor(task: TaskSpec, path: Path, config: CollectConfig) -> tuple[torch
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpaarsError(f"behaviour policy {path} is not a SAC actor of task {task.name} ({task.obs_dim} "
                           f"observation dims, {task.action_dim} action dims): {first}") from exc
-    returns, _ = run_episodes(sac.act, task, config.eval_episodes, EVAL_SEED_BASE)
-    normalized = float(np.mean([task.normalized_score(r) for r in returns]))
+    normalized = evaluate_behaviour(sac, task, config.eval_episodes)["normalized"]
     return sac.actor, {"spaars_behaviour_checkpoint": str(path), "spaars_behaviour_sha256": sha256_file(path),
                        "spaars_behaviour_eval_normalized": normalized}
 
