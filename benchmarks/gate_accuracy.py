@@ -4,14 +4,18 @@ From simulator states saved along real trajectories of the run's deployed policy
 twice: execute the raw action mu_raw(s) or the decoded latent action D(s, mu_z(s)), then follow the same
 deployed policy for H steps with Gaussian action noise drawn from the same generator in both branches
 (common random numbers), for several repeats. The paired difference of discounted H-step returns is the
-true advantage of raw over latent at that state; where it is significant (|mean| > 2 standard errors over
-the repeats), the gate's decision is scored against its sign.
+true advantage of raw over latent at that state; where it is significant, the gate's decision is scored
+against its sign. Significant means a paired two-sided t-test over the repeats rejects "no difference" at
+`--alpha` (5 %); under the null a share alpha of the states is significant by chance (with 4 repeats the old 2-standard-error rule let ~14 % through), so the report gives that expected count and a
+Wilson 95 % interval for every accuracy: an accuracy over a significant set no bigger than chance's is noise.
 
     MUJOCO_GL=egl .venv/bin/python benchmarks/gate_accuracy.py runs/hopper-spaars-short/seed0 \
-        --states 100 --horizon 100 --repeats 4 --out benchmarks/results/gate_accuracy_hopper.json
+        --states 300 --horizon 100 --repeats 16 --out benchmarks/results/gate_accuracy_hopper.json
 
-Reports `sign_accuracy` (the gate's open/closed decision vs the true sign, significant states only), the
-same for the ensemble's mean advantage and for each member, how often the gate opens, and the cost.
+Reports `sign_accuracy` (the gate's open/closed decision vs the true sign, significant states only) with its
+interval, the same for the ensemble's mean advantage and for each member, how often the gate opens, the cost, and
+per state (`per_state`) the true difference, its standard error, p-value and the critic's advantages, so other gate
+forms can be scored on the same ground truth without new rollouts.
 
 `--refit 2,10 --refit-updates 20000` also fits fresh critic ensembles of those sizes (LayerNorm, targets from the
 min over a random `--refit-subset` of members, as RLPD/SUPE) on the run's own 50/50 batches (dataset and the
@@ -32,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from scipy import stats
 
 from spaars_robot.algos.gate import choose_scale, lcb_of, member_advantages
 from spaars_robot.config.tasks import load_task
@@ -104,6 +110,27 @@ def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int
     return total
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """95 % interval of a proportion; honest at the small counts (tens of states) this diagnostic sees."""
+    if n == 0:
+        return None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(centre - half, 4), round(centre + half, 4)
+
+
+def paired_p_values(diffs: np.ndarray) -> np.ndarray:
+    """Two-sided p of a paired t-test per state (rows: states, columns: repeats); 1 where undefined."""
+    repeats = diffs.shape[1]
+    if repeats < 2:
+        return np.ones(diffs.shape[0])
+    mean, sd = diffs.mean(1), diffs.std(1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(sd > 0, mean / (sd / math.sqrt(repeats)), np.where(mean != 0, np.inf, 0.0))
+    return 2 * stats.t.sf(np.abs(t), df=repeats - 1)
+
+
 def refit_critic(built, online_state: dict, members: int, subset: int | None, updates: int, seed: int):
     """A fresh `members`-critic fitted for `updates` TD steps as the run's own critic was (see the module doc)."""
     from spaars_robot.algos.base import fused_adam, polyak_update
@@ -134,11 +161,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/_pretrain_cache"))
-    parser.add_argument("--states", type=int, default=100)
+    parser.add_argument("--states", type=int, default=300)
     parser.add_argument("--stride", type=int, default=10, help="env steps between saved states")
     parser.add_argument("--horizon", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=16)
     parser.add_argument("--noise", type=float, default=0.1, help="action noise std after the first action")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired t-test")
     parser.add_argument("--refit", default="", help="comma-separated ensemble sizes to refit and score, e.g. 2,10")
     parser.add_argument("--refit-updates", type=int, default=20_000)
     parser.add_argument("--refit-subset", type=int, default=2, help="targets: min over this many sampled members")
@@ -173,25 +201,38 @@ def main() -> None:
     env.close()
     mean = diffs.mean(1)
     se = diffs.std(1, ddof=1) / math.sqrt(args.repeats) if args.repeats > 1 else np.zeros(len(states))
-    significant = np.abs(mean) > 2 * se + 1e-9
+    p_values = paired_p_values(diffs)
+    significant = p_values < args.alpha
     truth = mean[significant] > 0
 
     def accuracy(says_raw: np.ndarray) -> float | None:
         return float((says_raw[significant] == truth).mean()) if significant.any() else None
 
+    def interval(says_raw: np.ndarray) -> tuple[float, float] | None:
+        return wilson_interval(int((says_raw[significant] == truth).sum()), int(significant.sum()))
+
+    mean_advantage = advantage.mean(0).numpy()
     result = {
         "run": str(args.run_dir), "task": task.name, "seed": config.seed, "algo": config.algo,
         "safety_spec": None if config.safety_spec is None else Path(config.safety_spec).name,
         "states": len(states), "horizon": args.horizon, "repeats": args.repeats, "noise": args.noise,
         "gamma": config.online.gamma, "gate": gate_cfg.model_dump(mode="json"), "gate_scale": scale,
+        "significance": {"test": "paired t, two-sided", "alpha": args.alpha,
+                         "expected_by_chance": round(args.alpha * len(states), 1)},
         "significant_states": int(significant.sum()),
         "raw_truly_better_share": float(truth.mean()) if significant.any() else None,
-        "sign_accuracy": accuracy(gate_open),
-        "mean_advantage_sign_accuracy": accuracy(advantage.mean(0).numpy() > 0),
+        "sign_accuracy": accuracy(gate_open), "sign_accuracy_ci95": interval(gate_open),
+        "mean_advantage_sign_accuracy": accuracy(mean_advantage > 0),
+        "mean_advantage_sign_accuracy_ci95": interval(mean_advantage > 0),
         "member_sign_accuracy": [accuracy(advantage[e].numpy() > 0) for e in range(advantage.shape[0])],
         "gate_open_rate": float(gate_open.mean()),
         "true_advantage_abs_mean": float(np.abs(mean).mean()),
-        "critic_advantage_abs_mean": float(advantage.mean(0).abs().mean()),
+        "critic_advantage_abs_mean": float(np.abs(mean_advantage).mean()),
+        "action_distance_mean": float((raw - lat).norm(dim=-1).mean()),
+        "per_state": {"true_difference": mean.round(6).tolist(), "standard_error": se.round(6).tolist(),
+                      "p_value": p_values.round(6).tolist(), "critic_advantage": mean_advantage.round(6).tolist(),
+                      "lcb": lcb.numpy().round(6).tolist(), "gate_open": gate_open.astype(int).tolist(),
+                      "action_distance": (raw - lat).norm(dim=-1).numpy().round(6).tolist()},
     }
     refits = [int(size) for size in args.refit.split(",") if size.strip()]
     if refits:
@@ -207,6 +248,7 @@ def main() -> None:
             result["refit"].append({
                 "members": members, "updates": args.refit_updates, "target_subset": min(args.refit_subset, members),
                 "mean_advantage_sign_accuracy": accuracy(refit_adv.mean(0).numpy() > 0),
+                "mean_advantage_sign_accuracy_ci95": interval(refit_adv.mean(0).numpy() > 0),
                 "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),
                 "member_sign_accuracy": [accuracy(refit_adv[e].numpy() > 0) for e in range(members)],
                 "critic_advantage_abs_mean": float(refit_adv.mean(0).abs().mean()),

@@ -26,6 +26,14 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
         assert first[key] is None or 0.0 <= first[key] <= 1.0
     assert len(first["member_sign_accuracy"]) == 2  # the smoke critic's two members, each scored
     assert 0.0 <= first["gate_open_rate"] <= 1.0 and first["true_advantage_abs_mean"] > 0
+    # significance is the paired t-test's, state by state, and every accuracy carries its interval
+    per_state = first["per_state"]
+    assert first["significant_states"] == sum(p < 0.05 for p in per_state["p_value"])
+    assert len(per_state["true_difference"]) == len(per_state["critic_advantage"]) == 12
+    assert first["significance"]["expected_by_chance"] == 0.6
+    if first["significant_states"]:
+        low, high = first["sign_accuracy_ci95"]
+        assert 0.0 <= low <= first["sign_accuracy"] <= high <= 1.0
     # fresh ensembles of 2 and 3 members refitted on the run's batches with its TD target, each scored alike
     assert [r["members"] for r in first["refit"]] == [2, 3] and [len(r["member_sign_accuracy"]) for r in first["refit"]] == [2, 3]
     assert all(r["critic_advantage_abs_mean"] > 0 and 0.0 <= r["lcb_positive_rate"] <= 1.0 for r in first["refit"])
