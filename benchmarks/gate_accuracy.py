@@ -21,7 +21,9 @@ forms can be scored on the same ground truth without new rollouts.
 min over a random `--refit-subset` of members, as RLPD/SUPE) on the run's own 50/50 batches (dataset and the
 checkpoint's online replay) with the run's own TD target (its final policies and gate choose the next action),
 and scores each the same way: whether more members rank raw against latent where the run's critic could not,
-with the training budget equal across sizes (the refit of the run's own size is the control).
+with the training budget equal across sizes (the refit of the run's own size is the control). `--refit-from-run`
+continues the run's own critic instead, and `--refit-offline-ratio 0` fits on the online replay alone: whether the
+states near the deployed policy teach the critic the local action ranking the dataset's mix blurs.
 The H-step return is a Monte-Carlo estimate with no critic bootstrap, so the ground truth never depends
 on the critic it judges; with gamma = 0.99, H = 100 covers 63 % of the discount weight.
 """
@@ -131,8 +133,10 @@ def paired_p_values(diffs: np.ndarray) -> np.ndarray:
     return 2 * stats.t.sf(np.abs(t), df=repeats - 1)
 
 
-def refit_critic(built, online_state: dict, members: int, subset: int | None, updates: int, seed: int):
-    """A fresh `members`-critic fitted for `updates` TD steps as the run's own critic was (see the module doc)."""
+def refit_critic(built, online_state: dict, members: int, subset: int | None, updates: int, seed: int,
+                 offline_ratio: float | None = None, from_run: bool = False):
+    """A `members`-critic fitted for `updates` TD steps as the run's own critic was (see the module doc): fresh, or
+    (`from_run`) continuing from the run's own weights; on the run's batch mix or `offline_ratio` of the dataset."""
     from spaars_robot.algos.base import fused_adam, polyak_update
     from spaars_robot.data.replay import ReplayBuffer, mixed_batch
     from spaars_robot.nn.critics import QEnsemble
@@ -143,11 +147,16 @@ def refit_critic(built, online_state: dict, members: int, subset: int | None, up
     online.load_state_dict(online_state)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    critic = QEnsemble(offline.obs.shape[1], offline.action.shape[1], cfg.hidden, members, layer_norm=True)
-    target = copy.deepcopy(critic).requires_grad_(False)
+    if from_run:
+        critic = copy.deepcopy(built.nets.critic).requires_grad_(True).train()
+        target = copy.deepcopy(agent.critic_target).requires_grad_(False)
+    else:
+        critic = QEnsemble(offline.obs.shape[1], offline.action.shape[1], cfg.hidden, members, layer_norm=True)
+        target = copy.deepcopy(critic).requires_grad_(False)
+    ratio = built.offline_ratio if offline_ratio is None else offline_ratio
     opt = fused_adam(critic.parameters(), agent.cfg.lr)
     for _ in range(updates):
-        batch = mixed_batch(offline, online, agent.cfg.batch_size, built.offline_ratio, generator)
+        batch = mixed_batch(offline, online, agent.cfg.batch_size, ratio, generator)
         loss, _ = agent.critic_td_loss(critic, target, batch, subset, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,6 +179,10 @@ def main() -> None:
     parser.add_argument("--refit", default="", help="comma-separated ensemble sizes to refit and score, e.g. 2,10")
     parser.add_argument("--refit-updates", type=int, default=20_000)
     parser.add_argument("--refit-subset", type=int, default=2, help="targets: min over this many sampled members")
+    parser.add_argument("--refit-offline-ratio", type=float, default=None,
+                        help="dataset share of the refit's batches (default: the run's own, 0.5)")
+    parser.add_argument("--refit-from-run", action="store_true",
+                        help="continue from the run's critic and target instead of fresh weights (its member count)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -239,14 +252,19 @@ def main() -> None:
         online_state = safe_torch_load(args.run_dir / "checkpoint.pt")["online"]
         result["refit"] = []
         for members in refits:
+            if args.refit_from_run and members != nets.critic.ensemble_size:
+                raise SystemExit(f"--refit-from-run continues the run's {nets.critic.ensemble_size}-member critic; "
+                                 f"asked for {members}")
             t_fit = time.perf_counter()
             with torch.enable_grad():
                 critic = refit_critic(built, online_state, members, min(args.refit_subset, members),
-                                      args.refit_updates, seed=config.seed)
+                                      args.refit_updates, config.seed, args.refit_offline_ratio, args.refit_from_run)
             refit_adv = member_advantages(critic, obs, raw, lat)
             refit_open = (lcb_of(refit_adv, gate_cfg.kappa) > 0).numpy()
             result["refit"].append({
                 "members": members, "updates": args.refit_updates, "target_subset": min(args.refit_subset, members),
+                "offline_ratio": built.offline_ratio if args.refit_offline_ratio is None else args.refit_offline_ratio,
+                "init": "run" if args.refit_from_run else "fresh",
                 "mean_advantage_sign_accuracy": accuracy(refit_adv.mean(0).numpy() > 0),
                 "mean_advantage_sign_accuracy_ci95": interval(refit_adv.mean(0).numpy() > 0),
                 "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),

@@ -8,10 +8,12 @@ import sys
 from tests.conftest import REPO, run_cli
 
 
-def _diagnose(run_dir, cache, out):
+def _diagnose(run_dir, cache, out, *refit):
+    refit = refit or ("--refit", "2,3")
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), str(run_dir), "--cache-dir",
                     str(cache), "--states", "12", "--stride", "5", "--horizon", "15", "--repeats", "3",
-                    "--refit", "2,3", "--refit-updates", "30", "--out", str(out)], check=True, capture_output=True, text=True, timeout=300, cwd=REPO)
+                    *refit, "--refit-updates", "30", "--out", str(out)], check=True, capture_output=True, text=True,
+                   timeout=300, cwd=REPO)
     return json.loads(out.read_text())
 
 
@@ -45,3 +47,11 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
 
     second = _diagnose(run_dir, cache, tmp_path / "b.json")  # common random numbers, seeded refits: the same again
     assert timeless(first) == timeless(second)
+    # the run's own critic continued on its online replay alone: a third estimate on the same ground truth
+    third = _diagnose(run_dir, cache, tmp_path / "c.json", "--refit", "2", "--refit-from-run",
+                      "--refit-offline-ratio", "0")
+    (refit,) = third["refit"]
+    assert (refit["init"], refit["offline_ratio"]) == ("run", 0.0) and first["refit"][0]["init"] == "fresh"
+    assert third["per_state"] == first["per_state"]  # same states, same truth: only the refit differs
+    assert refit["critic_advantage_abs_mean"] not in (first["critic_advantage_abs_mean"],
+                                                      first["refit"][0]["critic_advantage_abs_mean"])
