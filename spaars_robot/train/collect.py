@@ -269,28 +269,22 @@ def kept_actor(task: TaskSpec, path: Path, config: CollectConfig) -> tuple[torch
                        "spaars_behaviour_eval_normalized": normalized}
 
 
-def maze_behaviour(task: TaskSpec, root: Path, config: CollectConfig, progress: ProgressDisplay | None,
-                   kept: Path | None = None) -> tuple[Behaviour, dict]:
-    """antmaze-*-diverse's behaviour: the goal-reaching Ant (a `kept` actor, or its own SAC run, trained or resumed
-    here to its best evaluation within the budget) driven along the task's maze waypoints; with the metadata that
-    says which."""
+def maze_behaviour(task: TaskSpec, config: CollectConfig, kept: Path | None = None) -> tuple[Behaviour, dict]:
+    """antmaze-*-diverse's behaviour: a goal-reaching Ant driven along the task's maze waypoints -- the scripted gait
+    (train/scripted_ant.py), or a `kept` SAC actor of the `ant-goal` task; with the metadata that says which."""
     from spaars_robot.config.tasks import load_task
-    from spaars_robot.train.maze_waypoints import GOAL_TASK, MazeWaypointBehaviour
+    from spaars_robot.train.maze_waypoints import GOAL_TASK, ActorWalker, MazeWaypointBehaviour
+    from spaars_robot.train.scripted_ant import ScriptedAntWalker
 
-    ant = load_task(GOAL_TASK)
-    MazeWaypointBehaviour.maze_of(task)  # refuse a task without a maze before hours of training
-    facts = {"spaars_behaviour": f"{GOAL_TASK} SAC policy on maze waypoints (train/maze_waypoints.py)"}
+    MazeWaypointBehaviour.maze_of(task)  # refuse a task without a maze before anything else
     if kept is not None:
-        actor, kept_facts = kept_actor(ant, kept, config)
-        return MazeWaypointBehaviour(task, actor), facts | kept_facts
-    run = BehaviourRun(root, ant, config, progress)
-    run.train_until("expert")
-    step = run.chosen_step("expert")
-    run.sac.actor.load_state_dict(safe_torch_load(run.policy_path(step)))
-    record = next(e for e in run.evals if e["step"] == step)
-    return MazeWaypointBehaviour(task, run.sac.actor), facts | {
-        "spaars_behaviour_step": step, "spaars_behaviour_eval_normalized": record["normalized"],
-        "spaars_behaviour_checkpoint": str(run.policy_path(step))}
+        actor, kept_facts = kept_actor(load_task(GOAL_TASK), kept, config)
+        return MazeWaypointBehaviour(task, ActorWalker(actor)), {
+            "spaars_behaviour": f"{GOAL_TASK} SAC policy on maze waypoints (train/maze_waypoints.py)"} | kept_facts
+    walker = ScriptedAntWalker()
+    return MazeWaypointBehaviour(task, walker), {
+        "spaars_behaviour": "scripted Ant gait on maze waypoints (train/scripted_ant.py, train/maze_waypoints.py)",
+        "spaars_behaviour_action_noise": walker.action_noise}
 
 
 def rollout(task: TaskSpec, behaviour: Behaviour, steps: int, seed: int, shard_dir: Path,
@@ -392,7 +386,7 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
             episodes = rollout(task, UniformBehaviour(task.action_dim), config.steps, config.seed, work,
                                config.shard_steps, progress)
         elif quality == "diverse":
-            behaviour, facts = maze_behaviour(task, root, config, progress, behaviour_policy)
+            behaviour, facts = maze_behaviour(task, config, behaviour_policy)
             extra |= facts
             episodes = rollout(task, behaviour, config.steps, config.seed + 1, work, config.shard_steps, progress)
         elif quality == "mixed":

@@ -2,12 +2,15 @@
 
 D4RL's antmaze data came from a goal-reaching Ant policy (trained in the open) steered by a planner: each episode
 draws a start and a goal cell, and at every step the policy is given the next cell on the shortest path as its
-goal, then the goal itself once in the goal cell. Here the policy is the SAC actor trained in `envs/ant_goal.py`
-(`sim/tasks/ant-goal.yaml`), the planner a breadth-first search over the task's map (`envs/maze.MazeGeometry`),
+goal, then the goal itself once in the goal cell. Here the walker is the scripted gait of train/scripted_ant.py (or a kept SAC
+actor of `sim/tasks/ant-goal.yaml`, `ActorWalker`), the planner a breadth-first search over the task's map
+(`envs/maze.MazeGeometry`),
 and the episode's cells are drawn from the episode's seeded generator and passed to AntMaze's reset, so the data
 is "diverse" (random starts and goals) and an episode still depends on its seed alone.
 """
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,11 +24,34 @@ from spaars_robot.train.collect import Behaviour
 GOAL_TASK = "ant-goal"
 
 
+class GoalWalker(Protocol):
+    """Walks the Ant towards a goal given in its heading frame; every random draw from the episode's generator."""
+
+    def begin_episode(self, generator: torch.Generator) -> None: ...
+
+    def act(self, body: np.ndarray, goal_heading_frame: np.ndarray, generator: torch.Generator) -> np.ndarray: ...
+
+
+class ActorWalker:
+    """A kept SAC actor of the `ant-goal` task (observation: body 27 + heading-frame goal 2) as a GoalWalker."""
+
+    def __init__(self, actor: torch.nn.Module) -> None:
+        self.actor = actor
+
+    def begin_episode(self, generator: torch.Generator) -> None:
+        return None
+
+    def act(self, body: np.ndarray, goal_heading_frame: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(np.concatenate([body, goal_heading_frame]), dtype=torch.float32).unsqueeze(0)
+            return self.actor.sample(x, generator)[0][0].numpy()
+
+
 class MazeWaypointBehaviour(Behaviour):
     """A behaviour (train/collect.Behaviour) for AntMaze tasks whose flat observation is [x, y, body 27, goal x, y]."""
 
-    def __init__(self, task: TaskSpec, actor: torch.nn.Module) -> None:
-        self.maze, self.actor = self.maze_of(task), actor
+    def __init__(self, task: TaskSpec, walker: GoalWalker) -> None:
+        self.maze, self.walker = self.maze_of(task), walker
         self.free = self.maze.free_cells()
         self._next_cell: dict[tuple[tuple[int, int], tuple[int, int]], tuple[int, int] | None] = {}
 
@@ -54,9 +80,9 @@ class MazeWaypointBehaviour(Behaviour):
         step = self._next_cell[cells]
         return goal if step is None else self.maze.cell_centre(*step)
 
+    def begin_episode(self, generator: torch.Generator) -> None:
+        self.walker.begin_episode(generator)
+
     def act(self, obs: np.ndarray, generator: torch.Generator) -> np.ndarray:
         body = obs[2:2 + BODY_DIMS]
-        policy_obs = np.concatenate([body, goal_in_heading_frame(body, self.waypoint(obs) - obs[:2])])
-        with torch.no_grad():
-            x = torch.as_tensor(policy_obs, dtype=torch.float32).unsqueeze(0)
-            return self.actor.sample(x, generator)[0][0].numpy()
+        return self.walker.act(body, goal_in_heading_frame(body, self.waypoint(obs) - obs[:2]), generator)

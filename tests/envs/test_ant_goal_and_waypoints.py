@@ -1,5 +1,5 @@
-"""What antmaze-*-diverse is made with (issue 18): the goal-reaching Ant env its SAC policy learns in, the maze's
-shortest paths, and the waypoint follower that steers the policy between random start and goal cells."""
+"""What antmaze-*-diverse is made with (issue 18): the goal-reaching Ant env, the scripted gait that walks to goals,
+the maze's shortest paths, and the waypoint follower that steers the walker between random start and goal cells."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +11,8 @@ from spaars_robot.envs import make_env
 from spaars_robot.envs.ant_goal import GOAL_BONUS, REACH_M, goal_in_heading_frame
 from spaars_robot.envs.maze import MazeGeometry
 from spaars_robot.errors import SpaarsError
-from spaars_robot.train.maze_waypoints import MazeWaypointBehaviour
+from spaars_robot.train.maze_waypoints import ActorWalker, MazeWaypointBehaviour
+from spaars_robot.train.scripted_ant import ScriptedAntWalker
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_shortest_path_through_the_medium_maze(maze):
 
 def test_waypoint_follower_draws_cells_and_steers_along_the_path(maze):
     task = load_task("antmaze-medium")
-    behaviour = MazeWaypointBehaviour(task, torch.nn.Identity())
+    behaviour = MazeWaypointBehaviour(task, ScriptedAntWalker())
     generator = torch.Generator().manual_seed(0)
     draws = [behaviour.reset_options(generator) for _ in range(200)]
     assert all(not maze.walls[tuple(d["reset_cell"])] and not maze.walls[tuple(d["goal_cell"])] for d in draws)
@@ -71,7 +72,7 @@ def test_waypoint_follower_draws_cells_and_steers_along_the_path(maze):
     assert maze.cell_of(flat[:2]) == tuple(draws[0]["reset_cell"]) and maze.cell_of(flat[-2:]) == tuple(draws[0]["goal_cell"])
     env.close()
     with pytest.raises(SpaarsError, match="maze"):
-        MazeWaypointBehaviour(load_task("kitchen"), torch.nn.Identity())
+        MazeWaypointBehaviour(load_task("kitchen"), ScriptedAntWalker())
 
 
 def test_the_goal_is_seen_from_the_torsos_heading():
@@ -82,3 +83,48 @@ def test_the_goal_is_seen_from_the_torsos_heading():
         np.testing.assert_allclose(goal_in_heading_frame(body, ahead), [3.0, 0.0], atol=1e-9)
         left = 2.0 * np.array([np.cos(yaw + np.pi / 2), np.sin(yaw + np.pi / 2)])
         np.testing.assert_allclose(goal_in_heading_frame(body, left), [0.0, 2.0], atol=1e-9)
+
+
+def test_the_scripted_gait_walks_to_goals_without_falling():
+    """On the open arena's chained goals (1-6 m away, any bearing), with the data's action noise, the gait reaches
+    goals in every episode and stays up: a gait that stumbles, drifts or cannot turn reaches none in 25 s."""
+    env = make_env(load_task("ant-goal"))
+    reached = []
+    for seed in range(3):
+        obs, _ = env.reset(seed=100 + seed)
+        walker, generator = ScriptedAntWalker(), torch.Generator().manual_seed(seed)
+        walker.begin_episode(generator)
+        for _ in range(500):
+            obs, _, terminated, _, info = env.step(walker.act(obs[:27], obs[27:], generator))
+            assert not terminated
+        reached.append(info["goals_reached"])
+    env.close()
+    assert min(reached) >= 1 and sum(reached) >= 4, reached
+
+
+def test_the_scripted_gait_turns_towards_the_goal_with_hysteresis():
+    walker = ScriptedAntWalker(action_noise=0.0)
+    assert walker.steer(np.array([3.0, 0.2])) == "forward"  # 0.07 rad off: keep walking
+    assert walker.steer(np.array([1.0, 1.0])) == "left"  # 0.79 rad to the left
+    assert walker.steer(np.array([3.0, 0.6])) == "left"  # 0.2 rad: still turning (hysteresis)
+    assert walker.steer(np.array([3.0, 0.1])) == "forward"
+    assert walker.steer(np.array([-1.0, -0.1])) == "right"  # behind and slightly right
+    body = np.zeros(27)
+    body[5:13] = [0.0, 0.87, 0.0, -0.87, 0.0, -0.87, 0.0, 0.87]
+    action = walker.act(body, np.array([5.0, 0.0]), torch.Generator().manual_seed(0))
+    assert action.shape == (8,) and np.all(np.abs(action) <= 1.0) and np.any(action != 0.0)
+    with pytest.raises(ValueError, match="turn_off"):
+        ScriptedAntWalker(turn_on=0.1, turn_off=0.2)
+
+
+def test_a_kept_actor_walks_the_maze_as_the_script_does():
+    """ActorWalker hands the actor [body, heading-frame goal], the observation of the ant-goal task it learnt on."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def sample(self, x, generator):
+            seen.append(x)
+            return torch.zeros(1, 8), None
+
+    action = ActorWalker(Recorder()).act(np.arange(27.0), np.array([1.0, 2.0]), torch.Generator())
+    assert action.shape == (8,) and seen[0].shape == (1, 29) and seen[0][0, -2:].tolist() == [1.0, 2.0]

@@ -18,10 +18,13 @@ from tests.runtime.runtime_helpers import serving
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    """Collected once through the CLI: antmaze-medium-diverse (2000 steps; its goal-reaching Ant trained for 1000
-    steps only, so it mostly stumbles) and kitchen-mixed (1000 steps, scripted)."""
+    """Collected once through the CLI: antmaze-medium-diverse (2000 steps, the scripted gait on waypoints),
+    ant-goal-expert (1000 steps of a SAC run trained for 1000 steps only: a kept actor for the tests below) and
+    kitchen-mixed (1000 steps, scripted)."""
     root = tmp_path_factory.mktemp("datasets")
     run_cli("data", "collect", "--task", "antmaze-medium", "--quality", "diverse", "--steps", "2000",
+            "--root", str(root), "--threads", "1")
+    run_cli("data", "collect", "--task", "ant-goal", "--quality", "expert", "--steps", "1000",
             "--train-budget", "1000", "--random-steps", "500", "--eval-every", "500", "--checkpoint-every", "500",
             "--root", str(root), "--threads", "1")
     run_cli("data", "collect", "--task", "kitchen", "--quality", "mixed", "--steps", "1000", "--root", str(root),
@@ -51,9 +54,9 @@ def test_antmaze_diverse_dataset_is_collected_and_read(datasets, monkeypatch):
     dataset = OfflineDataset.load(root / "spaars" / "antmaze-medium-diverse-v0")
     assert (dataset.obs_dim, dataset.action_dim) == (31, 8)
     assert dataset.metadata["ref_max_score"] == 1.0
-    # made by the goal-reaching Ant's own resumable SAC run, steered between random cells (not D4RL's fixed r -> g)
-    assert dataset.metadata["spaars_behaviour"].startswith("ant-goal SAC policy")
-    assert (root / "spaars" / "_behaviour" / "ant-goal-seed0" / "state.pt").exists()
+    # made by the scripted gait, steered between random cells (not D4RL's fixed r -> g); no SAC run behind it
+    assert dataset.metadata["spaars_behaviour"].startswith("scripted Ant gait")
+    assert dataset.metadata["spaars_behaviour_action_noise"] == 0.05
     from spaars_robot.config.tasks import load_task
     from spaars_robot.data.episodes import iter_episodes
     from spaars_robot.envs.maze import MazeGeometry
@@ -63,6 +66,8 @@ def test_antmaze_diverse_dataset_is_collected_and_read(datasets, monkeypatch):
     starts = {maze.cell_of(ep.observations[0, :2]) for ep in episodes}
     goals = {maze.cell_of(ep.observations[0, -2:]) for ep in episodes}
     assert len(episodes) >= 2 and len(goals) >= 2 and starts != {(1, 1)}  # random cells, not D4RL's fixed r -> g
+    travelled = [np.linalg.norm(np.diff(ep.observations[:, :2], axis=0), axis=1).sum() for ep in episodes]
+    assert sum(travelled) / sum(len(ep) for ep in episodes) > 0.01  # it walks: > 0.2 m/s over the whole data
     # Minari rebuilds the flat env from the recorded spec (entry point spaars_robot.envs.goal:make_goal_env)
     import minari
 
@@ -75,27 +80,35 @@ def test_antmaze_diverse_dataset_is_collected_and_read(datasets, monkeypatch):
 
 def test_a_kept_behaviour_policy_rolls_out_the_dataset_that_training_made(datasets, tmp_path):
     """`--behaviour-policy`: the trained run's chosen checkpoint, rolled out with no SAC run, gives the same
-    transitions bit for bit (same seed, same steps), and the metadata names the file by its SHA-256."""
+    transitions bit for bit (same seed, same steps), and the metadata names the file by its SHA-256; the same
+    actor drives the maze's waypoints in place of the scripted gait."""
     from spaars_robot.data.episodes import iter_episodes
     from spaars_robot.data.files import sha256_file
 
-    trained = OfflineDataset.load(datasets / "spaars" / "antmaze-medium-diverse-v0")
+    trained = OfflineDataset.load(datasets / "spaars" / "ant-goal-expert-v0")
     checkpoint = trained.metadata["spaars_behaviour_checkpoint"]
-    run_cli("data", "collect", "--task", "antmaze-medium", "--quality", "diverse", "--steps", "2000",
+    run_cli("data", "collect", "--task", "ant-goal", "--quality", "expert", "--steps", "1000",
             "--behaviour-policy", checkpoint, "--root", str(tmp_path), "--threads", "1")
     assert not (tmp_path / "spaars" / "_behaviour").exists()  # no SAC run was started
-    kept = OfflineDataset.load(tmp_path / "spaars" / "antmaze-medium-diverse-v0")
+    kept = OfflineDataset.load(tmp_path / "spaars" / "ant-goal-expert-v0")
     assert kept.metadata["spaars_behaviour_sha256"] == sha256_file(checkpoint)
     assert kept.metadata["spaars_behaviour_eval_normalized"] == pytest.approx(
         trained.metadata["spaars_behaviour_eval_normalized"], abs=1e-9)
-    pairs = list(zip(iter_episodes(datasets / "spaars" / "antmaze-medium-diverse-v0"),
-                     iter_episodes(tmp_path / "spaars" / "antmaze-medium-diverse-v0"), strict=True))
+    pairs = list(zip(iter_episodes(datasets / "spaars" / "ant-goal-expert-v0"),
+                     iter_episodes(tmp_path / "spaars" / "ant-goal-expert-v0"), strict=True))
     for a, b in pairs:
         assert np.array_equal(a.observations, b.observations) and np.array_equal(a.actions, b.actions)
+    run_cli("data", "collect", "--task", "antmaze-medium", "--quality", "diverse", "--steps", "300",
+            "--behaviour-policy", checkpoint, "--root", str(tmp_path), "--threads", "1")
+    maze_data = OfflineDataset.load(tmp_path / "spaars" / "antmaze-medium-diverse-v0")
+    assert maze_data.metadata["spaars_behaviour"].startswith("ant-goal SAC policy")
+    assert maze_data.metadata["spaars_behaviour_sha256"] == sha256_file(checkpoint)
+    scripted = OfflineDataset.load(datasets / "spaars" / "antmaze-medium-diverse-v0")
+    assert not np.array_equal(maze_data.action[:300], scripted.action[:300])  # the actor acted, not the script
 
 
 def test_a_kept_behaviour_policy_that_does_not_fit_is_refused(datasets, tmp_path):
-    checkpoint = OfflineDataset.load(datasets / "spaars" / "antmaze-medium-diverse-v0").metadata[
+    checkpoint = OfflineDataset.load(datasets / "spaars" / "ant-goal-expert-v0").metadata[
         "spaars_behaviour_checkpoint"]
     cases = [  # (task, quality, policy file, what the error says)
         ("hopper", "medium", checkpoint, "not a SAC actor of task hopper (11 observation dims, 3 action dims)"),
