@@ -21,9 +21,11 @@ forms can be scored on the same ground truth without new rollouts.
 min over a random `--refit-subset` of members, as RLPD/SUPE) on the run's own 50/50 batches (dataset and the
 checkpoint's online replay) with the run's own TD target (its final policies and gate choose the next action),
 and scores each the same way: whether more members rank raw against latent where the run's critic could not,
-with the training budget equal across sizes (the refit of the run's own size is the control). `--refit-from-run`
-continues the run's own critic instead, and `--refit-offline-ratio 0` fits on the online replay alone: whether the
-states near the deployed policy teach the critic the local action ranking the dataset's mix blurs.
+with the training budget equal across sizes (the refit of the run's own size is the control). A spec
+`M:run` continues the run's own critic (M must be its size) instead of fresh weights, and `M@R` fits on batches
+with a share R of the dataset (`2:run@0`: the run's critic on its online replay alone: whether the states near the
+deployed policy teach the critic the local action ranking the dataset's mix blurs). All specs of one invocation
+are scored on the same states and the same ground truth.
 The H-step return is a Monte-Carlo estimate with no critic bootstrap, so the ground truth never depends
 on the critic it judges; with gamma = 0.99, H = 100 covers 63 % of the discount weight.
 """
@@ -133,6 +135,21 @@ def paired_p_values(diffs: np.ndarray) -> np.ndarray:
     return 2 * stats.t.sf(np.abs(t), df=repeats - 1)
 
 
+def parse_refit(spec: str, run_members: int) -> tuple[int, bool, float | None]:
+    """`MEMBERS[:fresh|run][@OFFLINE_RATIO]` -> (members, continue the run's critic, dataset share or None)."""
+    head, _, ratio = spec.strip().partition("@")
+    size, _, init = head.partition(":")
+    try:
+        members, offline_ratio = int(size), (float(ratio) if ratio else None)
+    except ValueError:
+        raise SystemExit(f"--refit {spec!r}: expected MEMBERS[:fresh|run][@OFFLINE_RATIO], e.g. 2:run@0") from None
+    if init not in ("", "fresh", "run") or not (offline_ratio is None or 0.0 <= offline_ratio <= 1.0):
+        raise SystemExit(f"--refit {spec!r}: init is fresh or run, the offline ratio in [0, 1]")
+    if init == "run" and members != run_members:
+        raise SystemExit(f"--refit {spec!r}: 'run' continues the run's {run_members}-member critic")
+    return members, init == "run", offline_ratio
+
+
 def refit_critic(built, online_state: dict, members: int, subset: int | None, updates: int, seed: int,
                  offline_ratio: float | None = None, from_run: bool = False):
     """A `members`-critic fitted for `updates` TD steps as the run's own critic was (see the module doc): fresh, or
@@ -176,19 +193,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=16)
     parser.add_argument("--noise", type=float, default=0.1, help="action noise std after the first action")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired t-test")
-    parser.add_argument("--refit", default="", help="comma-separated ensemble sizes to refit and score, e.g. 2,10")
+    parser.add_argument("--refit", default="", help="comma-separated refit specs MEMBERS[:fresh|run][@OFFLINE_RATIO], "
+                                                    "e.g. 2,10,2:run@0 (see the module doc)")
     parser.add_argument("--refit-updates", type=int, default=20_000)
     parser.add_argument("--refit-subset", type=int, default=2, help="targets: min over this many sampled members")
-    parser.add_argument("--refit-offline-ratio", type=float, default=None,
-                        help="dataset share of the refit's batches (default: the run's own, 0.5)")
-    parser.add_argument("--refit-from-run", action="store_true",
-                        help="continue from the run's critic and target instead of fresh weights (its member count)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     config, task, built = load_agent(args.run_dir, args.cache_dir)
     agent, nets = built.agent, built.nets
+    refits = [parse_refit(spec, nets.critic.ensemble_size) for spec in args.refit.split(",") if spec.strip()]
     gate_cfg = config.online.gate
     agent.phase, agent.force_raw = "gated", False  # score the gate even for a run that never switched
     # a run trained under a safety spec is judged as it runs: every executed action through that layer
@@ -247,24 +262,20 @@ def main() -> None:
                       "lcb": lcb.numpy().round(6).tolist(), "gate_open": gate_open.astype(int).tolist(),
                       "action_distance": (raw - lat).norm(dim=-1).numpy().round(6).tolist()},
     }
-    refits = [int(size) for size in args.refit.split(",") if size.strip()]
     if refits:
         online_state = safe_torch_load(args.run_dir / "checkpoint.pt")["online"]
         result["refit"] = []
-        for members in refits:
-            if args.refit_from_run and members != nets.critic.ensemble_size:
-                raise SystemExit(f"--refit-from-run continues the run's {nets.critic.ensemble_size}-member critic; "
-                                 f"asked for {members}")
+        for members, from_run, offline_ratio in refits:
             t_fit = time.perf_counter()
             with torch.enable_grad():
                 critic = refit_critic(built, online_state, members, min(args.refit_subset, members),
-                                      args.refit_updates, config.seed, args.refit_offline_ratio, args.refit_from_run)
+                                      args.refit_updates, config.seed, offline_ratio, from_run)
             refit_adv = member_advantages(critic, obs, raw, lat)
             refit_open = (lcb_of(refit_adv, gate_cfg.kappa) > 0).numpy()
             result["refit"].append({
                 "members": members, "updates": args.refit_updates, "target_subset": min(args.refit_subset, members),
-                "offline_ratio": built.offline_ratio if args.refit_offline_ratio is None else args.refit_offline_ratio,
-                "init": "run" if args.refit_from_run else "fresh",
+                "offline_ratio": built.offline_ratio if offline_ratio is None else offline_ratio,
+                "init": "run" if from_run else "fresh",
                 "mean_advantage_sign_accuracy": accuracy(refit_adv.mean(0).numpy() > 0),
                 "mean_advantage_sign_accuracy_ci95": interval(refit_adv.mean(0).numpy() > 0),
                 "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),
