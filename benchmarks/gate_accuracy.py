@@ -135,6 +135,15 @@ def paired_p_values(diffs: np.ndarray) -> np.ndarray:
     return 2 * stats.t.sf(np.abs(t), df=repeats - 1)
 
 
+def confident_half_accuracy(advantage: np.ndarray, truth: np.ndarray, significant: np.ndarray) -> float | None:
+    """Sign accuracy of `advantage` on the significant states whose |advantage| is above its median there."""
+    if significant.sum() < 2:
+        return None
+    a, t = advantage[significant], truth[significant]
+    sure = np.abs(a) > np.median(np.abs(a))
+    return float(((a[sure] > 0) == (t[sure] > 0)).mean()) if sure.any() else None
+
+
 def parse_refit(spec: str, run_members: int) -> tuple[int, bool, float | None]:
     """`MEMBERS[:fresh|run][@OFFLINE_RATIO]` -> (members, continue the run's critic, dataset share or None)."""
     head, _, ratio = spec.strip().partition("@")
@@ -257,6 +266,10 @@ def main() -> None:
         "true_advantage_abs_mean": float(np.abs(mean).mean()),
         "critic_advantage_abs_mean": float(np.abs(mean_advantage).mean()),
         "action_distance_mean": float((raw - lat).norm(dim=-1).mean()),
+        # does the critic rank at all, not only by sign: Spearman's rho between its advantage and the truth over
+        # every state (noise included), and the sign accuracy where the critic is most sure (top half of |A|)
+        "rank_correlation": float(stats.spearmanr(mean_advantage, mean).statistic),
+        "confident_half_sign_accuracy": confident_half_accuracy(mean_advantage, mean, significant),
         "per_state": {"true_difference": mean.round(6).tolist(), "standard_error": se.round(6).tolist(),
                       "p_value": p_values.round(6).tolist(), "critic_advantage": mean_advantage.round(6).tolist(),
                       "lcb": lcb.numpy().round(6).tolist(), "gate_open": gate_open.astype(int).tolist(),
@@ -281,6 +294,8 @@ def main() -> None:
                 "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),
                 "member_sign_accuracy": [accuracy(refit_adv[e].numpy() > 0) for e in range(members)],
                 "critic_advantage_abs_mean": float(refit_adv.mean(0).abs().mean()),
+                "rank_correlation": float(stats.spearmanr(refit_adv.mean(0).numpy(), mean).statistic),
+                "confident_half_sign_accuracy": confident_half_accuracy(refit_adv.mean(0).numpy(), mean, significant),
                 "fit_seconds": round(time.perf_counter() - t_fit, 1)})
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result, indent=2))

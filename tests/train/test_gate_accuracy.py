@@ -33,6 +33,7 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
     assert first["significant_states"] == sum(p < 0.05 for p in per_state["p_value"])
     assert len(per_state["true_difference"]) == len(per_state["critic_advantage"]) == 12
     assert first["significance"]["expected_by_chance"] == 0.6
+    assert -1.0 <= first["rank_correlation"] <= 1.0 and -1.0 <= first["refit"][0]["rank_correlation"] <= 1.0
     if first["significant_states"]:
         low, high = first["sign_accuracy_ci95"]
         assert 0.0 <= low <= first["sign_accuracy"] <= high <= 1.0
