@@ -9,6 +9,8 @@ order of its `Dict` space, which is fixed: it does not depend on the order subta
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -54,4 +56,19 @@ def make_goal_env(env_id: str, observation_keys: list[str], env_kwargs: dict | N
     kwargs = {**registered.kwargs, **(env_kwargs or {})}
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-    return FlatGoalObservation(creator(**kwargs), observation_keys)
+    env = creator(**kwargs)
+    remove_maze_xml(env)
+    return FlatGoalObservation(env, observation_keys)
+
+
+def remove_maze_xml(env: gym.Env) -> None:
+    """Delete the maze model file gymnasium-robotics 1.4.2 writes for every AntMaze/PointMaze env and never removes.
+
+    `Maze.make_maze` saves the maze's MJCF as `<tmp>/ant_maze<time>.xml` (the parent of a TemporaryDirectory it
+    then deletes, so the file itself outlives it); MuJoCo has parsed it by the time the env exists, so it is not
+    needed again. Left in place, every evaluation, test and sweep trial that builds a maze env adds ~60 KB to /tmp
+    (906 files after two days of this project's runs)."""
+    path = getattr(env.unwrapped, "tmp_xml_file_path", None)
+    if isinstance(path, str) and os.path.basename(path).startswith(("ant_maze", "point_maze")):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)

@@ -128,3 +128,17 @@ def test_a_kept_actor_walks_the_maze_as_the_script_does():
 
     action = ActorWalker(Recorder()).act(np.arange(27.0), np.array([1.0, 2.0]), torch.Generator())
     assert action.shape == (8,) and seen[0].shape == (1, 29) and seen[0][0, -2:].tolist() == [1.0, 2.0]
+
+
+def test_building_a_maze_env_leaves_no_model_file_behind():
+    """gymnasium-robotics writes /tmp/ant_maze<time>.xml for every maze env and never removes it; ours do, and the
+    env still runs from the model MuJoCo already parsed."""
+    import os
+
+    for name in ("antmaze-medium", "ant-goal"):
+        env = make_env(load_task(name))
+        inner = env.unwrapped if name == "antmaze-medium" else env.unwrapped.inner.unwrapped
+        assert inner.tmp_xml_file_path.endswith(".xml") and not os.path.exists(inner.tmp_xml_file_path)
+        env.reset(seed=0)
+        assert np.all(np.isfinite(env.step(np.zeros(8))[0]))
+        env.close()
