@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from scipy import stats
 
 from spaars_robot.algos.gate import choose_scale, lcb_of, member_advantages
