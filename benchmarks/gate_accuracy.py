@@ -24,8 +24,9 @@ and scores each the same way: whether more members rank raw against latent where
 with the training budget equal across sizes (the refit of the run's own size is the control). A spec
 `M:run` continues the run's own critic (M must be its size) instead of fresh weights, and `M@R` fits on batches
 with a share R of the dataset (`2:run@0`: the run's critic on its online replay alone: whether the states near the
-deployed policy teach the critic the local action ranking the dataset's mix blurs). All specs of one invocation
-are scored on the same states and the same ground truth.
+deployed policy teach the critic the local action ranking the dataset's mix blurs); `+mean` / `+sample` sets the
+latent action of the TD target at s' (`online.critic_target_action`: the deployed decoded mean, or a decoded
+sample of the exploring latent policy). All specs of one invocation are scored on the same states and truth.
 The H-step return is a Monte-Carlo estimate with no critic bootstrap, so the ground truth never depends
 on the critic it judges; with gamma = 0.99, H = 100 covers 63 % of the discount weight.
 """
@@ -143,9 +144,13 @@ def confident_half_accuracy(advantage: np.ndarray, truth: np.ndarray, significan
     return float(((a[sure] > 0) == (t[sure] > 0)).mean()) if sure.any() else None
 
 
-def parse_refit(spec: str, run_members: int) -> tuple[int, bool, float | None]:
-    """`MEMBERS[:fresh|run][@OFFLINE_RATIO]` -> (members, continue the run's critic, dataset share or None)."""
-    head, _, ratio = spec.strip().partition("@")
+def parse_refit(spec: str, run_members: int) -> tuple[int, bool, float | None, str | None]:
+    """`MEMBERS[:fresh|run][@OFFLINE_RATIO][+sample|+mean]` -> (members, continue the run's critic, dataset share
+    or None, the TD target's latent action or None for the run's own `online.critic_target_action`)."""
+    spec, _, target = spec.strip().partition("+")
+    if target not in ("", "sample", "mean"):
+        raise SystemExit(f"--refit {spec}+{target}: the target's latent action is +sample or +mean")
+    head, _, ratio = spec.partition("@")
     size, _, init = head.partition(":")
     try:
         members, offline_ratio = int(size), (float(ratio) if ratio else None)
@@ -155,13 +160,14 @@ def parse_refit(spec: str, run_members: int) -> tuple[int, bool, float | None]:
         raise SystemExit(f"--refit {spec!r}: init is fresh or run, the offline ratio in [0, 1]")
     if init == "run" and members != run_members:
         raise SystemExit(f"--refit {spec!r}: 'run' continues the run's {run_members}-member critic")
-    return members, init == "run", offline_ratio
+    return members, init == "run", offline_ratio, target or None
 
 
 def refit_critic(built, online_state: dict, members: int, subset: int | None, updates: int, seed: int,
-                 offline_ratio: float | None = None, from_run: bool = False):
+                 offline_ratio: float | None = None, from_run: bool = False, target_action: str | None = None):
     """A `members`-critic fitted for `updates` TD steps as the run's own critic was (see the module doc): fresh, or
-    (`from_run`) continuing from the run's own weights; on the run's batch mix or `offline_ratio` of the dataset."""
+    (`from_run`) continuing from the run's own weights; on the run's batch mix or `offline_ratio` of the dataset;
+    with the run's TD target, or its latent action sampled / the deployed mean (`target_action`)."""
     from spaars_robot.algos.base import fused_adam, polyak_update
     from spaars_robot.data.replay import ReplayBuffer, mixed_batch
     from spaars_robot.nn.critics import QEnsemble
@@ -179,6 +185,9 @@ def refit_critic(built, online_state: dict, members: int, subset: int | None, up
         critic = QEnsemble(offline.obs.shape[1], offline.action.shape[1], cfg.hidden, members, layer_norm=True)
         target = copy.deepcopy(critic).requires_grad_(False)
     ratio = built.offline_ratio if offline_ratio is None else offline_ratio
+    own_cfg = agent.cfg
+    if target_action is not None:  # the agent's TD target reads its config: swapped for this fit only
+        agent.cfg = own_cfg.model_copy(update={"critic_target_action": target_action})
     opt = fused_adam(critic.parameters(), agent.cfg.lr)
     for _ in range(updates):
         batch = mixed_batch(offline, online, agent.cfg.batch_size, ratio, generator)
@@ -187,6 +196,7 @@ def refit_critic(built, online_state: dict, members: int, subset: int | None, up
         loss.backward()
         opt.step()
         polyak_update(target, critic, agent.cfg.tau)
+    agent.cfg = own_cfg
     return critic.eval()
 
 
@@ -201,8 +211,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=16)
     parser.add_argument("--noise", type=float, default=0.1, help="action noise std after the first action")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired t-test")
-    parser.add_argument("--refit", default="", help="comma-separated refit specs MEMBERS[:fresh|run][@OFFLINE_RATIO], "
-                                                    "e.g. 2,10,2:run@0 (see the module doc)")
+    parser.add_argument("--refit", default="", help="comma-separated refit specs MEMBERS[:fresh|run]"
+                                                    "[@OFFLINE_RATIO][+sample|+mean], e.g. 2,10,2:run@0,2+mean "
+                                                    "(see the module doc)")
     parser.add_argument("--refit-updates", type=int, default=20_000)
     parser.add_argument("--refit-subset", type=int, default=2, help="targets: min over this many sampled members")
     parser.add_argument("--out", type=Path)
@@ -277,17 +288,18 @@ def main() -> None:
     if refits:
         online_state = safe_torch_load(args.run_dir / "checkpoint.pt")["online"]
         result["refit"] = []
-        for members, from_run, offline_ratio in refits:
+        for members, from_run, offline_ratio, target_action in refits:
             t_fit = time.perf_counter()
             with torch.enable_grad():
                 critic = refit_critic(built, online_state, members, min(args.refit_subset, members),
-                                      args.refit_updates, config.seed, offline_ratio, from_run)
+                                      args.refit_updates, config.seed, offline_ratio, from_run, target_action)
             refit_adv = member_advantages(critic, obs, raw, lat)
             refit_open = (lcb_of(refit_adv, gate_cfg.kappa) > 0).numpy()
             result["refit"].append({
                 "members": members, "updates": args.refit_updates, "target_subset": min(args.refit_subset, members),
                 "offline_ratio": built.offline_ratio if offline_ratio is None else offline_ratio,
                 "init": "run" if from_run else "fresh",
+                "target_action": target_action or config.online.critic_target_action,
                 "mean_advantage_sign_accuracy": accuracy(refit_adv.mean(0).numpy() > 0),
                 "mean_advantage_sign_accuracy_ci95": interval(refit_adv.mean(0).numpy() > 0),
                 "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),

@@ -117,9 +117,18 @@ class SPAARSAgent:
 
     # -- learning ----------------------------------------------------------------------------------
     def _next_action(self, next_obs: torch.Tensor) -> torch.Tensor:
-        """Critic target action: what the behaviour would do at s' (decoded latent sample, or gated raw)."""
-        z = self.nets.latent_policy.sample(next_obs, self.generator)[0]
-        latent = self.nets.cvae.decode(next_obs, z)
+        """Critic target action at s': the latent controller's (a decoded sample, or with `critic_target_action:
+        mean` the decoded mean it deploys) or, once gated, the raw mean where the gate opens.
+
+        Why `mean` exists: the gate ranks the deployed raw action against the deployed latent action, but with
+        sampled targets the critic values a continuation that explores; if that noise blurs what one action does,
+        the critic's advantages come out smaller than the deployed policy's (3-9x on the issue-16 runs) and the
+        gate's ranking is the casualty."""
+        if self.cfg.critic_target_action == "mean":
+            latent = self.nets.decoded_latent_mean(next_obs)
+        else:
+            z = self.nets.latent_policy.sample(next_obs, self.generator)[0]
+            latent = self.nets.cvae.decode(next_obs, z)
         if self.phase == "latent":
             return latent
         raw = self.raw_policy.mean_action(next_obs)

@@ -132,6 +132,10 @@ class OnlineConfig(_Strict):
         "awr", description="spaars/raw: the raw policy starts as the pretraining's AWR policy (awr), or as SPAR's "
                            "rectified policy (spar: the `spar` section's offline stages run first, and the raw policy "
                            "then improves by Latent Self-Imitation instead of concurrent BC / TD3+BC)")
+    critic_target_action: Literal["sample", "mean"] = Field(
+        "sample", description="spaars/latent/raw: the latent action in the shared critic's TD target at s': a decoded "
+                              "sample z ~ pi_z(s') (sample: the exploring behaviour's value), or the decoded mean "
+                              "(mean: the deployed controllers' value, what the gate's advantage is judged against)")
     gate: GateConfig = GateConfig()
     transition: TransitionConfig = TransitionConfig()
 
@@ -288,6 +292,7 @@ _HYPERPARAMETER_SECTIONS = {"pretrain", "online", "spar", "eval"}
 # so a run tagged before they existed (e.g. set-e144a1f8) keeps its tag, run directory and summary name.
 _ADDED_NEUTRAL: dict[str, Any] = {
     "online.raw_init": "awr",
+    "online.critic_target_action": "sample",
     "spar": SPARConfig().model_dump(mode="json"),
     "pretrain.observation_dims": None,
 }

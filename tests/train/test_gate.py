@@ -163,3 +163,31 @@ def test_critic_targets_follow_the_gate_state_by_state():
     raw = nets.raw_policy.mean_action(next_obs)
     for row, raw_expected in enumerate((True, False, True, False)):
         assert torch.equal(target_actions[row], raw[row]) == raw_expected, row
+
+
+def test_critic_target_latent_action_is_a_sample_or_the_deployed_mean():
+    """`online.critic_target_action`: sampled targets explore (two draws differ, neither is the deployed action);
+    `mean` targets are the decoded mean the latent controller deploys, in both phases; the tag of earlier runs
+    holds because the default is left out of it."""
+    from spaars_robot.algos.spaars import SPAARSAgent
+    from spaars_robot.config.training import hyperparameter_tag, resolve_config
+
+    next_obs = torch.stack([torch.as_tensor(_obs(f)) for f in (-1.0, -0.5)])  # the gate prefers latent here
+    agent, nets = _agent()
+    deployed = nets.decoded_latent_mean(next_obs)
+    for phase in ("latent", "gated"):
+        agent.phase = phase
+        first, second = agent._next_action(next_obs), agent._next_action(next_obs)
+        assert not torch.equal(first, second) and not torch.allclose(first, deployed)
+    config = resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "spaars", "seed": 0},
+                            ["online.gate.hysteresis_rel=0", "online.gate.kappa=1",
+                             "online.critic_target_action=mean"])
+    agent = SPAARSAgent(nets, config, torch.Generator().manual_seed(0))
+    for phase in ("latent", "gated"):
+        agent.phase = phase
+        assert torch.equal(agent._next_action(next_obs), deployed)
+    base = resolve_config("short", {"task": "hopper", "dataset": "x"})
+    assert hyperparameter_tag(resolve_config("short", {"task": "hopper", "dataset": "x"},
+                                             ["online.critic_target_action=sample"]), base) == ""
+    assert hyperparameter_tag(resolve_config("short", {"task": "hopper", "dataset": "x"},
+                                             ["online.critic_target_action=mean"]), base).startswith("set-")

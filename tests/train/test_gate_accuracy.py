@@ -49,9 +49,11 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
     second = _diagnose(run_dir, cache, tmp_path / "b.json")  # common random numbers, seeded refits: the same again
     assert timeless(first) == timeless(second)
     # the run's own critic continued on its online replay alone: a third estimate on the same ground truth
-    third = _diagnose(run_dir, cache, tmp_path / "c.json", "--refit", "2:run@0")
-    (refit,) = third["refit"]
+    third = _diagnose(run_dir, cache, tmp_path / "c.json", "--refit", "2:run@0,2+mean")
+    refit, mean_target = third["refit"]
     assert (refit["init"], refit["offline_ratio"]) == ("run", 0.0) and first["refit"][0]["init"] == "fresh"
+    assert (refit["target_action"], mean_target["target_action"]) == ("sample", "mean")
+    assert mean_target["critic_advantage_abs_mean"] != first["refit"][0]["critic_advantage_abs_mean"]
     assert third["per_state"] == first["per_state"]  # same states, same truth: only the refit differs
     assert refit["critic_advantage_abs_mean"] not in (first["critic_advantage_abs_mean"],
                                                       first["refit"][0]["critic_advantage_abs_mean"])
