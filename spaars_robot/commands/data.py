@@ -21,7 +21,7 @@ app.add_typer(data_app, name="data")
 
 class QualityChoice(StrEnum):
     """D4RL's dataset qualities (train/collect.py says how each is made; `mixed` is kitchen's scripted data,
-    `diverse` antmaze's waypoint-driven Ant)."""
+    `diverse` antmaze's waypoint-driven, scripted Ant)."""
 
     random = "random"
     medium = "medium"
@@ -58,7 +58,7 @@ def data_collect(
     behaviour_policy: Annotated[
         Path | None,
         typer.Option(help="A kept SAC actor (a behaviour run's policy_step*.pt) to roll out instead of training "
-                          "one (medium, expert; diverse: the goal-reaching Ant's)."),
+                          "one (medium, expert; diverse: an ant-goal actor, in place of the scripted Ant)."),
     ] = None,
 ) -> None:
     """Train a behaviour policy to a quality level (as D4RL did) and roll out a dataset; resumable."""

@@ -5,8 +5,8 @@ One SAC run per (task, seed) serves every quality: `medium` is the first evaluat
 task's target score, `expert` the best evaluation in the budget, `medium-replay` the replay buffer up
 to the medium point, `medium-expert` the concatenation of the medium and expert datasets. `mixed` (kitchen, D4RL's kitchen-mixed) is
 rolled out by a scripted controller instead of a learned one (train/scripted_kitchen.py); `diverse` (antmaze, D4RL's
-antmaze-*-diverse) by a goal-reaching Ant's SAC run (task `ant-goal`) steered along maze waypoints
-(train/maze_waypoints.py).
+antmaze-*-diverse) by a scripted goal-reaching Ant (train/scripted_ant.py; or a kept `ant-goal` SAC actor) steered
+along maze waypoints (train/maze_waypoints.py).
 
 Everything is resumable and deterministic: training checkpoints are written at episode boundaries
 (each episode resets from a seed derived from its index), rollouts are written in shards of whole

@@ -2,11 +2,11 @@
 
 D4RL's antmaze data came from a goal-reaching Ant policy (trained in the open) steered by a planner: each episode
 draws a start and a goal cell, and at every step the policy is given the next cell on the shortest path as its
-goal, then the goal itself once in the goal cell. Here the walker is the scripted gait of train/scripted_ant.py (or a kept SAC
-actor of `sim/tasks/ant-goal.yaml`, `ActorWalker`), the planner a breadth-first search over the task's map
-(`envs/maze.MazeGeometry`),
-and the episode's cells are drawn from the episode's seeded generator and passed to AntMaze's reset, so the data
-is "diverse" (random starts and goals) and an episode still depends on its seed alone.
+goal, then the goal itself once in the goal cell. Here the walker is the scripted gait of train/scripted_ant.py
+(or a kept SAC actor of `sim/tasks/ant-goal.yaml`, `ActorWalker`), the planner a breadth-first search over the
+task's map (`envs/maze.MazeGeometry`), and the episode's cells are drawn from the episode's seeded generator and
+passed to AntMaze's reset, so the data is "diverse" (random starts and goals) and an episode still depends on its
+seed alone.
 """
 from __future__ import annotations
 
