@@ -188,15 +188,17 @@ def refit_critic(built, online_state: dict, members: int, subset: int | None, up
     own_cfg = agent.cfg
     if target_action is not None:  # the agent's TD target reads its config: swapped for this fit only
         agent.cfg = own_cfg.model_copy(update={"critic_target_action": target_action})
-    opt = fused_adam(critic.parameters(), agent.cfg.lr)
-    for _ in range(updates):
-        batch = mixed_batch(offline, online, agent.cfg.batch_size, ratio, generator)
-        loss, _ = agent.critic_td_loss(critic, target, batch, subset, generator)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        polyak_update(target, critic, agent.cfg.tau)
-    agent.cfg = own_cfg
+    try:
+        opt = fused_adam(critic.parameters(), agent.cfg.lr)
+        for _ in range(updates):
+            batch = mixed_batch(offline, online, agent.cfg.batch_size, ratio, generator)
+            loss, _ = agent.critic_td_loss(critic, target, batch, subset, generator)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            polyak_update(target, critic, agent.cfg.tau)
+    finally:
+        agent.cfg = own_cfg
     return critic.eval()
 
 
