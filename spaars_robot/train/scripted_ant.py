@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from spaars_robot.algos.latch import Latch
+
 # the Ant's body observation (27): torso z, quaternion (4), joint angles (8: hip_1, ankle_1, ..., hip_4, ankle_4),
 # torso velocities (6), joint velocities (8)
 JOINT_ANGLES = slice(5, 13)
@@ -80,18 +82,21 @@ class ScriptedAntWalker:
                  turn_off: float = 0.1) -> None:
         if not 0.0 <= turn_off < turn_on:
             raise ValueError(f"turn_off ({turn_off}) must be below turn_on ({turn_on}) and not negative")
-        self.dt, self.action_noise, self.turn_on, self.turn_off = dt, action_noise, turn_on, turn_off
+        self.dt, self.action_noise = dt, action_noise
+        self.turning = Latch(turn_on, turn_on - turn_off)  # the project's one hysteresis rule, on |bearing|
         self.step_index, self.gait = 0, "forward"
 
     def begin_episode(self, generator: torch.Generator) -> None:
         self.step_index, self.gait = 0, "forward"
+        self.turning.reset()
 
     def steer(self, goal_heading_frame: np.ndarray) -> str:
+        """The gait for this step; a turn keeps its side until the bearing is back within `turn_off`."""
         bearing = float(np.arctan2(goal_heading_frame[1], goal_heading_frame[0]))
-        if self.gait == "forward" and abs(bearing) > self.turn_on:
-            self.gait = "left" if bearing > 0 else "right"
-        elif self.gait != "forward" and abs(bearing) < self.turn_off:
+        if not self.turning.update(abs(bearing)):
             self.gait = "forward"
+        elif self.gait == "forward":
+            self.gait = "left" if bearing > 0 else "right"
         return self.gait
 
     def act(self, body: np.ndarray, goal_heading_frame: np.ndarray, generator: torch.Generator) -> np.ndarray:
