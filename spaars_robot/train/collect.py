@@ -170,10 +170,29 @@ class BehaviourRun:
         loop.env.close()
 
     def chosen_step(self, quality: Literal["medium", "expert"]) -> int:
+        """The evaluation whose policy makes the dataset.
+
+        SAC's curve can jump past the medium band between two evaluations (hopper on one CPU went 29.8 -> 93.8 in
+        10k steps): the first evaluation at the target would then label an expert policy `medium`. The band is the
+        task's definition of the quality, so an overshoot falls back to the kept in-band checkpoint nearest the
+        target, and a run with none in band is refused rather than mislabelled.
+        """
         if not self.evals:
             raise SpaarsError(f"behaviour run {self.dir} has no evaluations yet")
         if quality == "medium" and self.medium_step is not None:
-            return self.medium_step
+            spec = self.task.quality["medium"]
+            low, high = spec.band
+            first = next(e for e in self.evals if e["step"] == self.medium_step)
+            if first["normalized"] <= high:
+                return self.medium_step
+            in_band = [e for e in self.evals if low <= e["normalized"] <= high and e["step"] <= self.medium_step]
+            if not in_band:
+                curve = ", ".join(f"{e['step']}: {e['normalized']:.1f}" for e in self.evals)
+                raise SpaarsError(
+                    f"behaviour run {self.dir} jumped past the medium band {list(spec.band)} without an evaluation "
+                    f"inside it (step: normalised score = {curve}); evaluate more often (--eval-every) or use "
+                    "another seed")
+            return min(in_band, key=lambda e: abs(e["normalized"] - spec.target_normalized))["step"]
         # expert, or medium that never reached its target: the best evaluation so far
         return max(self.evals, key=lambda e: e["normalized"])["step"]
 
