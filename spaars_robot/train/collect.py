@@ -190,8 +190,8 @@ class BehaviourRun:
                 curve = ", ".join(f"{e['step']}: {e['normalized']:.1f}" for e in self.evals)
                 raise SpaarsError(
                     f"behaviour run {self.dir} jumped past the medium band {list(spec.band)} without an evaluation "
-                    f"inside it (step: normalised score = {curve}); evaluate more often (--eval-every) or use "
-                    "another seed")
+                    f"inside it (step: normalised score = {curve}); remove {self.dir} and collect again with a smaller "
+                    "--eval-every, or use another --seed")
             return min(in_band, key=lambda e: abs(e["normalized"] - spec.target_normalized))["step"]
         # expert, or medium that never reached its target: the best evaluation so far
         return max(self.evals, key=lambda e: e["normalized"])["step"]
