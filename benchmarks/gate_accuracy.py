@@ -26,7 +26,8 @@ with the training budget equal across sizes (the refit of the run's own size is 
 with a share R of the dataset (`2:run@0`: the run's critic on its online replay alone: whether the states near the
 deployed policy teach the critic the local action ranking the dataset's mix blurs); `+mean` / `+sample` sets the
 latent action of the TD target at s' (`online.critic_target_action`: the deployed decoded mean, or a decoded
-sample of the exploring latent policy). All specs of one invocation are scored on the same states and truth.
+sample of the exploring latent policy), and `/N` its n-step return (`online.critic_nstep`: rewards summed over up
+to N steps of the stored episodes before the bootstrap). All specs of one invocation are scored on the same states and truth.
 The H-step return is a Monte-Carlo estimate with no critic bootstrap, so the ground truth never depends
 on the critic it judges; with gamma = 0.99, H = 100 covers 63 % of the discount weight.
 """
@@ -38,6 +39,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -144,10 +146,24 @@ def confident_half_accuracy(advantage: np.ndarray, truth: np.ndarray, significan
     return float(((a[sure] > 0) == (t[sure] > 0)).mean()) if sure.any() else None
 
 
-def parse_refit(spec: str, run_members: int) -> tuple[int, bool, float | None, str | None]:
-    """`MEMBERS[:fresh|run][@OFFLINE_RATIO][+sample|+mean]` -> (members, continue the run's critic, dataset share
-    or None, the TD target's latent action or None for the run's own `online.critic_target_action`)."""
-    spec, _, target = spec.strip().partition("+")
+class RefitSpec(NamedTuple):
+    members: int
+    from_run: bool  # continue the run's own critic instead of fresh weights
+    offline_ratio: float | None  # dataset share of each batch; None: the run's
+    target_action: str | None  # the TD target's latent action; None: the run's `online.critic_target_action`
+    nstep: int | None  # n of the TD target; None: the run's `online.critic_nstep`
+
+
+def parse_refit(spec: str, run_members: int) -> RefitSpec:
+    """`MEMBERS[:fresh|run][@OFFLINE_RATIO][+sample|+mean][/NSTEP]` -> RefitSpec."""
+    spec, _, nstep_text = spec.strip().partition("/")
+    try:
+        nstep = int(nstep_text) if nstep_text else None
+    except ValueError:
+        raise SystemExit(f"--refit {spec}/{nstep_text}: the n-step is a whole number >= 1") from None
+    if nstep is not None and nstep < 1:
+        raise SystemExit(f"--refit {spec}/{nstep_text}: the n-step is a whole number >= 1")
+    spec, _, target = spec.partition("+")
     if target not in ("", "sample", "mean"):
         raise SystemExit(f"--refit {spec}+{target}: the target's latent action is +sample or +mean")
     head, _, ratio = spec.partition("@")
@@ -160,14 +176,13 @@ def parse_refit(spec: str, run_members: int) -> tuple[int, bool, float | None, s
         raise SystemExit(f"--refit {spec!r}: init is fresh or run, the offline ratio in [0, 1]")
     if init == "run" and members != run_members:
         raise SystemExit(f"--refit {spec!r}: 'run' continues the run's {run_members}-member critic")
-    return members, init == "run", offline_ratio, target or None
+    return RefitSpec(members, init == "run", offline_ratio, target or None, nstep)
 
 
-def refit_critic(built, online_state: dict, members: int, subset: int | None, updates: int, seed: int,
-                 offline_ratio: float | None = None, from_run: bool = False, target_action: str | None = None):
-    """A `members`-critic fitted for `updates` TD steps as the run's own critic was (see the module doc): fresh, or
-    (`from_run`) continuing from the run's own weights; on the run's batch mix or `offline_ratio` of the dataset;
-    with the run's TD target, or its latent action sampled / the deployed mean (`target_action`)."""
+def refit_critic(built, online_state: dict, spec: RefitSpec, subset: int | None, updates: int, seed: int):
+    """A `spec.members`-critic fitted for `updates` TD steps as the run's own critic was (see the module doc): fresh,
+    or continuing from the run's own weights; on the run's batch mix or another dataset share; with the run's TD
+    target, or another latent action at s' / another n."""
     from spaars_robot.algos.base import fused_adam, polyak_update
     from spaars_robot.data.replay import ReplayBuffer, mixed_batch
     from spaars_robot.nn.critics import QEnsemble
@@ -178,7 +193,8 @@ def refit_critic(built, online_state: dict, members: int, subset: int | None, up
     online.load_state_dict(online_state)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    if from_run:
+    members, offline_ratio = spec.members, spec.offline_ratio
+    if spec.from_run:
         critic = copy.deepcopy(built.nets.critic).requires_grad_(True).train()
         target = copy.deepcopy(agent.critic_target).requires_grad_(False)
     else:
@@ -186,12 +202,14 @@ def refit_critic(built, online_state: dict, members: int, subset: int | None, up
         target = copy.deepcopy(critic).requires_grad_(False)
     ratio = built.offline_ratio if offline_ratio is None else offline_ratio
     own_cfg = agent.cfg
-    if target_action is not None:  # the agent's TD target reads its config: swapped for this fit only
-        agent.cfg = own_cfg.model_copy(update={"critic_target_action": target_action})
+    changes = {name: value for name, value in (("critic_target_action", spec.target_action),
+                                               ("critic_nstep", spec.nstep)) if value is not None}
+    agent.cfg = own_cfg.model_copy(update=changes)  # the agent's TD target reads its config: swapped for this fit
     try:
         opt = fused_adam(critic.parameters(), agent.cfg.lr)
         for _ in range(updates):
-            batch = mixed_batch(offline, online, agent.cfg.batch_size, ratio, generator)
+            batch = mixed_batch(offline, online, agent.cfg.batch_size, ratio, generator, agent.cfg.critic_nstep,
+                                agent.cfg.gamma)
             loss, _ = agent.critic_td_loss(critic, target, batch, subset, generator)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -214,7 +232,8 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.1, help="action noise std after the first action")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired t-test")
     parser.add_argument("--refit", default="", help="comma-separated refit specs MEMBERS[:fresh|run]"
-                                                    "[@OFFLINE_RATIO][+sample|+mean], e.g. 2,10,2:run@0,2+mean "
+                                                    "[@OFFLINE_RATIO][+sample|+mean][/NSTEP], e.g. "
+                                                    "2,10,2:run@0,2+mean,2+mean/5 "
                                                     "(see the module doc)")
     parser.add_argument("--refit-updates", type=int, default=20_000)
     parser.add_argument("--refit-subset", type=int, default=2, help="targets: min over this many sampled members")
@@ -290,18 +309,19 @@ def main() -> None:
     if refits:
         online_state = safe_torch_load(args.run_dir / "checkpoint.pt")["online"]
         result["refit"] = []
-        for members, from_run, offline_ratio, target_action in refits:
-            t_fit = time.perf_counter()
+        for spec in refits:
+            members, t_fit = spec.members, time.perf_counter()
             with torch.enable_grad():
-                critic = refit_critic(built, online_state, members, min(args.refit_subset, members),
-                                      args.refit_updates, config.seed, offline_ratio, from_run, target_action)
+                critic = refit_critic(built, online_state, spec, min(args.refit_subset, members),
+                                      args.refit_updates, config.seed)
             refit_adv = member_advantages(critic, obs, raw, lat)
             refit_open = (lcb_of(refit_adv, gate_cfg.kappa) > 0).numpy()
             result["refit"].append({
                 "members": members, "updates": args.refit_updates, "target_subset": min(args.refit_subset, members),
-                "offline_ratio": built.offline_ratio if offline_ratio is None else offline_ratio,
-                "init": "run" if from_run else "fresh",
-                "target_action": target_action or config.online.critic_target_action,
+                "offline_ratio": built.offline_ratio if spec.offline_ratio is None else spec.offline_ratio,
+                "init": "run" if spec.from_run else "fresh",
+                "target_action": spec.target_action or config.online.critic_target_action,
+                "nstep": spec.nstep or config.online.critic_nstep,
                 "mean_advantage_sign_accuracy": accuracy(refit_adv.mean(0).numpy() > 0),
                 "mean_advantage_sign_accuracy_ci95": interval(refit_adv.mean(0).numpy() > 0),
                 "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),

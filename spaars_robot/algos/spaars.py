@@ -143,8 +143,14 @@ class SPAARSAgent:
         pair: the run fits its own with it, and benchmarks/gate_accuracy.py fits fresh ensembles of other sizes
         with exactly the same target, so a difference in ranking comes from the ensemble and not a second copy."""
         with torch.no_grad():
-            target_q = target.target_min(batch["next_obs"], self._next_action(batch["next_obs"]), subset, generator)
-            y = batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * target_q
+            if "nstep_reward" in batch:  # online.critic_nstep > 1: data/replay.nstep_targets
+                reward, next_obs = batch["nstep_reward"], batch["nstep_next_obs"]
+                discount = batch["nstep_discount"] * (1.0 - batch["nstep_done"])
+            else:
+                reward, next_obs = batch["reward"], batch["next_obs"]
+                discount = self.cfg.gamma * (1.0 - batch["done"])
+            target_q = target.target_min(next_obs, self._next_action(next_obs), subset, generator)
+            y = reward + discount * target_q
         q = critic(batch["obs"], batch["action"])
         return (q - y).pow(2).mean(1).sum(), q
 

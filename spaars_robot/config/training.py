@@ -19,6 +19,7 @@ from spaars_robot.config.ranges import ranges_problem
 from spaars_robot.errors import ConfigError
 
 Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc", "supe", "spaars-supe"]
+SHARED_CRITIC_ALGOS = ("spaars", "latent", "raw")  # SPAARSAgent and its ablations (algos/spaars.py)
 
 
 class _Strict(BaseModel):
@@ -136,6 +137,9 @@ class OnlineConfig(_Strict):
         "sample", description="spaars/latent/raw: the latent action in the shared critic's TD target at s': a decoded "
                               "sample z ~ pi_z(s') (sample: the exploring behaviour's value), or the decoded mean "
                               "(mean: the deployed controllers' value, what the gate's advantage is judged against)")
+    critic_nstep: int = Field(
+        1, ge=1, le=100, description="spaars/latent/raw: n of the shared critic's n-step TD target (1: one-step). "
+                                     "The sum stops at episode ends; the bootstrap follows critic_target_action")
     gate: GateConfig = GateConfig()
     transition: TransitionConfig = TransitionConfig()
 
@@ -231,6 +235,17 @@ class TrainConfig(_Strict):
     supe: SUPEConfig = SUPEConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="after")
+    def _shared_critic_options_need_the_shared_critic(self) -> TrainConfig:
+        """The TD-target options live in SPAARSAgent's critic: on another algorithm they would be silently ignored."""
+        if self.algo not in SHARED_CRITIC_ALGOS:
+            changed = [f"online.{name}={getattr(self.online, name)}" for name, default in
+                       (("critic_nstep", 1), ("critic_target_action", "sample")) if getattr(self.online, name) != default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)}: only {', '.join(SHARED_CRITIC_ALGOS)} have that critic "
+                                 f"(algo {self.algo})")
+        return self
+
 
 def protocols_dir() -> Path:
     return data_root() / "sim" / "protocols"
@@ -293,6 +308,7 @@ _HYPERPARAMETER_SECTIONS = {"pretrain", "online", "spar", "eval"}
 _ADDED_NEUTRAL: dict[str, Any] = {
     "online.raw_init": "awr",
     "online.critic_target_action": "sample",
+    "online.critic_nstep": 1,
     "spar": SPARConfig().model_dump(mode="json"),
     "pretrain.observation_dims": None,
 }

@@ -231,7 +231,7 @@ class OnlineSession:
             return self.built.sample(self.online)
         oc = self.cfg.online
         return mixed_batch(self.built.offline, self.online, oc.batch_size, self.built.offline_ratio,
-                           self.built.generator)
+                           self.built.generator, oc.critic_nstep, oc.gamma)
 
     def restore(self, state: dict) -> None:
         self.built.agent.load_state_dict(state["agent"])

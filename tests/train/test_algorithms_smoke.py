@@ -13,7 +13,8 @@ from tests.conftest import run_cli
 # spar itself: tests/train/test_spar_end_to_end.py (smoke run, export, serve)
 ALGOS = [("spaars", []), ("iql", []), ("latent", []), ("raw", []), ("sac", []),
          ("spaars", ["--no-concurrent-bc", "--hard-switch"]), ("bc", []),
-         ("spaars", ["--set", "online.raw_init=spar"])]
+         ("spaars", ["--set", "online.raw_init=spar"]),
+         ("spaars", ["--set", "online.critic_nstep=3"])]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def _rows(run_dir):
 
 
 @pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations", "bc",
-                              "spaars-spar-raw"])
+                              "spaars-spar-raw", "spaars-nstep"])
 def test_smoke_protocol(algo, flags, smoke_run):
     run_dir, results = smoke_run(algo, *flags)
     rows = _rows(run_dir)
@@ -79,6 +80,10 @@ def test_smoke_protocol(algo, flags, smoke_run):
         spar_info = json.loads((run_dir / "pretrain.json").read_text())["spar"]
         assert [h["stage"] for h in spar_info["history"]][-1] == "lsi"  # (bc reuses spar's cache entry)
         assert "spar" in safe_torch_load(run_dir / "checkpoint.pt")["agent"]
+    if "online.critic_nstep=3" in flags:  # n reaches the runner's batches and the agent's TD target
+        plain = safe_torch_load(smoke_run("spaars")[0] / "checkpoint.pt")["agent"]["critic_target"]
+        other = safe_torch_load(run_dir / "checkpoint.pt")["agent"]["critic_target"]
+        assert plain.keys() == other.keys() and any(not torch.equal(plain[k], other[k]) for k in plain)
     if algo != "sac":
         assert (run_dir / "pretrain.json").exists()
         assert 0.0 <= summary["early_out_of_support_rate"] <= 1.0

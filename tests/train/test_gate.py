@@ -191,3 +191,41 @@ def test_critic_target_latent_action_is_a_sample_or_the_deployed_mean():
                                              ["online.critic_target_action=sample"]), base) == ""
     assert hyperparameter_tag(resolve_config("short", {"task": "hopper", "dataset": "x"},
                                              ["online.critic_target_action=mean"]), base).startswith("set-")
+
+
+def test_critic_td_target_uses_the_nstep_pieces_when_the_batch_carries_them():
+    """`online.critic_nstep`: the TD target is the n-step sum plus gamma^m times the target critic at s_(i+m); with
+    one-step pieces it equals the one-step target exactly; on an algorithm without the shared critic it is refused."""
+    from spaars_robot.config.training import resolve_config
+    from spaars_robot.data.replay import ReplayBuffer, nstep_targets
+    from spaars_robot.errors import ConfigError
+    from spaars_robot.nn.critics import QEnsemble
+
+    agent, nets = _agent()
+    agent.phase = "latent"
+    agent.cfg = agent.cfg.model_copy(update={"critic_target_action": "mean"})  # a deterministic target action
+    gen = torch.Generator().manual_seed(0)
+    buf, obs = ReplayBuffer(40, 11, 3), torch.randn(41, 11, generator=gen)
+    for t in range(40):
+        buf.add(obs[t], torch.rand(3, generator=gen) * 2 - 1, float(t % 7), obs[t + 1], done=t == 25)
+    torch.manual_seed(0)
+    critic, target = QEnsemble(11, 3, (32, 32), 2, layer_norm=True), QEnsemble(11, 3, (32, 32), 2, layer_norm=True)
+    rows = torch.randint(0, 40, (32,), generator=gen)
+    batch = {name: getattr(buf, name)[rows] for name in ("obs", "action", "reward", "next_obs", "done")}
+
+    def loss(b: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return agent.critic_td_loss(critic, target, b, None, torch.Generator().manual_seed(2))
+
+    one_step = loss(batch)[0]
+    assert torch.allclose(loss(batch | nstep_targets(buf, rows, 1, agent.cfg.gamma))[0], one_step)
+    pieces = nstep_targets(buf, rows, 5, agent.cfg.gamma)
+    five_step, q = loss(batch | pieces)
+    with torch.no_grad():
+        s_m = pieces["nstep_next_obs"]
+        boot = target.target_min(s_m, nets.decoded_latent_mean(s_m), None, torch.Generator().manual_seed(2))
+        y = pieces["nstep_reward"] + pieces["nstep_discount"] * (1 - pieces["nstep_done"]) * boot
+    assert torch.allclose(five_step, (q - y).pow(2).mean(1).sum()) and not torch.allclose(five_step, one_step)
+    with pytest.raises(ConfigError, match="critic_nstep=3: only spaars, latent, raw"):
+        resolve_config("smoke", {"task": "hopper", "dataset": "x", "algo": "iql"}, ["online.critic_nstep=3"])
+    with pytest.raises(ConfigError, match="critic_target_action=mean: only"):
+        resolve_config("smoke", {"task": "hopper", "dataset": "x", "algo": "sac"}, ["online.critic_target_action=mean"])

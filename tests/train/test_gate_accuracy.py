@@ -49,14 +49,19 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
     second = _diagnose(run_dir, cache, tmp_path / "b.json")  # common random numbers, seeded refits: the same again
     assert timeless(first) == timeless(second)
     # the run's own critic continued on its online replay alone: a third estimate on the same ground truth
-    third = _diagnose(run_dir, cache, tmp_path / "c.json", "--refit", "2:run@0,2+mean")
-    refit, mean_target = third["refit"]
+    third = _diagnose(run_dir, cache, tmp_path / "c.json", "--refit", "2:run@0,2+mean,2/5")
+    refit, mean_target, five_step = third["refit"]
     assert (refit["init"], refit["offline_ratio"]) == ("run", 0.0) and first["refit"][0]["init"] == "fresh"
     assert (refit["target_action"], mean_target["target_action"]) == ("sample", "mean")
     assert mean_target["critic_advantage_abs_mean"] != first["refit"][0]["critic_advantage_abs_mean"]
+    assert (first["refit"][0]["nstep"], five_step["nstep"], five_step["target_action"]) == (1, 5, "sample")
+    assert five_step["critic_advantage_abs_mean"] != first["refit"][0]["critic_advantage_abs_mean"]
     assert third["per_state"] == first["per_state"]  # same states, same truth: only the refit differs
     assert refit["critic_advantage_abs_mean"] not in (first["critic_advantage_abs_mean"],
                                                       first["refit"][0]["critic_advantage_abs_mean"])
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), str(run_dir), "--cache-dir",
                           str(cache), "--refit", "3:run"], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert bad.returncode != 0 and "continues the run's 2-member critic" in bad.stderr
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), str(run_dir), "--cache-dir",
+                          str(cache), "--refit", "2+mean/0"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert bad.returncode != 0 and "the n-step is a whole number >= 1" in bad.stderr
