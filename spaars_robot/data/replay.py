@@ -64,9 +64,6 @@ class ReplayBuffer:
         self.size, self.cursor = n, state["cursor"]
 
 
-NSTEP_FIELDS = ("nstep_reward", "nstep_next_obs", "nstep_done", "nstep_discount")
-
-
 def nstep_targets(buf: ReplayBuffer, idx: torch.Tensor, n: int, gamma: float) -> dict[str, torch.Tensor]:
     """The n-step pieces of a TD target for rows `idx`: sum_k gamma^k r_(i+k) over m <= n steps, the state s_(i+m)
     to bootstrap from, whether the last step terminated, and gamma^m.
