@@ -137,13 +137,19 @@ def paired_p_values(diffs: np.ndarray) -> np.ndarray:
     return 2 * stats.t.sf(np.abs(t), df=repeats - 1)
 
 
-def confident_half_accuracy(advantage: np.ndarray, truth: np.ndarray, significant: np.ndarray) -> float | None:
-    """Sign accuracy of `advantage` on the significant states whose |advantage| is above its median there."""
+def top_half_accuracy(advantage: np.ndarray, truth: np.ndarray, significant: np.ndarray,
+                      ranked_by: np.ndarray) -> float | None:
+    """Sign accuracy of `advantage` on the significant states whose |ranked_by| is above its median there.
+
+    Ranked by |advantage|: is the critic right where it is most sure? Ranked by |truth|: is it right where a wrong
+    choice costs the most? A critic that only gets small differences right can score near 0.5 overall and still
+    fail the states that matter, which the overall accuracy does not show.
+    """
     if significant.sum() < 2:
         return None
-    a, t = advantage[significant], truth[significant]
-    sure = np.abs(a) > np.median(np.abs(a))
-    return float(((a[sure] > 0) == (t[sure] > 0)).mean()) if sure.any() else None
+    a, t, r = advantage[significant], truth[significant], np.abs(ranked_by[significant])
+    top = r > np.median(r)
+    return float(((a[top] > 0) == (t[top] > 0)).mean()) if top.any() else None
 
 
 class RefitSpec(NamedTuple):
@@ -298,9 +304,11 @@ def main() -> None:
         "critic_advantage_abs_mean": float(np.abs(mean_advantage).mean()),
         "action_distance_mean": float((raw - lat).norm(dim=-1).mean()),
         # does the critic rank at all, not only by sign: Spearman's rho between its advantage and the truth over
-        # every state (noise included), and the sign accuracy where the critic is most sure (top half of |A|)
+        # every state (noise included), the sign accuracy where the critic is most sure (top half of |A|) and where a
+        # wrong choice costs most (top half of the true |difference|)
         "rank_correlation": float(stats.spearmanr(mean_advantage, mean).statistic),
-        "confident_half_sign_accuracy": confident_half_accuracy(mean_advantage, mean, significant),
+        "confident_half_sign_accuracy": top_half_accuracy(mean_advantage, mean, significant, mean_advantage),
+        "costly_half_sign_accuracy": top_half_accuracy(mean_advantage, mean, significant, mean),
         "per_state": {"true_difference": mean.round(6).tolist(), "standard_error": se.round(6).tolist(),
                       "p_value": p_values.round(6).tolist(), "critic_advantage": mean_advantage.round(6).tolist(),
                       "lcb": lcb.numpy().round(6).tolist(), "gate_open": gate_open.astype(int).tolist(),
@@ -328,7 +336,9 @@ def main() -> None:
                 "member_sign_accuracy": [accuracy(refit_adv[e].numpy() > 0) for e in range(members)],
                 "critic_advantage_abs_mean": float(refit_adv.mean(0).abs().mean()),
                 "rank_correlation": float(stats.spearmanr(refit_adv.mean(0).numpy(), mean).statistic),
-                "confident_half_sign_accuracy": confident_half_accuracy(refit_adv.mean(0).numpy(), mean, significant),
+                "confident_half_sign_accuracy": top_half_accuracy(refit_adv.mean(0).numpy(), mean, significant,
+                                                                  refit_adv.mean(0).numpy()),
+                "costly_half_sign_accuracy": top_half_accuracy(refit_adv.mean(0).numpy(), mean, significant, mean),
                 "fit_seconds": round(time.perf_counter() - t_fit, 1)})
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result, indent=2))

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, run_cli
 
 
@@ -34,6 +36,16 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
     assert len(per_state["true_difference"]) == len(per_state["critic_advantage"]) == 12
     assert first["significance"]["expected_by_chance"] == 0.6
     assert -1.0 <= first["rank_correlation"] <= 1.0 and -1.0 <= first["refit"][0]["rank_correlation"] <= 1.0
+    # the costly half: significant states ranked by the true |difference|, not by the critic's |advantage|
+    sig = [i for i, p in enumerate(per_state["p_value"]) if p < 0.05]
+    if len(sig) >= 2:
+        sizes = sorted(abs(per_state["true_difference"][i]) for i in sig)
+        median = (sizes[(len(sizes) - 1) // 2] + sizes[len(sizes) // 2]) / 2
+        costly = [i for i in sig if abs(per_state["true_difference"][i]) > median]
+        right = [(per_state["critic_advantage"][i] > 0) == (per_state["true_difference"][i] > 0) for i in costly]
+        assert first["costly_half_sign_accuracy"] == (pytest.approx(sum(right) / len(right)) if right else None)
+    else:
+        assert first["costly_half_sign_accuracy"] is None
     if first["significant_states"]:
         low, high = first["sign_accuracy_ci95"]
         assert 0.0 <= low <= first["sign_accuracy"] <= high <= 1.0
