@@ -323,6 +323,7 @@ def main() -> None:
                 critic = refit_critic(built, online_state, spec, min(args.refit_subset, members),
                                       args.refit_updates, config.seed)
             refit_adv = member_advantages(critic, obs, raw, lat)
+            refit_mean = refit_adv.mean(0).numpy()
             refit_open = (lcb_of(refit_adv, gate_cfg.kappa) > 0).numpy()
             result["refit"].append({
                 "members": members, "updates": args.refit_updates, "target_subset": min(args.refit_subset, members),
@@ -330,15 +331,14 @@ def main() -> None:
                 "init": "run" if spec.from_run else "fresh",
                 "target_action": spec.target_action or config.online.critic_target_action,
                 "nstep": spec.nstep or config.online.critic_nstep,
-                "mean_advantage_sign_accuracy": accuracy(refit_adv.mean(0).numpy() > 0),
-                "mean_advantage_sign_accuracy_ci95": interval(refit_adv.mean(0).numpy() > 0),
+                "mean_advantage_sign_accuracy": accuracy(refit_mean > 0),
+                "mean_advantage_sign_accuracy_ci95": interval(refit_mean > 0),
                 "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),
                 "member_sign_accuracy": [accuracy(refit_adv[e].numpy() > 0) for e in range(members)],
-                "critic_advantage_abs_mean": float(refit_adv.mean(0).abs().mean()),
-                "rank_correlation": float(stats.spearmanr(refit_adv.mean(0).numpy(), mean).statistic),
-                "confident_half_sign_accuracy": top_half_accuracy(refit_adv.mean(0).numpy(), mean, significant,
-                                                                  refit_adv.mean(0).numpy()),
-                "costly_half_sign_accuracy": top_half_accuracy(refit_adv.mean(0).numpy(), mean, significant, mean),
+                "critic_advantage_abs_mean": float(np.abs(refit_mean).mean()),
+                "rank_correlation": float(stats.spearmanr(refit_mean, mean).statistic),
+                "confident_half_sign_accuracy": top_half_accuracy(refit_mean, mean, significant, refit_mean),
+                "costly_half_sign_accuracy": top_half_accuracy(refit_mean, mean, significant, mean),
                 "fit_seconds": round(time.perf_counter() - t_fit, 1)})
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result, indent=2))
