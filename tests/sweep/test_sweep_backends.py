@@ -90,6 +90,18 @@ def _summaries(root: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((root / "runs" / "summaries").glob("*.json"))}
 
 
+def _mid_run(runs: Path) -> list[Path]:
+    """Run directories with a checkpoint but no summary: trials that have started and not finished."""
+    return [c.parent for c in runs.glob("*/seed*/checkpoint.pt") if not (c.parent / "summary.json").exists()]
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # exited between the /proc scan and the signal
+        pass
+
+
 @pytest.fixture(scope="module")
 def local_sweep(tiny_hopper_dataset, tmp_path_factory):
     """Start a 3-trial sweep on 2 workers, kill -9 it while a trial is mid-run, then run the same command again."""
@@ -103,13 +115,22 @@ def local_sweep(tiny_hopper_dataset, tmp_path_factory):
     deadline = time.monotonic() + 240
     finished: list[Path] = []
     mid_run: list[Path] = []
+    trial_pids: list[int] = []
     while time.monotonic() < deadline and first.poll() is None:
         finished = list(summaries.glob("*.json"))
-        mid_run = [c.parent for c in runs.glob("*/seed*/checkpoint.pt") if not (c.parent / "summary.json").exists()]
-        if finished and mid_run:
-            break
+        if finished and _mid_run(runs):
+            # Freeze the sweep (no new trial starts) and its trials (none can finish), then look again: a smoke
+            # trial lasts ~2 s, and one seen mid-run a moment ago may have written its summary since (CI saw it).
+            first.send_signal(signal.SIGSTOP)
+            trial_pids = _live_pids(str(runs))
+            for pid in trial_pids:
+                _signal(pid, signal.SIGSTOP)
+            mid_run = _mid_run(runs)
+            if mid_run:
+                break
+            for pid in [*trial_pids, first.pid]:
+                _signal(pid, signal.SIGCONT)
         time.sleep(0.2)
-    trial_pids = _live_pids(str(runs))
     first.send_signal(signal.SIGKILL)  # also when the wait above failed: never leave a sweep running
     first.wait()
     assert finished and mid_run, (root / "first.log").read_text()
@@ -118,7 +139,6 @@ def local_sweep(tiny_hopper_dataset, tmp_path_factory):
     while _live_pids(str(runs)) and time.monotonic() < gone_by:
         time.sleep(0.1)
     orphans = _live_pids(str(runs))
-    mid_run = [d for d in mid_run if not (d / "summary.json").exists()]  # it may have finished before the kill
     before = {p.stem: (p.stat().st_mtime_ns, p.read_bytes()) for p in summaries.glob("*.json")}
     logs_before = {p: p.stat().st_size for p in runs.glob("*/seed*/train.log")}
     second = run_cli("sweep", str(sweep), "--workers", "2", env={"SPAARS_CACHE": str(root / "cache")})
