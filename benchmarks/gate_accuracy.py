@@ -258,7 +258,7 @@ def main() -> None:
     states = collect_states(agent, task, args.states, args.stride, layer)
     obs = nets.normalizer(torch.as_tensor(np.stack([s[2] for s in states]), dtype=torch.float32))
     raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
-    advantage = member_advantages(nets.critic, obs, raw, lat)  # [E, N]
+    advantage = member_advantages(agent.gate_critic, obs, raw, lat)  # [E, N]: the critic the gate reads
     lcb = lcb_of(advantage, gate_cfg.kappa)
     scale = float(choose_scale(gate_cfg.scale, agent.q_scale, agent.adv_scale))
     gate_open = (lcb > gate_cfg.tau_rel * scale).numpy()

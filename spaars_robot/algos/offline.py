@@ -24,6 +24,7 @@ class OfflineNets(nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, cfg: PretrainConfig) -> None:
         super().__init__()
+        self.obs_dim, self.action_dim = obs_dim, action_dim
         self.latent_dim = cfg.cvae_latent_dim or 2 * action_dim
         self.normalizer = ObsNormalizer.identity(obs_dim)
         self.cvae = CVAE(obs_dim, action_dim, self.latent_dim, cfg.cvae_hidden, cfg.cvae_kl_weight)

@@ -34,7 +34,10 @@ from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
 from spaars_robot.algos.transition import TransitionMonitor
 from spaars_robot.config.training import TrainConfig
 from spaars_robot.nn.critics import QEnsemble
+from spaars_robot.nn.device import set_generator_state
 from spaars_robot.nn.rnd import RND
+
+HELD_OUT_SEED_OFFSET = 104_729  # the held-out gate critic's weights and subset draws: a stream of their own
 
 
 class SPAARSAgent:
@@ -71,6 +74,23 @@ class SPAARSAgent:
         self.q_scale = nets.q_scale.clone()
         self.adv_scale = torch.tensor(1.0, device=device)  # mean |A| on recent states; set by every after_eval
         self.switch_log: list[dict] = []
+        # gate.critic=held_out: the gate's own ensemble (see GateConfig.critic), fresh weights from a stream of its
+        # own so that every other network, and the run up to the switch, is bit for bit the shared-gate run's
+        self.held_out: QEnsemble | None = None
+        if gate_cfg.critic == "held_out":
+            pre = config.pretrain
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + HELD_OUT_SEED_OFFSET)
+                self.held_out = QEnsemble(nets.obs_dim, nets.action_dim, pre.hidden, pre.ensemble_size,
+                                          pre.layer_norm).to(device)
+            self.held_out_target = copy.deepcopy(self.held_out).requires_grad_(False)
+            self.held_out_opt = fused_adam(self.held_out.parameters(), lr)
+            self.held_out_generator = torch.Generator(device=device).manual_seed(config.seed + HELD_OUT_SEED_OFFSET)
+
+    @property
+    def gate_critic(self) -> QEnsemble:
+        """The critic whose advantages the gate reads (GateConfig.critic); export and the diagnostic use it too."""
+        return self.held_out if self.held_out is not None else self.nets.critic
 
     def gate_scale(self) -> torch.Tensor:
         """What the gate's relative thresholds multiply (GateConfig.scale)."""
@@ -90,7 +110,7 @@ class SPAARSAgent:
         lat = self.nets.decoded_latent_mean(s)
         if self.force_raw:
             return True, raw, lat
-        lcb = float(gate_lcb(self.nets.critic, s, raw, lat, self.cfg.gate.kappa)[0])
+        lcb = float(gate_lcb(self.gate_critic, s, raw, lat, self.cfg.gate.kappa)[0])
         return gate.decide(lcb, float(self.gate_scale())), raw, lat
 
     @torch.no_grad()
@@ -134,38 +154,55 @@ class SPAARSAgent:
         raw = self.raw_policy.mean_action(next_obs)
         if self.force_raw:
             return raw
-        lcb = gate_lcb(self.nets.critic, next_obs, raw, self.nets.decoded_latent_mean(next_obs), self.cfg.gate.kappa)
+        lcb = gate_lcb(self.gate_critic, next_obs, raw, self.nets.decoded_latent_mean(next_obs), self.cfg.gate.kappa)
         return torch.where(self.gate.batch_open(lcb, self.gate_scale()).unsqueeze(-1), raw, latent)
 
+    @torch.no_grad()
+    def td_backup(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """(reward, discount, s', a') of the TD target: what every critic fitted to it shares."""
+        if "nstep_reward" in batch:  # online.critic_nstep > 1: data/replay.nstep_targets
+            reward, next_obs = batch["nstep_reward"], batch["nstep_next_obs"]
+            discount = batch["nstep_discount"] * (1.0 - batch["nstep_done"])
+        else:
+            reward, next_obs = batch["reward"], batch["next_obs"]
+            discount = self.cfg.gamma * (1.0 - batch["done"])
+        return reward, discount, next_obs, self._next_action(next_obs)
+
     def critic_td_loss(self, critic: QEnsemble, target: QEnsemble, batch: dict[str, torch.Tensor],
-                       subset: int | None, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                       subset: int | None, generator: torch.Generator,
+                       backup: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The shared critic's TD loss (no entropy backup; SUPE/RLPD) and its Q values, for any (critic, target)
-        pair: the run fits its own with it, and benchmarks/gate_accuracy.py fits fresh ensembles of other sizes
-        with exactly the same target, so a difference in ranking comes from the ensemble and not a second copy."""
+        pair: the run fits its own with it (and the held-out gate critic, on the same `backup`), and
+        benchmarks/gate_accuracy.py fits fresh ensembles of other sizes with exactly the same target, so a
+        difference in ranking comes from the ensemble and not a second copy."""
+        reward, discount, next_obs, next_action = self.td_backup(batch) if backup is None else backup
         with torch.no_grad():
-            if "nstep_reward" in batch:  # online.critic_nstep > 1: data/replay.nstep_targets
-                reward, next_obs = batch["nstep_reward"], batch["nstep_next_obs"]
-                discount = batch["nstep_discount"] * (1.0 - batch["nstep_done"])
-            else:
-                reward, next_obs = batch["reward"], batch["next_obs"]
-                discount = self.cfg.gamma * (1.0 - batch["done"])
-            target_q = target.target_min(next_obs, self._next_action(next_obs), subset, generator)
-            y = reward + discount * target_q
+            y = reward + discount * target.target_min(next_obs, next_action, subset, generator)
         q = critic(batch["obs"], batch["action"])
         return (q - y).pow(2).mean(1).sum(), q
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         nets, cfg = self.nets, self.cfg
         obs = batch["obs"]
-        # 1. shared critic over raw actions
+        # 1. shared critic over raw actions (and the held-out gate critic on the same targets' s', a')
+        backup = self.td_backup(batch)
         critic_loss, q = self.critic_td_loss(nets.critic, self.critic_target, batch, cfg.target_subset,
-                                             self.generator)
+                                             self.generator, backup)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
         polyak_update(self.critic_target, nets.critic, cfg.tau)
         with torch.no_grad():
             self.q_scale.lerp_(q.abs().mean().float(), 0.005)  # float: q is bf16 under autocast
+        metrics = {}
+        if self.held_out is not None:
+            held_loss, _ = self.critic_td_loss(self.held_out, self.held_out_target, batch, cfg.target_subset,
+                                               self.held_out_generator, backup)
+            self.held_out_opt.zero_grad(set_to_none=True)
+            held_loss.backward()
+            self.held_out_opt.step()
+            polyak_update(self.held_out_target, self.held_out, cfg.tau)
+            metrics["online/gate_critic_loss"] = held_loss.detach()
 
         # 2. latent actor, SAC through the frozen decoder, and its temperature
         alpha = self.log_alpha.exp().detach()
@@ -181,8 +218,8 @@ class SPAARSAgent:
         self.alpha_opt.step()
 
         # 3. raw policy: concurrent BC (latent phase) or TD3+BC anchored to the latent behaviour (gated)
-        metrics = {"online/critic_loss": critic_loss.detach(), "online/q": q.mean().detach(),
-                   "online/latent_loss": latent_loss.detach(), "online/alpha": alpha}
+        metrics.update({"online/critic_loss": critic_loss.detach(), "online/q": q.mean().detach(),
+                        "online/latent_loss": latent_loss.detach(), "online/alpha": alpha})
         with torch.no_grad():
             anchor = nets.cvae.decode(obs, z_mean.detach())
         with torch.set_grad_enabled(self.rectified is None):  # rectified: bc is a metric only, no graph needed
@@ -225,7 +262,7 @@ class SPAARSAgent:
         lat = nets.decoded_latent_mean(recent_obs)
         bc_error = float((raw - lat).pow(2).sum(-1).mean())
         novelty = float(self.rnd.novelty(recent_obs).mean())
-        advantage = member_advantages(nets.critic, recent_obs, raw, lat)
+        advantage = member_advantages(self.gate_critic, recent_obs, raw, lat)
         lcb = lcb_of(advantage, self.cfg.gate.kappa)
         self.adv_scale.fill_(float(advantage.mean(0).abs().mean()) + 1e-8)
         gate_rate = float(self.gate.batch_open(lcb, self.gate_scale()).float().mean())
@@ -257,6 +294,9 @@ class SPAARSAgent:
             "phase": self.phase, "force_raw": self.force_raw, "gate_open": self.gate.is_open,
             "transition": self.transition.state_dict(), "switch_log": list(self.switch_log),
             **({"spar": self.rectified.state_dict()} if self.rectified is not None else {}),
+            **({"gate_critic": self.held_out.state_dict(), "gate_critic_target": self.held_out_target.state_dict(),
+                "gate_critic_opt": self.held_out_opt.state_dict(),
+                "gate_critic_generator": self.held_out_generator.get_state()} if self.held_out is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -274,3 +314,8 @@ class SPAARSAgent:
         self.phase, self.force_raw, self.gate.is_open = state["phase"], state["force_raw"], state["gate_open"]
         self.transition.load_state_dict(state["transition"])
         self.switch_log = list(state["switch_log"])
+        if self.held_out is not None:
+            self.held_out.load_state_dict(state["gate_critic"])
+            self.held_out_target.load_state_dict(state["gate_critic_target"])
+            self.held_out_opt.load_state_dict(state["gate_critic_opt"])
+            set_generator_state(self.held_out_generator, state["gate_critic_generator"])

@@ -1,6 +1,7 @@
 """Read a finished (or checkpointed) run back: its config, and the deployable PolicyStack for export."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from spaars_robot.algos.gate import choose_scale
@@ -94,8 +95,8 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack | SkillPolicyS
     if skill_run:
         stack = _skill_stack(task.obs_dim, task.action_dim, config, agent, nets, gate_scale)
     else:
-        stack = PolicyStack(nets.normalizer, raw_policy, nets.latent_policy, nets.cvae, nets.critic, gate.kappa,
-                            gate_scale=gate_scale).eval()
+        stack = PolicyStack(nets.normalizer, raw_policy, nets.latent_policy, nets.cvae, _gate_critic(nets, agent),
+                            gate.kappa, gate_scale=gate_scale).eval()
     dataset_path = facts.dataset_path
     metadata = read_metadata(dataset_path)
     dataset = OfflineDataset.load(dataset_path)
@@ -115,6 +116,15 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack | SkillPolicyS
         skill_horizon=config.supe.horizon if skill_run else None,
     )
     return stack, info
+
+
+def _gate_critic(nets, agent: dict):
+    """The critic the run's gate read (`online.gate.critic`): the shared one, or the held-out ensemble."""
+    if "gate_critic" not in agent:
+        return nets.critic
+    critic = copy.deepcopy(nets.critic)  # same architecture (SPAARSAgent builds the held-out one from it)
+    critic.load_state_dict(agent["gate_critic"])
+    return critic
 
 
 def _skill_stack(obs_dim: int, action_dim: int, config, agent: dict, nets, gate_scale: float) -> SkillPolicyStack:
