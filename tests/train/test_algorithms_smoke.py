@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 ALGOS = [("spaars", []), ("iql", []), ("latent", []), ("raw", []), ("sac", []),
          ("spaars", ["--no-concurrent-bc", "--hard-switch"]), ("bc", []),
          ("spaars", ["--set", "online.raw_init=spar"]),
-         ("spaars", ["--set", "online.critic_nstep=3"])]
+         ("spaars", ["--set", "online.critic_nstep=3"]), ("spaars", ["--set", "online.gate.critic=held_out"])]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _rows(run_dir):
 
 
 @pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations", "bc",
-                              "spaars-spar-raw", "spaars-nstep"])
+                              "spaars-spar-raw", "spaars-nstep", "spaars-held-out-gate-critic"])
 def test_smoke_protocol(algo, flags, smoke_run):
     run_dir, results = smoke_run(algo, *flags)
     rows = _rows(run_dir)
@@ -84,12 +84,32 @@ def test_smoke_protocol(algo, flags, smoke_run):
         plain = safe_torch_load(smoke_run("spaars")[0] / "checkpoint.pt")["agent"]["critic_target"]
         other = safe_torch_load(run_dir / "checkpoint.pt")["agent"]["critic_target"]
         assert plain.keys() == other.keys() and any(not torch.equal(plain[k], other[k]) for k in plain)
+    if "online.gate.critic=held_out" in flags:  # the gate's own critic: trained, saved, exported; nothing else moved
+        _assert_held_out_gate_critic(run_dir, smoke_run("spaars")[0], rows)
     if algo != "sac":
         assert (run_dir / "pretrain.json").exists()
         assert 0.0 <= summary["early_out_of_support_rate"] <= 1.0
     else:  # no dataset CVAE to score support with: not measured, never a made-up 0 %
         assert summary["early_out_of_support_rate"] is None
         assert all(r["out_of_support_rate"] == "" for r in rows)
+
+
+def _assert_held_out_gate_critic(run_dir, plain_dir, rows: list[dict]) -> None:
+    """Up to the switch the run is the shared-gate run's (same evaluations); the held-out critic was fitted and is
+    what export hands the bundle's gate, not the shared critic."""
+    from spaars_robot.export.from_run import load_run_for_export
+
+    plain_rows = _rows(plain_dir)
+    latent = [i for i, r in enumerate(rows) if r["phase"] == "latent"]
+    assert latent and all(rows[i]["return_mean"] == plain_rows[i]["return_mean"] for i in latent)
+    agent = safe_torch_load(run_dir / "checkpoint.pt")["agent"]
+    gate_critic, shared = agent["gate_critic"], agent["nets"]
+    # a critic that never trained equals its target (a copy, then Polyak averages of equal weights)
+    assert any(not torch.equal(gate_critic[k], agent["gate_critic_target"][k]) for k in gate_critic)
+    stack, _ = load_run_for_export(run_dir)
+    exported = stack.critic.state_dict()
+    assert all(torch.equal(exported[k], gate_critic[k]) for k in gate_critic)
+    assert any(not torch.equal(exported[k], shared[f"critic.{k}"]) for k in gate_critic)
 
 
 def test_pretraining_is_cached_across_algorithms(smoke_run):
