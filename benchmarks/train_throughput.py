@@ -160,6 +160,7 @@ class Case:
     pretrain_cfg: PretrainConfig | None = None
     compile: bool = False
     bf16: bool = False
+    held_out: bool = False  # SPAARS with online.gate.critic=held_out: the gate's own critic fitted every update
     flops: int = 0
     setup_s: float = 0.0
     overhead_cpu_s: float = 0.0  # CPU time of pretrain() outside its loop (set-up, calibration)
@@ -167,8 +168,12 @@ class Case:
     error: str | None = None
 
 
-def small_train_config(dataset_path: str) -> TrainConfig:
-    return TrainConfig(task="hopper", dataset=dataset_path, threads=2)
+def small_train_config(dataset_path: str, held_out: bool = False) -> TrainConfig:
+    config = TrainConfig(task="hopper", dataset=dataset_path, threads=2)
+    if held_out:
+        gate = config.online.gate.model_copy(update={"critic": "held_out"})
+        config = config.model_copy(update={"online": config.online.model_copy(update={"gate": gate})})
+    return config
 
 
 def random_nets(dataset: OfflineDataset, cfg: PretrainConfig) -> OfflineNets:
@@ -253,6 +258,10 @@ def make_cases(args: argparse.Namespace) -> list[Case]:
             cases.append(Case(name, variant, bf16=variant == "bf16"))
         if not args.no_compile and name in ("iql", "pretrain_cvae256"):
             cases.append(Case(name, "fp32+compile", compile=True))
+        if name.startswith("spaars_"):  # its "x fp32 (paired)" column is then the held-out critic's cost
+            cases.append(Case(name, "fp32+held-out", held_out=True))
+    if args.cases:
+        cases = [c for c in cases if c.name in args.cases.split(",")]
     for case in cases:
         if case.name.startswith("pretrain_"):
             case.pretrain_cfg = pretrain_cfg(int(case.name.removeprefix("pretrain_cvae")), 1)
@@ -268,7 +277,8 @@ def setup_case(case: Case, dataset: OfflineDataset, dataset_path: str) -> None:
             case.overhead_cpu_s = min(run_pretrain(dataset, case, 1).cpu_s for _ in range(2))
         else:
             with compiled_losses(case.compile):
-                case.step = build_step(case.name, dataset, dataset_path, case.bf16)
+                case.step = build_step(case.name, dataset, dataset_path, case.bf16,
+                                       small_train_config(dataset_path, case.held_out))
                 case.flops = count_flops(case.step)
                 for _ in range(5):
                     case.step()
@@ -455,6 +465,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median is reported")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    parser.add_argument("--cases", help="comma-separated case names to measure (default: all), e.g. "
+                                        "spaars_latent,spaars_gated")
     parser.add_argument("--no-seeds", action="store_true", help="skip the several-seeds comparison")
     parser.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy's IQL")
     parser.add_argument("--seeds-width", type=int, default=256, help="CVAE width of the several-seeds workload")
