@@ -152,6 +152,28 @@ def top_half_accuracy(advantage: np.ndarray, truth: np.ndarray, significant: np.
     return float(((a[top] > 0) == (t[top] > 0)).mean()) if top.any() else None
 
 
+def agreement(advantage: np.ndarray, truth: np.ndarray) -> dict:
+    """How the critic's advantage and the measured difference move together over every state (noise included).
+
+    Pearson's r weighs the states where the critic is most emphatic; a negative r with the true difference lowest
+    where the critic's advantage is highest is what an actor pushed up the critic leaves behind: it found the
+    actions the critic overestimates, and the gate then opens exactly where raw is worse (issue 16)."""
+    top, bottom = advantage >= np.quantile(advantage, 0.9), advantage <= np.quantile(advantage, 0.1)
+    pearson = stats.pearsonr(advantage, truth)
+    return {"pearson": float(pearson.statistic), "pearson_p": float(pearson.pvalue),
+            "spearman": float(stats.spearmanr(advantage, truth).statistic),
+            "true_difference_where_critic_top_decile": float(truth[top].mean()),
+            "true_difference_where_critic_bottom_decile": float(truth[bottom].mean())}
+
+
+def rescore(path: Path) -> dict:
+    """`agreement` of a written result's run critic (its per-state arrays), for results made before it existed."""
+    per_state = json.loads(path.read_text()).get("per_state")
+    if per_state is None:
+        raise SystemExit(f"{path}: no per-state arrays (written before they were kept); run the diagnostic again")
+    return agreement(np.asarray(per_state["critic_advantage"]), np.asarray(per_state["true_difference"]))
+
+
 class RefitSpec(NamedTuple):
     members: int
     from_run: bool  # continue the run's own critic instead of fresh weights
@@ -229,7 +251,9 @@ def refit_critic(built, online_state: dict, spec: RefitSpec, subset: int | None,
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?", help="the run to diagnose (not with --rescore)")
+    parser.add_argument("--rescore", type=Path, nargs="+", metavar="JSON",
+                        help="print the critic/truth agreement of written results instead of running anything")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/_pretrain_cache"))
     parser.add_argument("--states", type=int, default=300)
     parser.add_argument("--stride", type=int, default=10, help="env steps between saved states")
@@ -245,6 +269,11 @@ def main() -> None:
     parser.add_argument("--refit-subset", type=int, default=2, help="targets: min over this many sampled members")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.rescore:
+        print(json.dumps({str(path): rescore(path) for path in args.rescore}, indent=2))
+        return
+    if args.run_dir is None:
+        parser.error("a run directory is required (or --rescore JSON ...)")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     config, task, built = load_agent(args.run_dir, args.cache_dir)
@@ -307,10 +336,12 @@ def main() -> None:
         # every state (noise included), the sign accuracy where the critic is most sure (top half of |A|) and where a
         # wrong choice costs most (top half of the true |difference|)
         "rank_correlation": float(stats.spearmanr(mean_advantage, mean).statistic),
+        "agreement": agreement(mean_advantage, mean), "gate_critic": gate_cfg.critic,
         "confident_half_sign_accuracy": top_half_accuracy(mean_advantage, mean, significant, mean_advantage),
         "costly_half_sign_accuracy": top_half_accuracy(mean_advantage, mean, significant, mean),
-        "per_state": {"true_difference": mean.round(6).tolist(), "standard_error": se.round(6).tolist(),
-                      "p_value": p_values.round(6).tolist(), "critic_advantage": mean_advantage.round(6).tolist(),
+        # unrounded where `--rescore` reads them: advantages are ~1e-4 of |Q|, and rounding moved r by 0.007
+        "per_state": {"true_difference": mean.tolist(), "standard_error": se.round(6).tolist(),
+                      "p_value": p_values.round(6).tolist(), "critic_advantage": mean_advantage.tolist(),
                       "lcb": lcb.numpy().round(6).tolist(), "gate_open": gate_open.astype(int).tolist(),
                       "action_distance": (raw - lat).norm(dim=-1).numpy().round(6).tolist()},
     }
@@ -337,6 +368,7 @@ def main() -> None:
                 "member_sign_accuracy": [accuracy(refit_adv[e].numpy() > 0) for e in range(members)],
                 "critic_advantage_abs_mean": float(np.abs(refit_mean).mean()),
                 "rank_correlation": float(stats.spearmanr(refit_mean, mean).statistic),
+                "agreement": agreement(refit_mean, mean), "critic_advantage": refit_mean.tolist(),
                 "confident_half_sign_accuracy": top_half_accuracy(refit_mean, mean, significant, refit_mean),
                 "costly_half_sign_accuracy": top_half_accuracy(refit_mean, mean, significant, mean),
                 "fit_seconds": round(time.perf_counter() - t_fit, 1)})

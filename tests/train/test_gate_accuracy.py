@@ -36,6 +36,13 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
     assert len(per_state["true_difference"]) == len(per_state["critic_advantage"]) == 12
     assert first["significance"]["expected_by_chance"] == 0.6
     assert -1.0 <= first["rank_correlation"] <= 1.0 and -1.0 <= first["refit"][0]["rank_correlation"] <= 1.0
+    # agreement over every state, and --rescore recomputes it from the written per-state arrays alone
+    assert first["gate_critic"] == "shared" and -1.0 <= first["agreement"]["pearson"] <= 1.0
+    assert first["agreement"]["spearman"] == pytest.approx(first["rank_correlation"])
+    rescored = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), "--rescore",
+                               str(tmp_path / "a.json")], check=True, capture_output=True, text=True, cwd=REPO)
+    assert json.loads(rescored.stdout)[str(tmp_path / "a.json")] == pytest.approx(first["agreement"], rel=1e-9)
+    assert all(len(r["critic_advantage"]) == 12 and "pearson" in r["agreement"] for r in first["refit"])
     # the costly half: significant states ranked by the true |difference|, not by the critic's |advantage|
     sig = [i for i, p in enumerate(per_state["p_value"]) if p < 0.05]
     if len(sig) >= 2:
