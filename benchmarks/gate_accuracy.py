@@ -345,6 +345,12 @@ def main() -> None:
                       "lcb": lcb.numpy().round(6).tolist(), "gate_open": gate_open.astype(int).tolist(),
                       "action_distance": (raw - lat).norm(dim=-1).numpy().round(6).tolist()},
     }
+    if agent.held_out is not None:  # the gate read a held-out critic: score the shared one on the same truth
+        shared_mean = member_advantages(nets.critic, obs, raw, lat).mean(0).numpy()
+        result["shared_critic"] = {
+            "mean_advantage_sign_accuracy": accuracy(shared_mean > 0),
+            "mean_advantage_sign_accuracy_ci95": interval(shared_mean > 0),
+            "agreement": agreement(shared_mean, mean), "critic_advantage": shared_mean.tolist()}
     if refits:
         online_state = safe_torch_load(args.run_dir / "checkpoint.pt")["online"]
         result["refit"] = []
