@@ -27,7 +27,9 @@ with a share R of the dataset (`2:run@0`: the run's critic on its online replay 
 deployed policy teach the critic the local action ranking the dataset's mix blurs); `+mean` / `+sample` sets the
 latent action of the TD target at s' (`online.critic_target_action`: the deployed decoded mean, or a decoded
 sample of the exploring latent policy), and `/N` its n-step return (`online.critic_nstep`: rewards summed over up
-to N steps of the stored episodes before the bootstrap). All specs of one invocation are scored on the same states and truth.
+to N steps of the stored episodes before the bootstrap); `*U` gives that refit U updates instead of
+`--refit-updates` (`2*5000,2*15000,2*45000`: does a critic rank worse the longer it trains?). All specs of one
+invocation are scored on the same states and truth.
 The H-step return is a Monte-Carlo estimate with no critic bootstrap, so the ground truth never depends
 on the critic it judges; with gamma = 0.99, H = 100 covers 63 % of the discount weight.
 """
@@ -155,9 +157,9 @@ def top_half_accuracy(advantage: np.ndarray, truth: np.ndarray, significant: np.
 def agreement(advantage: np.ndarray, truth: np.ndarray) -> dict:
     """How the critic's advantage and the measured difference move together over every state (noise included).
 
-    Pearson's r weighs the states where the critic is most emphatic; a negative r with the true difference lowest
-    where the critic's advantage is highest is what an actor pushed up the critic leaves behind: it found the
-    actions the critic overestimates, and the gate then opens exactly where raw is worse (issue 16)."""
+    Pearson's r weighs the states where the critic is most emphatic and the truth differs most: a negative r, with
+    the true difference lowest where the critic's advantage is highest, means the gate opens exactly where raw is
+    worst, which sign accuracy on the significant states alone does not show (issue 16)."""
     top, bottom = advantage >= np.quantile(advantage, 0.9), advantage <= np.quantile(advantage, 0.1)
     pearson = stats.pearsonr(advantage, truth)
     return {"pearson": float(pearson.statistic), "pearson_p": float(pearson.pvalue),
@@ -180,11 +182,19 @@ class RefitSpec(NamedTuple):
     offline_ratio: float | None  # dataset share of each batch; None: the run's
     target_action: str | None  # the TD target's latent action; None: the run's `online.critic_target_action`
     nstep: int | None  # n of the TD target; None: the run's `online.critic_nstep`
+    updates: int | None = None  # TD updates of this refit; None: --refit-updates
 
 
 def parse_refit(spec: str, run_members: int) -> RefitSpec:
-    """`MEMBERS[:fresh|run][@OFFLINE_RATIO][+sample|+mean][/NSTEP]` -> RefitSpec."""
-    spec, _, nstep_text = spec.strip().partition("/")
+    """`MEMBERS[:fresh|run][@OFFLINE_RATIO][+sample|+mean][/NSTEP][*UPDATES]` -> RefitSpec."""
+    spec, star, updates_text = spec.strip().partition("*")
+    try:
+        updates = int(updates_text) if star else None
+    except ValueError:
+        updates = 0
+    if updates is not None and updates < 1:
+        raise SystemExit(f"--refit {spec}*{updates_text}: the update count is a whole number >= 1")
+    spec, _, nstep_text = spec.partition("/")
     try:
         nstep = int(nstep_text) if nstep_text else None
     except ValueError:
@@ -204,7 +214,7 @@ def parse_refit(spec: str, run_members: int) -> RefitSpec:
         raise SystemExit(f"--refit {spec!r}: init is fresh or run, the offline ratio in [0, 1]")
     if init == "run" and members != run_members:
         raise SystemExit(f"--refit {spec!r}: 'run' continues the run's {run_members}-member critic")
-    return RefitSpec(members, init == "run", offline_ratio, target or None, nstep)
+    return RefitSpec(members, init == "run", offline_ratio, target or None, nstep, updates)
 
 
 def refit_critic(built, online_state: dict, spec: RefitSpec, subset: int | None, updates: int, seed: int):
@@ -262,8 +272,8 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.1, help="action noise std after the first action")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired t-test")
     parser.add_argument("--refit", default="", help="comma-separated refit specs MEMBERS[:fresh|run]"
-                                                    "[@OFFLINE_RATIO][+sample|+mean][/NSTEP], e.g. "
-                                                    "2,10,2:run@0,2+mean,2+mean/5 "
+                                                    "[@OFFLINE_RATIO][+sample|+mean][/NSTEP][*UPDATES], e.g. "
+                                                    "2,10,2:run@0,2+mean,2+mean/5,2*5000 "
                                                     "(see the module doc)")
     parser.add_argument("--refit-updates", type=int, default=20_000)
     parser.add_argument("--refit-subset", type=int, default=2, help="targets: min over this many sampled members")
@@ -356,14 +366,15 @@ def main() -> None:
         result["refit"] = []
         for spec in refits:
             members, t_fit = spec.members, time.perf_counter()
+            updates = args.refit_updates if spec.updates is None else spec.updates
             with torch.enable_grad():
                 critic = refit_critic(built, online_state, spec, min(args.refit_subset, members),
-                                      args.refit_updates, config.seed)
+                                      updates, config.seed)
             refit_adv = member_advantages(critic, obs, raw, lat)
             refit_mean = refit_adv.mean(0).numpy()
             refit_open = (lcb_of(refit_adv, gate_cfg.kappa) > 0).numpy()
             result["refit"].append({
-                "members": members, "updates": args.refit_updates, "target_subset": min(args.refit_subset, members),
+                "members": members, "updates": updates, "target_subset": min(args.refit_subset, members),
                 "offline_ratio": built.offline_ratio if spec.offline_ratio is None else spec.offline_ratio,
                 "init": "run" if spec.from_run else "fresh",
                 "target_action": spec.target_action or config.online.critic_target_action,

@@ -84,6 +84,9 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), str(run_dir), "--cache-dir",
                           str(cache), "--refit", "2+mean/0"], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert bad.returncode != 0 and "the n-step is a whole number >= 1" in bad.stderr
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), str(run_dir), "--cache-dir",
+                          str(cache), "--refit", "2*0"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert bad.returncode != 0 and "the update count is a whole number >= 1" in bad.stderr
 
 
 def test_a_held_out_gate_critic_is_what_the_diagnostic_scores_beside_the_shared_one(tiny_hopper_dataset, tmp_path):
@@ -94,9 +97,9 @@ def test_a_held_out_gate_critic_is_what_the_diagnostic_scores_beside_the_shared_
             "smoke", "--safety-spec", "none", "--set", "online.gate.critic=held_out", "--runs-root",
             str(tmp_path / "runs"), env={"SPAARS_CACHE": str(cache)})
     (run_dir,) = (tmp_path / "runs").glob("hopper-spaars-set-*-smoke/seed0")
-    result = _diagnose(run_dir, cache, tmp_path / "h.json", "--refit", "")
+    result = _diagnose(run_dir, cache, tmp_path / "h.json", "--refit", "2*20")  # *U: this refit's own budget
     shared = result["shared_critic"]
-    assert result["gate_critic"] == "held_out" and "refit" not in result
+    assert result["gate_critic"] == "held_out" and [r["updates"] for r in result["refit"]] == [20]
     assert len(shared["critic_advantage"]) == len(result["per_state"]["critic_advantage"]) == 12
     assert shared["critic_advantage"] != result["per_state"]["critic_advantage"]  # two critics, one truth
     assert -1.0 <= shared["agreement"]["pearson"] <= 1.0
