@@ -353,7 +353,11 @@ def main() -> None:
         "per_state": {"true_difference": mean.tolist(), "standard_error": se.round(6).tolist(),
                       "p_value": p_values.round(6).tolist(), "critic_advantage": mean_advantage.tolist(),
                       "lcb": lcb.numpy().round(6).tolist(), "gate_open": gate_open.astype(int).tolist(),
-                      "action_distance": (raw - lat).norm(dim=-1).numpy().round(6).tolist()},
+                      "action_distance": (raw - lat).norm(dim=-1).numpy().round(6).tolist(),
+                      # the dataset CVAE's score of the raw action (above support_threshold: out of support, where
+                      # the runtime's monitor would refuse it): are the raw actions the critics overrate unsupported?
+                      "raw_support_score": nets.cvae.support_score(obs, raw).numpy().tolist()},
+        "support_threshold": float(nets.support_threshold),
     }
     if agent.held_out is not None:  # the gate read a held-out critic: score the shared one on the same truth
         shared_mean = member_advantages(nets.critic, obs, raw, lat).mean(0).numpy()

@@ -103,3 +103,5 @@ def test_a_held_out_gate_critic_is_what_the_diagnostic_scores_beside_the_shared_
     assert len(shared["critic_advantage"]) == len(result["per_state"]["critic_advantage"]) == 12
     assert shared["critic_advantage"] != result["per_state"]["critic_advantage"]  # two critics, one truth
     assert -1.0 <= shared["agreement"]["pearson"] <= 1.0
+    scores = result["per_state"]["raw_support_score"]  # the runtime monitor's score of each state's raw action
+    assert len(scores) == 12 and all(x == x and x >= 0 for x in scores) and result["support_threshold"] > 0
