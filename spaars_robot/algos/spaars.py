@@ -181,27 +181,29 @@ class SPAARSAgent:
         q = critic(batch["obs"], batch["action"])
         return (q - y).pow(2).mean(1).sum(), q
 
+    def _td_step(self, critic: QEnsemble, target: QEnsemble, opt: torch.optim.Optimizer, generator: torch.Generator,
+                 batch: dict[str, torch.Tensor], backup: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One TD step of a critic on the shared backup, then its Polyak target: (loss, Q values)."""
+        loss, q = self.critic_td_loss(critic, target, batch, self.cfg.target_subset, generator, backup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        polyak_update(target, critic, self.cfg.tau)
+        return loss, q
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         nets, cfg = self.nets, self.cfg
         obs = batch["obs"]
         # 1. shared critic over raw actions (and the held-out gate critic on the same targets' s', a')
         backup = self.td_backup(batch)
-        critic_loss, q = self.critic_td_loss(nets.critic, self.critic_target, batch, cfg.target_subset,
-                                             self.generator, backup)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-        polyak_update(self.critic_target, nets.critic, cfg.tau)
+        critic_loss, q = self._td_step(nets.critic, self.critic_target, self.critic_opt, self.generator, batch,
+                                       backup)
         with torch.no_grad():
             self.q_scale.lerp_(q.abs().mean().float(), 0.005)  # float: q is bf16 under autocast
         metrics = {}
         if self.held_out is not None:
-            held_loss, _ = self.critic_td_loss(self.held_out, self.held_out_target, batch, cfg.target_subset,
-                                               self.held_out_generator, backup)
-            self.held_out_opt.zero_grad(set_to_none=True)
-            held_loss.backward()
-            self.held_out_opt.step()
-            polyak_update(self.held_out_target, self.held_out, cfg.tau)
+            held_loss, _ = self._td_step(self.held_out, self.held_out_target, self.held_out_opt,
+                                         self.held_out_generator, batch, backup)
             metrics["online/gate_critic_loss"] = held_loss.detach()
 
         # 2. latent actor, SAC through the frozen decoder, and its temperature
