@@ -81,10 +81,10 @@ class GateConfig(_Strict):
     critic: Literal["shared", "held_out"] = Field(
         "shared", description="which critic the gate reads: the shared critic the actors maximise (shared), or a "
                               "second ensemble fitted to the same TD targets on the same batches that no actor ever "
-                              "takes a gradient through (held_out; spaars only). Why: an actor pushed up the shared "
-                              "critic finds its overestimates, so Q(s, a_raw) - Q(s, a_lat) is largest where raw is "
-                              "truly worse (issue 16: correlation with the measured truth -0.30 / -0.24 on hopper); "
-                              "evaluating with estimates the actions were not chosen by is double Q-learning's remedy")
+                              "takes a gradient through (held_out; spaars only). Built to test whether actors climbing "
+                              "the shared critic made its advantages anti-correlated with the truth (issue 16); on "
+                              "hopper the held-out critic ranked no better (BENCHMARKS.md, issue 16 afternoon). A "
+                              "critic the gate owns is what a reset or refreshed gate critic builds on")
 
 
 class TransitionConfig(_Strict):
