@@ -13,7 +13,9 @@ What is measured:
            the offline pretraining step (CVAE + IQL + PLAS latent actor, via `pretrain()` itself) with CVAE
            width 256 and 750, the SPAARS online update in the latent and gated phases, and SAC; each fp32
            and under bf16 autocast (fp32 master weights and optimiser), and compiled where it is cheap
-           (IQL losses, CVAE loss). FLOPs of one update are counted with FlopCounterMode (forward+backward),
+           (IQL losses, CVAE loss); the SPAARS updates also with `online.gate.critic=held_out` (`fp32+held-out`:
+           its "x fp32" column is that critic's cost); `--cases` picks cases by name. FLOPs of one update are
+           counted with FlopCounterMode (forward+backward),
            so achieved GFLOP/s can be set against the measured peak;
   seeds    5 seeds of the pretraining step: sequential in one 2-thread process, as 2 parallel 1-thread
            processes, and as 5 parallel 1-thread processes (aggregate updates/s over the makespan);
