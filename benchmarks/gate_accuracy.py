@@ -188,12 +188,9 @@ class RefitSpec(NamedTuple):
 def parse_refit(spec: str, run_members: int) -> RefitSpec:
     """`MEMBERS[:fresh|run][@OFFLINE_RATIO][+sample|+mean][/NSTEP][*UPDATES]` -> RefitSpec."""
     spec, star, updates_text = spec.strip().partition("*")
-    try:
-        updates = int(updates_text) if star else None
-    except ValueError:
-        updates = 0
-    if updates is not None and updates < 1:
+    if star and not (updates_text.isdigit() and int(updates_text) >= 1):
         raise SystemExit(f"--refit {spec}*{updates_text}: the update count is a whole number >= 1")
+    updates = int(updates_text) if star else None
     spec, _, nstep_text = spec.partition("/")
     try:
         nstep = int(nstep_text) if nstep_text else None
@@ -325,6 +322,12 @@ def main() -> None:
         return wilson_interval(int((says_raw[significant] == truth).sum()), int(significant.sum()))
 
     mean_advantage = advantage.mean(0).numpy()
+
+    def scored(critic_mean: np.ndarray) -> dict:
+        """What every other critic scored on this truth reports: sign accuracy, its interval, agreement, per state."""
+        return {"mean_advantage_sign_accuracy": accuracy(critic_mean > 0),
+                "mean_advantage_sign_accuracy_ci95": interval(critic_mean > 0),
+                "agreement": agreement(critic_mean, mean), "critic_advantage": critic_mean.tolist()}
     result = {
         "run": str(args.run_dir), "task": task.name, "seed": config.seed, "algo": config.algo,
         "safety_spec": None if config.safety_spec is None else Path(config.safety_spec).name,
@@ -360,11 +363,7 @@ def main() -> None:
         "support_threshold": float(nets.support_threshold),
     }
     if agent.held_out is not None:  # the gate read a held-out critic: score the shared one on the same truth
-        shared_mean = member_advantages(nets.critic, obs, raw, lat).mean(0).numpy()
-        result["shared_critic"] = {
-            "mean_advantage_sign_accuracy": accuracy(shared_mean > 0),
-            "mean_advantage_sign_accuracy_ci95": interval(shared_mean > 0),
-            "agreement": agreement(shared_mean, mean), "critic_advantage": shared_mean.tolist()}
+        result["shared_critic"] = scored(member_advantages(nets.critic, obs, raw, lat).mean(0).numpy())
     if refits:
         online_state = safe_torch_load(args.run_dir / "checkpoint.pt")["online"]
         result["refit"] = []
@@ -383,13 +382,11 @@ def main() -> None:
                 "init": "run" if spec.from_run else "fresh",
                 "target_action": spec.target_action or config.online.critic_target_action,
                 "nstep": spec.nstep or config.online.critic_nstep,
-                "mean_advantage_sign_accuracy": accuracy(refit_mean > 0),
-                "mean_advantage_sign_accuracy_ci95": interval(refit_mean > 0),
+                **scored(refit_mean),
                 "lcb_positive_sign_accuracy": accuracy(refit_open), "lcb_positive_rate": float(refit_open.mean()),
                 "member_sign_accuracy": [accuracy(refit_adv[e].numpy() > 0) for e in range(members)],
                 "critic_advantage_abs_mean": float(np.abs(refit_mean).mean()),
                 "rank_correlation": float(stats.spearmanr(refit_mean, mean).statistic),
-                "agreement": agreement(refit_mean, mean), "critic_advantage": refit_mean.tolist(),
                 "confident_half_sign_accuracy": top_half_accuracy(refit_mean, mean, significant, refit_mean),
                 "costly_half_sign_accuracy": top_half_accuracy(refit_mean, mean, significant, mean),
                 "fit_seconds": round(time.perf_counter() - t_fit, 1)})
