@@ -25,44 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spaars_robot.algos.base import fused_adam
-from spaars_robot.algos.spar import make_rectified
 from spaars_robot.config.tasks import load_task
 from spaars_robot.config.training import load_run_config
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_write_json, safe_torch_load
 from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.train.agents import build_agent
+from spaars_robot.train.spar_offline import td3bc_offline
 
 EVAL_SEED_BASE = 100
 QUANTILES = (0.5, 0.9, 0.99)
-
-
-def td3bc_actor(rectified_template, nets, buffer, steps: int, batch_size: int, seed: int, alpha: float = 2.5):
-    """A free (non-residual) deterministic actor with the anchor's architecture, trained by TD3+BC's actor loss."""
-    actor = make_rectified(buffer.obs.shape[1], buffer.action.shape[1], nets.latent_dim, rectified_template.cfg)
-    actor.anchor.load_state_dict(rectified_template.policy.anchor.state_dict())  # same start as SPAR's
-    actor.residual_on.fill_(0.0)  # the anchor network itself is the actor, free to move
-    params = list(actor.anchor.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    opt = fused_adam(params, 3e-4)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        batch = buffer.sample(batch_size, gen)
-        action = actor.base_action(batch["obs"])
-        q = nets.critic(batch["obs"], action).mean(0)
-        lam = alpha / q.abs().mean().detach().clamp_min(1e-6)
-        loss = -lam * q.mean() + (action - batch["action"]).pow(2).sum(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)
-        opt.step()
-    return actor
-
-
-class _Template:
-    def __init__(self, policy, cfg) -> None:
-        self.policy, self.cfg = policy, cfg
 
 
 @torch.no_grad()
@@ -135,7 +107,9 @@ def main() -> None:
     obs_n, data_actions = buffer.obs[::stride][: args.states], buffer.action[::stride][: args.states]
     steps = args.td3bc_steps if args.td3bc_steps is not None else config.spar.lsi_steps
     t0 = time.perf_counter()
-    td3bc = td3bc_actor(_Template(spar, config.spar), nets, buffer, steps, config.spar.batch_size, config.seed)
+    # the td3bc algorithm's offline stage (train/spar_offline.py), on this script's own stream (seed, as committed)
+    td3bc, _ = td3bc_offline(spar, nets.critic, buffer, steps, config.spar.batch_size, config.spar.lr,
+                             config.online.alpha_bc, torch.Generator().manual_seed(config.seed))
     td3bc_seconds = time.perf_counter() - t0
     anchor_only = spar.base_action
     rows = [

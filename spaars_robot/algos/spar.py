@@ -23,7 +23,10 @@ temperature serves any reward scale), and the residual bound `residual_bound`.
 
 `SPARAgent` continues online (`--algo spar`): the IQL critic keeps learning on the same 50/50 batches as every
 algorithm, the residual keeps improving by LSI against it. `--algo bc` is the anchor alone (no residual, no
-updates): the behaviour-cloning baseline of the SPAR table, through the same runner and evaluation.
+updates): the behaviour-cloning baseline of the SPAR table, through the same runner and evaluation. `--algo td3bc`
+is the value-gradient actor the paper argues against, built so that LSI is the only difference: the same anchor,
+freed (residual off), improved by TD3+BC's actor loss on the same critic for the same number of offline updates as
+LSI, then online on the same batches with the same exploration noise.
 """
 from __future__ import annotations
 
@@ -137,6 +140,28 @@ def lsi_loss(policy: RectifiedPolicy, cvae: CVAE, critic: QEnsemble, obs: torch.
     return loss, metrics
 
 
+def value_gradient_actor(policy: RectifiedPolicy) -> RectifiedPolicy:
+    """SPAR's policy with the residual off and the anchor network free: TD3+BC's actor, started where SPAR starts."""
+    actor = copy.deepcopy(policy)
+    actor.residual_on.fill_(0.0)
+    actor.anchor.requires_grad_(True)
+    return actor
+
+
+def td3bc_loss(policy: RectifiedPolicy, critic: QEnsemble, obs: torch.Tensor, action: torch.Tensor,
+               alpha: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """TD3+BC's actor loss (Fujimoto and Gu 2021) on the freed anchor: lambda Q(s, pi(s)) - ||pi(s) - a||^2.
+
+    lambda = alpha / mean |Q| keeps the two terms comparable at any reward scale; Q is the ensemble mean, as for
+    SPAARS's gated raw actor, so both value-gradient actors of this project read the critic the same way.
+    """
+    predicted = policy.base_action(obs)
+    q = critic(obs, predicted).mean(0)
+    lam = alpha / q.abs().mean().detach().clamp_min(1e-6)
+    bc = (predicted - action).pow(2).sum(-1).mean()
+    return -lam * q.mean() + bc, {"td3bc/q": q.mean().detach(), "td3bc/bc_error": bc.detach()}
+
+
 @torch.no_grad()
 def fit_latent_scale(policy: RectifiedPolicy, cvae: CVAE, obs: torch.Tensor, action: torch.Tensor) -> None:
     """latent_scale = per-dimension std of the encoder means of dataset pairs: candidates' spread is relative to it."""
@@ -145,7 +170,9 @@ def fit_latent_scale(policy: RectifiedPolicy, cvae: CVAE, obs: torch.Tensor, act
 
 
 class SPARAgent:
-    """SPAR online (`spar`): IQL critic updates on 50/50 batches, residual by LSI; `bc`: the anchor, frozen."""
+    """SPAR online (`spar`): IQL critic updates on 50/50 batches, residual by LSI; `bc`: the anchor, frozen;
+    `td3bc`: the same critic updates, the freed anchor by TD3+BC's actor loss (`policy` from `value_gradient_actor`).
+    """
 
     def __init__(self, nets: OfflineNets, config: TrainConfig, generator: torch.Generator,
                  policy: RectifiedPolicy) -> None:
@@ -157,7 +184,9 @@ class SPARAgent:
             self.policy.residual_on.fill_(0.0)
         self.critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
         self.critic_opt = fused_adam(list(nets.critic.parameters()) + list(nets.value.parameters()), self.cfg.lr)
-        self.residual_opt = fused_adam(policy.residual_parameters(), self.spar_cfg.lr)
+        # td3bc learns the whole (freed) anchor network, spar only its residual; one optimiser either way
+        self.learned = list(policy.anchor.parameters()) if self.variant == "td3bc" else policy.residual_parameters()
+        self.policy_opt = fused_adam(self.learned, self.spar_cfg.lr)
 
     def _s(self, obs: np.ndarray) -> torch.Tensor:
         return self.nets.normalizer(torch.as_tensor(obs, dtype=torch.float32, device=self.nets.device).unsqueeze(0))
@@ -186,10 +215,13 @@ class SPARAgent:
         (value_loss + critic_loss).backward()
         self.critic_opt.step()
         polyak_update(self.critic_target, nets.critic, cfg.tau)
-        loss, metrics = lsi_loss(self.policy, nets.cvae, nets.critic, batch["obs"], self.spar_cfg, self.generator)
-        self.residual_opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.policy.residual_parameters())
-        self.residual_opt.step()
+        if self.variant == "td3bc":
+            loss, metrics = td3bc_loss(self.policy, nets.critic, batch["obs"], batch["action"], cfg.alpha_bc)
+        else:
+            loss, metrics = lsi_loss(self.policy, nets.cvae, nets.critic, batch["obs"], self.spar_cfg, self.generator)
+        self.policy_opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.learned)
+        self.policy_opt.step()
         return {"online/critic_loss": critic_loss.detach(), "online/value_loss": value_loss.detach(), **metrics}
 
     def after_eval(self, step: int, record: dict, recent_obs: torch.Tensor) -> dict:
@@ -201,11 +233,11 @@ class SPARAgent:
     def state_dict(self) -> dict:
         return {"nets": self.nets.state_dict(), "spar": self.policy.state_dict(),
                 "critic_target": self.critic_target.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "residual_opt": self.residual_opt.state_dict()}
+                "residual_opt": self.policy_opt.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.nets.load_state_dict(state["nets"])
         self.policy.load_state_dict(state["spar"])
         self.critic_target.load_state_dict(state["critic_target"])
         self.critic_opt.load_state_dict(state["critic_opt"])
-        self.residual_opt.load_state_dict(state["residual_opt"])
+        self.policy_opt.load_state_dict(state["residual_opt"])

@@ -27,7 +27,7 @@ def _complete_protocol(incomplete: str) -> list[str]:
 def train(
     task: Annotated[str | None, typer.Option(help="Task name (sim/tasks); required unless --resume.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset path or id (e.g. hopper-medium); not used by sac.")] = None,
-    algo: Annotated[AlgoChoice, typer.Option(help="Algorithm; latent and raw are SPAARS's ablations, bc is SPAR's frozen anchor alone, supe is SUPE (OPAL skills + optimistic high-level SAC), spaars-supe SUPE then SPAARS's per-step gate (docs/supe.md).")] = AlgoChoice.spaars,
+    algo: Annotated[AlgoChoice, typer.Option(help="Algorithm; latent and raw are SPAARS's ablations, bc is SPAR's frozen anchor alone, td3bc that anchor improved by TD3+BC's value gradient instead of SPAR's LSI (docs/spar.md), supe is SUPE (OPAL skills + optimistic high-level SAC), spaars-supe SUPE then SPAARS's per-step gate (docs/supe.md).")] = AlgoChoice.spaars,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; each runs in its own process.")] = "0",
     protocol: Annotated[str, typer.Option(help="smoke | short | paper (sim/protocols), or a protocol YAML path.",
                                           autocompletion=_complete_protocol)] = "short",

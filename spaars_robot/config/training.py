@@ -18,7 +18,7 @@ from spaars_robot.config.loading import data_root, load_yaml_model
 from spaars_robot.config.ranges import ranges_problem
 from spaars_robot.errors import ConfigError
 
-Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc", "supe", "spaars-supe"]
+Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc", "td3bc", "supe", "spaars-supe"]
 SHARED_CRITIC_ALGOS = ("spaars", "latent", "raw")  # SPAARSAgent and its ablations (algos/spaars.py)
 
 
@@ -130,7 +130,8 @@ class OnlineConfig(_Strict):
     lr: float = Field(3e-4, gt=0)
     init_temperature: float = Field(0.05, gt=0, description="latent SAC temperature (SUPE value)")
     raw_explore_noise: float = Field(0.1, ge=0, description="Gaussian std added to raw actions online")
-    alpha_bc: float = Field(2.5, gt=0, description="TD3+BC weight of the raw actor's Q term")
+    alpha_bc: float = Field(2.5, gt=0, description="TD3+BC weight of the Q term: SPAARS's gated raw actor, "
+                                                "and --algo td3bc's actor")
     concurrent_bc: bool = Field(True, description="clone the raw policy onto decoded latent actions during the latent phase")
     hard_switch: bool = Field(False, description="ablation: after the transition always execute raw (no gate)")
     rnd_feature_dim: int = Field(64, ge=1)

@@ -70,6 +70,12 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
         rectified, spar_info = spar_offline_cached(nets, offline, config.spar, config.seed, Path(info["cache"]).stem,
                                                    cache_dir, progress, log, config.eval.checkpoint_every)
         info = {**info, "spar": spar_info}
+        if config.algo == "td3bc":  # SPAR's anchor, freed and improved by TD3+BC's value gradient instead of LSI
+            from spaars_robot.train.spar_offline import td3bc_offline_cached
+
+            rectified, td3bc_info = td3bc_offline_cached(rectified, nets, offline, config.spar, config.online.alpha_bc,
+                                                         config.seed, Path(spar_info["cache"]).stem, cache_dir, log)
+            info = {**info, "td3bc": td3bc_info}
     generator = make_generator(config.seed + 12345, config.device)
     agent = DATA_AGENTS[config.algo](nets, config, generator, rectified)
     return BuiltAgent(agent=agent, generator=generator, offline=offline,
@@ -124,7 +130,7 @@ def _build_supe(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset, ne
 
 def uses_spar(config: TrainConfig) -> bool:
     """Whether a run needs SPAR's rectified policy (its offline stages run after the shared pretraining)."""
-    return config.algo in ("spar", "bc") or (config.algo in ("spaars", "raw") and config.online.raw_init == "spar")
+    return config.algo in ("spar", "bc", "td3bc") or (config.algo in ("spaars", "raw") and config.online.raw_init == "spar")
 
 
 def _iql(nets: OfflineNets, config: TrainConfig, generator: torch.Generator, rectified: RectifiedPolicy | None) -> Agent:
@@ -142,7 +148,8 @@ def _spaars(nets: OfflineNets, config: TrainConfig, generator: torch.Generator,
 
 
 def _spar(nets: OfflineNets, config: TrainConfig, generator: torch.Generator, rectified: RectifiedPolicy | None) -> Agent:
-    """spar, and bc (its frozen anchor alone: the behaviour-cloning baseline), algos/spar.py."""
+    """spar, bc (its frozen anchor alone: the behaviour-cloning baseline) and td3bc (the anchor freed and improved by
+    TD3+BC's value gradient instead of LSI), algos/spar.py."""
     from spaars_robot.algos.spar import SPARAgent
 
     assert rectified is not None  # uses_spar() says so for these algorithms
@@ -151,4 +158,5 @@ def _spar(nets: OfflineNets, config: TrainConfig, generator: torch.Generator, re
 
 DATA_AGENTS: dict[str, Callable[[OfflineNets, TrainConfig, torch.Generator, RectifiedPolicy | None], Agent]] = {
     "iql": _iql, "spaars": _spaars, "latent": _spaars, "raw": _spaars, "spar": _spar, "bc": _spar,
+    "td3bc": _spar,
 }

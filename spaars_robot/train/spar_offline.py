@@ -26,6 +26,8 @@ from spaars_robot.algos.spar import (
     lsi_loss,
     make_rectified,
     residual_regression_loss,
+    td3bc_loss,
+    value_gradient_actor,
 )
 from spaars_robot.config.training import SPARConfig
 from spaars_robot.data.files import atomic_torch_save
@@ -36,7 +38,9 @@ from spaars_robot.train.pretrain import _load_partial, _say
 from spaars_robot.train.progress import ProgressDisplay
 from spaars_robot.train.stage_cache import cached_stage
 
+TD3BC_SEED_OFFSET = 4343  # the td3bc stage's own batch stream, apart from SPAR's (seed + 4242)
 SPAR_VERSION = "spar-v1"  # bump when the stages' maths change, to invalidate caches
+TD3BC_VERSION = "td3bc-v1"
 LATENT_SCALE_SAMPLES = 10_000
 
 
@@ -138,3 +142,60 @@ def spar_offline_cached(nets: OfflineNets, buffer: ReplayBuffer, cfg: SPARConfig
     return cached_stage(cache_dir, spar_cache_key(pretrain_entry, seed, cfg), "SPAR's offline stages", load,
                         lambda partial: spar_offline(nets, buffer, cfg, seed, progress, log, partial, checkpoint_every),
                         lambda policy: {"policy": policy.state_dict()}, log)
+
+
+def td3bc_offline(policy: RectifiedPolicy, critic: torch.nn.Module, buffer: ReplayBuffer, steps: int,
+                  batch_size: int, lr: float, alpha: float, generator: torch.Generator,
+                  log: Callable[[str], None] | None = None) -> tuple[RectifiedPolicy, dict]:
+    """`--algo td3bc`'s offline improvement: from SPAR's anchor, TD3+BC's actor loss for `steps` updates.
+
+    Given LSI's budget by the caller (`spar.lsi_steps`), so TD3+BC and SPAR improve the same anchor, on the same
+    critic, for the same number of updates: the value gradient against the weighted regression, nothing else.
+    """
+    actor = value_gradient_actor(policy)
+    params = list(actor.anchor.parameters())
+    opt = fused_adam(params, lr)
+    t0 = time.perf_counter()
+    history = []
+    report_every = max(steps // 10, 1)
+    for step in range(steps):
+        batch = buffer.sample(batch_size, generator)
+        loss, metrics = td3bc_loss(actor, critic, batch["obs"], batch["action"], alpha)
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+        opt.step()
+        if (step + 1) % report_every == 0 or step + 1 == steps:
+            history.append({"step": step + 1, "loss": loss.item(), **{k: float(v) for k, v in metrics.items()}})
+            if not math.isfinite(history[-1]["loss"]):
+                raise TrainingDiverged(f"td3bc offline stage diverged by step {step + 1}")
+            _say(log, f"td3bc step {step + 1}/{steps} " + " ".join(
+                f"{k}={v:.4g}" for k, v in history[-1].items() if k != "step"))
+    elapsed = time.perf_counter() - t0
+    return actor, {"steps": steps, "seconds": elapsed, "updates_per_second": steps / max(elapsed, 1e-9),
+                   "history": history}
+
+
+def td3bc_offline_cached(spar_policy: RectifiedPolicy, nets: OfflineNets, buffer: ReplayBuffer, cfg: SPARConfig,
+                         alpha: float, seed: int, spar_entry: str, cache_dir: Path,
+                         log: Callable[[str], None] | None = None) -> tuple[RectifiedPolicy, dict]:
+    """`td3bc_offline` from SPAR's cached anchor (`spar_entry`), itself cached by (that entry, alpha, seed).
+
+    A minute of updates, cached all the same: every offline stage after pretraining lives in the one stage cache,
+    so a run's policy never depends on whether a stage was computed or read, and a resume or a second algorithm of
+    the seed reads it.
+    """
+    payload = json.dumps({"v": TD3BC_VERSION, "spar": spar_entry, "alpha": alpha, "seed": seed}, sort_keys=True)
+    key = "td3bc-" + hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+    def load(state: dict) -> RectifiedPolicy:
+        actor = value_gradient_actor(spar_policy)
+        actor.load_state_dict(state["policy"])
+        return actor
+
+    def compute(_partial: Path) -> tuple[RectifiedPolicy, dict]:
+        generator = make_generator(seed + TD3BC_SEED_OFFSET, buffer.obs.device)
+        return td3bc_offline(spar_policy, nets.critic, buffer, cfg.lsi_steps, cfg.batch_size, cfg.lr, alpha,
+                             generator, log)
+
+    return cached_stage(cache_dir, key, "TD3+BC's offline stage", load, compute,
+                        lambda actor: {"policy": actor.state_dict()}, log)

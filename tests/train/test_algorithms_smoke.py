@@ -12,7 +12,7 @@ from tests.conftest import run_cli
 
 # spar itself: tests/train/test_spar_end_to_end.py (smoke run, export, serve)
 ALGOS = [("spaars", []), ("iql", []), ("latent", []), ("raw", []), ("sac", []),
-         ("spaars", ["--no-concurrent-bc", "--hard-switch"]), ("bc", []),
+         ("spaars", ["--no-concurrent-bc", "--hard-switch"]), ("bc", []), ("td3bc", []),
          ("spaars", ["--set", "online.raw_init=spar"]),
          ("spaars", ["--set", "online.critic_nstep=3"]), ("spaars", ["--set", "online.gate.critic=held_out"])]
 
@@ -46,7 +46,7 @@ def _rows(run_dir):
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations", "bc",
+@pytest.mark.parametrize("algo,flags", ALGOS, ids=["spaars", "iql", "latent", "raw", "sac", "spaars-ablations", "bc", "td3bc",
                               "spaars-spar-raw", "spaars-nstep", "spaars-held-out-gate-critic"])
 def test_smoke_protocol(algo, flags, smoke_run):
     run_dir, results = smoke_run(algo, *flags)
@@ -74,9 +74,11 @@ def test_smoke_protocol(algo, flags, smoke_run):
         assert set(phases) == {"latent"} and float(rows[-1]["train_raw_rate"]) == 0.0
     elif algo == "raw":
         assert set(phases) == {"gated"} and float(rows[-1]["train_raw_rate"]) == 1.0
-    elif algo in ("spar", "bc"):
+    elif algo in ("spar", "bc", "td3bc"):
         assert set(phases) == {algo} and float(rows[-1]["train_raw_rate"]) == 1.0
-    if algo in ("spar", "bc") or "online.raw_init=spar" in flags:  # SPAR's offline stages ran, in the record
+    if algo == "td3bc":
+        _assert_td3bc_moved_the_anchor(run_dir, smoke_run("bc")[0])
+    if algo in ("spar", "bc", "td3bc") or "online.raw_init=spar" in flags:  # SPAR's offline stages ran, in the record
         spar_info = json.loads((run_dir / "pretrain.json").read_text())["spar"]
         assert [h["stage"] for h in spar_info["history"]][-1] == "lsi"  # (bc reuses spar's cache entry)
         assert "spar" in safe_torch_load(run_dir / "checkpoint.pt")["agent"]
@@ -92,6 +94,23 @@ def test_smoke_protocol(algo, flags, smoke_run):
     else:  # no dataset CVAE to score support with: not measured, never a made-up 0 %
         assert summary["early_out_of_support_rate"] is None
         assert all(r["out_of_support_rate"] == "" for r in rows)
+
+
+def _assert_td3bc_moved_the_anchor(run_dir, bc_dir) -> None:
+    """td3bc starts from SPAR's anchor (the bc run's, same cache entry), improves it for lsi_steps offline updates
+    and online; its residual stays off; export serves that actor as the raw policy."""
+    from spaars_robot.export.from_run import load_run_for_export
+
+    info = json.loads((run_dir / "pretrain.json").read_text())["td3bc"]
+    assert info["steps"] == 100 and info["history"][-1]["step"] == 100  # smoke's spar.lsi_steps
+    td3bc, bc = (safe_torch_load(d / "checkpoint.pt")["agent"]["spar"] for d in (run_dir, bc_dir))
+    assert float(td3bc["residual_on"]) == 0.0
+    anchor = [k for k in bc if k.startswith("anchor.")]
+    assert anchor and all(td3bc[k].shape == bc[k].shape for k in anchor)
+    assert any(not torch.equal(td3bc[k], bc[k]) for k in anchor)
+    stack, _ = load_run_for_export(run_dir)
+    exported = stack.raw_policy.state_dict()
+    assert all(torch.equal(exported[k], td3bc[k]) for k in anchor)
 
 
 def _assert_held_out_gate_critic(run_dir, plain_dir, rows: list[dict]) -> None:

@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from spaars_robot.algos.spar import RectifiedPolicy, candidate_weights, lsi_loss, make_rectified
+from spaars_robot.algos.spar import (
+    RectifiedPolicy,
+    candidate_weights,
+    lsi_loss,
+    make_rectified,
+    td3bc_loss,
+    value_gradient_actor,
+)
 from spaars_robot.config.training import SPARConfig, hyperparameter_tag, resolve_config
 from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.nn.cvae import CVAE
@@ -103,6 +110,50 @@ def test_latent_self_imitation_moves_the_rectified_action_towards_the_better_can
     assert after < 0.1 * before, (float(before), float(after))
     # the anchor never moved: all learning is in the residual
     assert torch.equal(policy.base_action(obs), torch.zeros(512, ACT))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 2.5, 50.0])
+def test_td3bc_starts_at_the_anchor_and_its_value_gradient_pulls_off_the_data_as_alpha_grows(alpha):
+    """td3bc (issue 19's value-gradient counterpart) frees SPAR's anchor; alpha weighs Q against the BC term.
+
+    Data at a = 0, the critic Q = 10 - ||a - a_star||^2 (|Q| ~ 10, so lambda ~ alpha / 10): the loss is minimal at
+    a = lambda / (1 + lambda) a_star, so alpha 0 stays on the data, 2.5 goes ~20 % of the way, 50 ~83 %. The SPAR
+    policy it was copied from never moves.
+    """
+    torch.manual_seed(0)
+    spar = RectifiedPolicy(OBS, ACT, LAT, (32, 32), bound=0.3, zero_init=False)
+    with torch.no_grad():
+        spar.anchor[-1].weight.zero_()
+        spar.anchor[-1].bias.zero_()
+    spar.freeze_anchor()
+    actor = value_gradient_actor(spar)
+    obs = torch.randn(256, OBS)
+    assert torch.equal(actor.mean_action(obs), spar.base_action(obs))  # the residual is off: the bare anchor
+    assert not torch.equal(spar.mean_action(obs), spar.base_action(obs))  # (the original keeps its residual)
+    params = list(actor.anchor.parameters())
+    assert all(p.requires_grad for p in params) and not any(p.requires_grad for p in spar.anchor.parameters())
+    a_star = torch.tensor([0.6, -0.6])
+    shifted = _HandBuiltCritic(a_star)
+
+    def critic(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return 10.0 + shifted(o, a)
+
+    data = torch.zeros(256, ACT)
+    opt = torch.optim.Adam(params, lr=3e-3)
+    for _ in range(400):
+        loss, metrics = td3bc_loss(actor, critic, obs, data, alpha)
+        opt.zero_grad()
+        loss.backward(inputs=params)
+        opt.step()
+    moved = actor.mean_action(obs).mean(0) / a_star  # share of the way from the data to the critic's optimum
+    if alpha == 0.0:
+        assert moved.abs().max() < 0.02
+    elif alpha == 2.5:
+        assert ((moved > 0.12) & (moved < 0.3)).all(), moved
+    else:
+        assert ((moved > 0.75) & (moved < 0.9)).all(), moved
+    assert torch.equal(spar.base_action(obs), torch.zeros(256, ACT))
+    assert set(metrics) == {"td3bc/q", "td3bc/bc_error"}
 
 
 def test_offline_stages_resume_exactly(tmp_path):
