@@ -34,6 +34,9 @@ from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.envs.maze import MazeGeometry
 from spaars_robot.errors import SpaarsError
 from spaars_robot.nn.device import resolve_device, set_generator_state
+from spaars_robot.safety.data_check import describe as describe_spec_on_data
+from spaars_robot.safety.data_check import spec_on_data
+from spaars_robot.safety.spec import load_safety_spec
 from spaars_robot.train.agents import BuiltAgent, build_agent
 from spaars_robot.train.gate_map import GateMapRecorder
 from spaars_robot.train.online_loop import OnlineLoop, StepInfo
@@ -127,6 +130,7 @@ class Runner:
         dataset = OfflineDataset.load(self.dataset_path) if cfg.algo != "sac" else None
         if dataset is not None:
             dataset.check_fits(task)
+        self.spec_on_data = self._spec_on_data(dataset)
         progress = make_progress(live=self.show_progress)  # several seeds: plain lines, never redrawn bars
         scalars = ScalarLog(self.run_dir, self._open_wandb())
         try:
@@ -140,6 +144,16 @@ class Runner:
                 return self._online(built, resume, progress, scalars)
         finally:
             scalars.close()
+
+    def _spec_on_data(self, dataset: OfflineDataset | None) -> dict | None:
+        """How much the run's safety spec changes the dataset's own actions (safety/data_check.py), logged."""
+        if self.config.safety_spec is None or dataset is None:
+            return None
+        spec_file = Path(self.config.safety_spec)
+        result = spec_on_data(load_safety_spec(spec_file), dataset.obs.numpy(), dataset.action.numpy(),
+                              dataset.episode_start, dataset.episode_length)
+        self.log(describe_spec_on_data(result, spec_file.name, str(dataset.metadata.get("dataset_id", "dataset"))))
+        return result
 
     def _open_wandb(self):
         """The run's W&B run when it asked for one (`train --wandb`); wandb is imported only then."""
@@ -186,7 +200,8 @@ class Runner:
             "task": cfg.task, "algo": cfg.algo, "seed": cfg.seed, "protocol": cfg.protocol,
             "dataset": str(self.dataset_path), "bf16": self.bf16, "precision": self.precision, "device": cfg.device,
             "safety_spec": (None if cfg.safety_spec is None else
-                            {"file": Path(cfg.safety_spec).name, "sha256": cfg.safety_spec_sha256}),
+                            {"file": Path(cfg.safety_spec).name, "sha256": cfg.safety_spec_sha256,
+                             **({"on_data": self.spec_on_data} if self.spec_on_data is not None else {})}),
             "variant": {"concurrent_bc": cfg.online.concurrent_bc, "hard_switch": cfg.online.hard_switch},
             **({"tag": cfg.tag, "tag_sets": cfg.tag_sets} if cfg.tag else {}),
             "final_normalized": float(np.mean([r["normalized_mean"] for r in last])),

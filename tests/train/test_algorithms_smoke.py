@@ -90,6 +90,10 @@ def test_smoke_protocol(algo, flags, smoke_run):
         _assert_held_out_gate_critic(run_dir, smoke_run("spaars")[0], rows)
     if algo != "sac":
         assert (run_dir / "pretrain.json").exists()
+        # trained under hopper's spec (the default): how much it changes the dataset's actions, measured and logged
+        on_data = summary["safety_spec"]["on_data"]
+        assert on_data["steps"] == 3000 and 0.0 <= on_data["changed_share"] <= 1.0
+        assert "safety spec hopper.yaml on " in (run_dir / "train.log").read_text()
         assert 0.0 <= summary["early_out_of_support_rate"] <= 1.0
     else:  # no dataset CVAE to score support with: not measured, never a made-up 0 %
         assert summary["early_out_of_support_rate"] is None

@@ -79,7 +79,11 @@ def test_a_run_trains_under_its_spec_records_it_and_stores_applied_actions(safe_
     assert config["safety_spec"] == str(spec_file.resolve())
     assert config["safety_spec_sha256"] == spec_sha256(spec_file)
     (summary,) = [json.loads(p.read_text()) for p in (root / "res").glob("*.json")]
+    on_data = summary["safety_spec"].pop("on_data")
     assert summary["safety_spec"] == {"file": spec_file.name, "sha256": spec_sha256(spec_file)}
+    # the tight spec bends most of the data's own actions: measured before any compute and said in the log
+    assert on_data["steps"] == 3000 and on_data["changed_share"] > 0.5 and "rate" in on_data["by_limit"]
+    assert "the spec and the data disagree" in (run_dir / "train.log").read_text()
     online = safe_torch_load(run_dir / "checkpoint.pt")["online"]
     actions = np.asarray(online["action"][: int(online["size"])])
     layer = SafetyLayer(load_safety_spec(spec_file), 3, 11)
