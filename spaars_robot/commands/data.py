@@ -128,11 +128,35 @@ def data_info(
     root: Annotated[
         Path | None, typer.Option(help="Dataset root (default $SPAARS_DATASETS or ./datasets).")
     ] = None,
+    safety_spec: Annotated[str | None, typer.Option(
+        help="Also replay the dataset's actions through this safety spec (a name like hopper, or a YAML path) and say "
+             "how many the layer would change: what `train --safety-spec` logs before training.")] = None,
 ) -> None:
     """Episodes, steps, return statistics and the D4RL-normalised score; verifies checksums."""
     from spaars_robot.data.summary import summarize
 
-    print_summary(summarize(resolve_dataset(path, root)))
+    dataset_dir = resolve_dataset(path, root)
+    spec = spec_file = None
+    if safety_spec is not None:  # a bad spec is one line before any output
+        from spaars_robot.export.safety_binding import spec_path
+        from spaars_robot.safety.spec import load_safety_spec
+
+        spec_file = spec_path(safety_spec)
+        if not spec_file.exists():
+            raise ConfigError(f"--safety-spec {safety_spec}: no such spec ({spec_file})")
+        spec = load_safety_spec(spec_file)
+    summary = summarize(dataset_dir)
+    print_summary(summary)
+    if spec is not None and spec_file is not None:
+        from spaars_robot.data.dataset import OfflineDataset
+        from spaars_robot.safety.data_check import describe, spec_on_data
+
+        dataset = OfflineDataset.load(dataset_dir)
+        spec.check_action_space(dataset.action_dim, f"dataset {summary.dataset_id}")
+        spec.check_observation_space(dataset.obs_dim, f"dataset {summary.dataset_id}")
+        result = spec_on_data(spec, dataset.obs.numpy(), dataset.action.numpy(), dataset.episode_start,
+                              dataset.episode_length)
+        typer.echo(describe(result, spec_file.name, summary.dataset_id))
 
 
 @data_app.command("list")

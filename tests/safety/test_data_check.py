@@ -48,3 +48,14 @@ def test_each_episode_starts_from_rest_and_whole_episodes_are_replayed_up_to_the
     assert _check([first + second])["by_limit"] == {"rate": 0.25}  # one episode: 0.9 in one step is limited
     capped = _check([first, second, first], max_steps=3)
     assert capped["episodes"] == 2 and capped["steps"] == 4  # whole episodes: the cap stops before the next one
+
+
+def test_data_info_replays_a_dataset_through_a_spec_and_refuses_a_spec_of_another_robot(tiny_hopper_dataset):
+    from tests.conftest import run_cli
+
+    ok = run_cli("data", "info", str(tiny_hopper_dataset), "--safety-spec", "hopper")
+    assert "safety spec hopper.yaml on spaars/hopper-medium-v0's actions: changes " in ok.stdout
+    assert "% of 3000 steps" in ok.stdout
+    for spec, message in (("walker2d", "is for action dim 6"), ("nope", "--safety-spec nope: no such spec")):
+        bad = run_cli("data", "info", str(tiny_hopper_dataset), "--safety-spec", spec, check=False)
+        assert bad.returncode != 0 and message in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
