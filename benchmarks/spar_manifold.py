@@ -62,7 +62,10 @@ def summarize(paths: list[Path]) -> None:
 
     results = [json.loads(p.read_text()) for p in paths]
     seeds = ", ".join(str(r["seed"]) for r in results)
-    print(f"| policy (hopper seeds {seeds}) | support p50 | p90 | p99 | out-of-support | mean Q | normalised score |")
+    tasks = sorted({r["task"] for r in results})
+    if len(tasks) > 1:
+        raise SystemExit(f"the files are of several tasks ({', '.join(tasks)}): summarize one task at a time")
+    print(f"| policy ({tasks[0]} seeds {seeds}) | support p50 | p90 | p99 | out-of-support | mean Q | normalised score |")
     print("|---|---|---|---|---|---|---|")
     for index, row in enumerate(results[0]["rows"]):
         rows = [r["rows"][index] for r in results]
