@@ -233,7 +233,7 @@ class SPARAgent:
     def state_dict(self) -> dict:
         return {"nets": self.nets.state_dict(), "spar": self.policy.state_dict(),
                 "critic_target": self.critic_target.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "residual_opt": self.policy_opt.state_dict()}
+                "residual_opt": self.policy_opt.state_dict()}  # the key spar checkpoints had: they still resume
 
     def load_state_dict(self, state: dict) -> None:
         self.nets.load_state_dict(state["nets"])
