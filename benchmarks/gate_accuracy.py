@@ -12,10 +12,13 @@ Wilson 95 % interval for every accuracy: an accuracy over a significant set no b
     MUJOCO_GL=egl .venv/bin/python benchmarks/gate_accuracy.py runs/hopper-spaars-short/seed0 \
         --states 300 --horizon 100 --repeats 16 --out benchmarks/results/gate_accuracy_hopper.json
 
-Reports `sign_accuracy` (the gate's open/closed decision vs the true sign, significant states only) with its
-interval, the same for the ensemble's mean advantage and for each member, how often the gate opens, the cost, and
-per state (`per_state`) the true difference, its standard error, p-value and the critic's advantages, so other gate
-forms can be scored on the same ground truth without new rollouts.
+Reports `sign_accuracy` (the gate's entry test, LCB > tau x scale, at each state vs the true sign, significant
+states only) with its interval, the same for the ensemble's mean advantage and for each member, how often the gate
+opens, the cost, and per state (`per_state`) the true difference, its standard error, p-value and the critic's
+advantages, so other gate forms can be scored on the same ground truth without new rollouts. `deployed_*` score what
+the gate executed at each state as it was collected, its hysteresis latch included: for a gate that latches open
+(the default `scale: q`) the two differ, and the deployed one is what the robot gets. `--add-deployed JSON` adds
+those to a result written before they were kept (the states are collected again and checked against it).
 
 `--refit 2,10 --refit-updates 20000` also fits fresh critic ensembles of those sizes (LayerNorm, targets from the
 min over a random `--refit-subset` of members, as RLPD/SUPE) on the run's own 50/50 batches (dataset and the
@@ -75,8 +78,22 @@ def applied(layer: SafetyLayer | None, state, action: np.ndarray, obs: np.ndarra
     return np.clip(action, -1.0, 1.0) if layer is None else layer.apply(action, state, obs).action
 
 
-def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | None) -> list[tuple]:
-    """(qpos, qvel, obs, safety state) every `stride` steps along episodes of the deployed policy."""
+class SavedState(NamedTuple):
+    qpos: np.ndarray
+    qvel: np.ndarray
+    obs: np.ndarray
+    safety: object  # the safety layer's state (rate-limit history), None without a layer
+    deployed_raw: bool  # what the deployed gate executed here: its latch carries hysteresis along the trajectory
+
+
+def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | None) -> list[SavedState]:
+    """A state every `stride` steps along episodes of the deployed policy, with the deployed gate's decision there.
+
+    The decision is kept because the gate's entry test at a state (LCB > tau x scale, scored as `sign_accuracy`)
+    is not what it executes once its latch is open: it then stays raw while LCB > (tau - hysteresis) x scale, and
+    with the default `scale: q` that band is far wider than the advantages, so a gate that rarely passes its entry
+    test can still execute raw on most steps (walker2d, `online.raw_init=spar`: the entry test passes on 2 % of
+    states, the deployed gate executed raw on 46 % of the last evaluation's steps)."""
     env = make_env(task)
     states, episode = [], 0
     while len(states) < count:
@@ -85,11 +102,14 @@ def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | No
         agent.begin_episode(evaluation=True)
         done, t = False, 0
         while not done and len(states) < count:
-            if t % stride == 0:
+            saved = t % stride == 0
+            if saved:
                 data = env.unwrapped.data
-                states.append((data.qpos.copy(), data.qvel.copy(), np.asarray(obs, dtype=np.float64).copy(),
-                               copy.deepcopy(safety)))
-            action, _ = agent.act(obs)
+                qpos, qvel, kept_obs, kept_safety = (data.qpos.copy(), data.qvel.copy(),
+                                                     np.asarray(obs, dtype=np.float64).copy(), copy.deepcopy(safety))
+            action, source = agent.act(obs)
+            if saved:
+                states.append(SavedState(qpos, qvel, kept_obs, kept_safety, source == "raw"))
             obs, _, terminated, truncated, _ = env.step(applied(layer, safety, action, obs))
             done, t = terminated or truncated, t + 1
         episode += 1
@@ -166,6 +186,53 @@ def agreement(advantage: np.ndarray, truth: np.ndarray) -> dict:
             "spearman": float(stats.spearmanr(advantage, truth).statistic),
             "true_difference_where_critic_top_decile": float(truth[top].mean()),
             "true_difference_where_critic_bottom_decile": float(truth[bottom].mean())}
+
+
+def deployed_scores(deployed_raw: np.ndarray, p_values: np.ndarray, true_difference: np.ndarray,
+                    alpha: float) -> dict:
+    """The deployed gate (entry test plus its hysteresis latch) scored on the significant states like the entry test."""
+    significant = p_values < alpha
+    right = deployed_raw[significant] == (true_difference[significant] > 0)
+    return {"deployed_gate_open_rate": float(deployed_raw.mean()),
+            "deployed_sign_accuracy": float(right.mean()) if significant.any() else None,
+            "deployed_sign_accuracy_ci95": wilson_interval(int(right.sum()), int(significant.sum()))}
+
+
+def add_deployed(path: Path, cache_dir: Path, default_stride: int) -> dict:
+    """Adds the deployed gate's decisions to a result written before they were kept, without new rollouts.
+
+    The states are collected again (the deployed policy is deterministic on the diagnostic's seeds); the gate's LCB
+    at each must equal the written one, or the run or the code has changed and the result is refused, not mixed."""
+    result = json.loads(path.read_text())
+    per_state = result.get("per_state")
+    if per_state is None or "lcb" not in per_state:
+        raise SystemExit(f"{path}: no per-state arrays (written before they were kept); run the diagnostic again")
+    config, task, built = load_agent(Path(result["run"]), cache_dir)
+    agent, nets = built.agent, built.nets
+    agent.phase, agent.force_raw = "gated", False
+    layer = None if config.safety_spec is None else SafetyLayer(load_safety_spec(Path(config.safety_spec)),
+                                                                 task.action_dim, task.obs_dim)
+    stride = int(result.get("stride", default_stride))  # results written before it was kept used --stride
+    states = collect_states(agent, task, int(result["states"]), stride, layer)
+    obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
+    raw = nets.raw_policy.mean_action(obs)
+    lcb = lcb_of(member_advantages(agent.gate_critic, obs, raw, nets.decoded_latent_mean(obs)),
+                 config.online.gate.kappa).numpy()
+    written = np.asarray(per_state["lcb"])
+    # written rounded to 1e-6; an advantage is a difference of two float32 Q values, so allow a few of |Q|'s ulps
+    # (4 x 1.2e-7 relative) in case a kernel sums in another order; another state set moves it by far more
+    q_magnitude = float(agent.gate_critic(obs, raw).abs().max())
+    if not np.allclose(lcb, written, rtol=0.0, atol=1e-6 + 5e-7 * q_magnitude):
+        raise SystemExit(f"{path}: the states collected again are not the written ones (largest LCB difference "
+                         f"{np.abs(lcb - written).max():.3g}); run the diagnostic again")
+    deployed = np.array([s.deployed_raw for s in states])
+    result |= {"stride": stride, **deployed_scores(deployed, np.asarray(per_state["p_value"]),
+                                                   np.asarray(per_state["true_difference"]),
+                                                   float(result["significance"]["alpha"]))}
+    per_state["deployed_open"] = deployed.astype(int).tolist()
+    atomic_write_json(path, result)
+    return {key: result[key] for key in ("deployed_gate_open_rate", "deployed_sign_accuracy",
+                                         "deployed_sign_accuracy_ci95", "gate_open_rate", "sign_accuracy")}
 
 
 def rescore(path: Path) -> dict:
@@ -261,6 +328,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, nargs="?", help="the run to diagnose (not with --rescore)")
     parser.add_argument("--rescore", type=Path, nargs="+", metavar="JSON",
                         help="print the critic/truth agreement of written results instead of running anything")
+    parser.add_argument("--add-deployed", type=Path, nargs="+", metavar="JSON",
+                        help="add the deployed gate's decisions to results written before they were kept")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/_pretrain_cache"))
     parser.add_argument("--states", type=int, default=300)
     parser.add_argument("--stride", type=int, default=10, help="env steps between saved states")
@@ -279,8 +348,12 @@ def main() -> None:
     if args.rescore:
         print(json.dumps({str(path): rescore(path) for path in args.rescore}, indent=2))
         return
+    if args.add_deployed:
+        torch.set_num_threads(1)
+        print(json.dumps({str(path): add_deployed(path, args.cache_dir, args.stride) for path in args.add_deployed}, indent=2))
+        return
     if args.run_dir is None:
-        parser.error("a run directory is required (or --rescore JSON ...)")
+        parser.error("a run directory is required (or --rescore / --add-deployed JSON ...)")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     config, task, built = load_agent(args.run_dir, args.cache_dir)
@@ -292,7 +365,8 @@ def main() -> None:
     layer = None if config.safety_spec is None else SafetyLayer(load_safety_spec(Path(config.safety_spec)),
                                                                  task.action_dim, task.obs_dim)
     states = collect_states(agent, task, args.states, args.stride, layer)
-    obs = nets.normalizer(torch.as_tensor(np.stack([s[2] for s in states]), dtype=torch.float32))
+    obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
+    deployed = np.array([s.deployed_raw for s in states])
     raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
     advantage = member_advantages(agent.gate_critic, obs, raw, lat)  # [E, N]: the critic the gate reads
     lcb = lcb_of(advantage, gate_cfg.kappa)
@@ -300,7 +374,7 @@ def main() -> None:
     gate_open = (lcb > gate_cfg.tau_rel * scale).numpy()
     env = make_env(task)
     diffs = np.zeros((len(states), args.repeats))
-    for i, (qpos, qvel, obs_i, safety) in enumerate(states):
+    for i, (qpos, qvel, obs_i, safety, _) in enumerate(states):
         for r in range(args.repeats):
             seed = 7919 * i + r
             g_raw = branch_return(env, agent, qpos, qvel, raw[i].numpy(), args.horizon, config.online.gamma,
@@ -337,7 +411,8 @@ def main() -> None:
                          "expected_by_chance": round(args.alpha * len(states), 1)},
         "significant_states": int(significant.sum()),
         "raw_truly_better_share": float(truth.mean()) if significant.any() else None,
-        "sign_accuracy": accuracy(gate_open), "sign_accuracy_ci95": interval(gate_open),
+        "sign_accuracy": accuracy(gate_open), "sign_accuracy_ci95": interval(gate_open), "stride": args.stride,
+        **deployed_scores(deployed, p_values, mean, args.alpha),
         "mean_advantage_sign_accuracy": accuracy(mean_advantage > 0),
         "mean_advantage_sign_accuracy_ci95": interval(mean_advantage > 0),
         "member_sign_accuracy": [accuracy(advantage[e].numpy() > 0) for e in range(advantage.shape[0])],
@@ -356,6 +431,7 @@ def main() -> None:
         "per_state": {"true_difference": mean.tolist(), "standard_error": se.round(6).tolist(),
                       "p_value": p_values.round(6).tolist(), "critic_advantage": mean_advantage.tolist(),
                       "lcb": lcb.numpy().round(6).tolist(), "gate_open": gate_open.astype(int).tolist(),
+                      "deployed_open": deployed.astype(int).tolist(),
                       "action_distance": (raw - lat).norm(dim=-1).numpy().round(6).tolist(),
                       # the dataset CVAE's score of the raw action (above support_threshold: out of support, where
                       # the runtime's monitor would refuse it): are the raw actions the critics overrate unsupported?

@@ -43,6 +43,30 @@ def test_gate_accuracy_scores_the_gate_against_branched_rollouts(tiny_hopper_dat
                                str(tmp_path / "a.json")], check=True, capture_output=True, text=True, cwd=REPO)
     assert json.loads(rescored.stdout)[str(tmp_path / "a.json")] == pytest.approx(first["agreement"], rel=1e-9)
     assert all(len(r["critic_advantage"]) == 12 and "pearson" in r["agreement"] for r in first["refit"])
+    # the deployed gate: its latch opens wherever the entry test passes and may stay open where it does not
+    deployed, entry = per_state["deployed_open"], per_state["gate_open"]
+    assert len(deployed) == 12 and all(d >= e for d, e in zip(deployed, entry))
+    assert first["deployed_gate_open_rate"] == pytest.approx(sum(deployed) / 12)
+    assert first["deployed_gate_open_rate"] >= first["gate_open_rate"]
+    sig = [i for i, p in enumerate(per_state["p_value"]) if p < 0.05]
+    right = [bool(deployed[i]) == (per_state["true_difference"][i] > 0) for i in sig]
+    assert first["deployed_sign_accuracy"] == (pytest.approx(sum(right) / len(right)) if sig else None)
+    # --add-deployed rebuilds those fields for a result written before they were kept, and refuses other states
+    old = {k: v for k, v in first.items() if not k.startswith("deployed_")}
+    old["per_state"] = {k: v for k, v in per_state.items() if k != "deployed_open"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    added = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), "--cache-dir", str(cache),
+                            "--add-deployed", str(tmp_path / "old.json")], check=True, capture_output=True,
+                           text=True, timeout=300, cwd=REPO)
+    assert json.loads(added.stdout)[str(tmp_path / "old.json")]["deployed_gate_open_rate"] == first["deployed_gate_open_rate"]
+    assert json.loads((tmp_path / "old.json").read_text()) == first
+    old["per_state"]["lcb"] = [x + 1.0 for x in old["per_state"]["lcb"]]  # not the states this run collects
+    (tmp_path / "other.json").write_text(json.dumps(old))
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_accuracy.py"), "--cache-dir", str(cache),
+                          "--add-deployed", str(tmp_path / "other.json")], capture_output=True, text=True,
+                         timeout=300, cwd=REPO)
+    assert bad.returncode != 0 and "not the written ones" in bad.stderr
+    assert json.loads((tmp_path / "other.json").read_text()) == old  # refused: the file is left as it was
     # the costly half: significant states ranked by the true |difference|, not by the critic's |advantage|
     sig = [i for i, p in enumerate(per_state["p_value"]) if p < 0.05]
     if len(sig) >= 2:
