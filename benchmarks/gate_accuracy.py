@@ -64,13 +64,18 @@ DIAGNOSTIC_SEED_BASE = 3_000_000  # never a training or evaluation seed
 
 
 def load_agent(run_dir: Path, cache_dir: Path):
+    """The run's final agent, its gate scored even for a run that never switched, and the run's safety layer (a run
+    trained under a spec is judged as it runs: every executed action through that layer)."""
     config, facts = load_run_config(run_dir)
     if config.algo == "sac":
         raise SystemExit(f"{run_dir}: sac has no gate")
     task = load_task(config.task)
     built = build_agent(config, task, OfflineDataset.load(facts.dataset_path), cache_dir, facts.bf16, None)
     built.agent.load_state_dict(safe_torch_load(run_dir / "checkpoint.pt")["agent"])
-    return config, task, built
+    built.agent.phase, built.agent.force_raw = "gated", False
+    layer = None if config.safety_spec is None else SafetyLayer(load_safety_spec(Path(config.safety_spec)),
+                                                                 task.action_dim, task.obs_dim)
+    return config, task, built, layer
 
 
 def applied(layer: SafetyLayer | None, state, action: np.ndarray, obs: np.ndarray) -> np.ndarray:
@@ -207,11 +212,8 @@ def add_deployed(path: Path, cache_dir: Path, default_stride: int) -> dict:
     per_state = result.get("per_state")
     if per_state is None or "lcb" not in per_state:
         raise SystemExit(f"{path}: no per-state arrays (written before they were kept); run the diagnostic again")
-    config, task, built = load_agent(Path(result["run"]), cache_dir)
+    config, task, built, layer = load_agent(Path(result["run"]), cache_dir)
     agent, nets = built.agent, built.nets
-    agent.phase, agent.force_raw = "gated", False
-    layer = None if config.safety_spec is None else SafetyLayer(load_safety_spec(Path(config.safety_spec)),
-                                                                 task.action_dim, task.obs_dim)
     stride = int(result.get("stride", default_stride))  # results written before it was kept used --stride
     states = collect_states(agent, task, int(result["states"]), stride, layer)
     obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
@@ -350,20 +352,17 @@ def main() -> None:
         return
     if args.add_deployed:
         torch.set_num_threads(1)
-        print(json.dumps({str(path): add_deployed(path, args.cache_dir, args.stride) for path in args.add_deployed}, indent=2))
+        added = {str(path): add_deployed(path, args.cache_dir, args.stride) for path in args.add_deployed}
+        print(json.dumps(added, indent=2))
         return
     if args.run_dir is None:
         parser.error("a run directory is required (or --rescore / --add-deployed JSON ...)")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    config, task, built = load_agent(args.run_dir, args.cache_dir)
+    config, task, built, layer = load_agent(args.run_dir, args.cache_dir)
     agent, nets = built.agent, built.nets
     refits = [parse_refit(spec, nets.critic.ensemble_size) for spec in args.refit.split(",") if spec.strip()]
     gate_cfg = config.online.gate
-    agent.phase, agent.force_raw = "gated", False  # score the gate even for a run that never switched
-    # a run trained under a safety spec is judged as it runs: every executed action through that layer
-    layer = None if config.safety_spec is None else SafetyLayer(load_safety_spec(Path(config.safety_spec)),
-                                                                 task.action_dim, task.obs_dim)
     states = collect_states(agent, task, args.states, args.stride, layer)
     obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
     deployed = np.array([s.deployed_raw for s in states])
