@@ -193,6 +193,23 @@ def agreement(advantage: np.ndarray, truth: np.ndarray) -> dict:
             "true_difference_where_critic_bottom_decile": float(truth[bottom].mean())}
 
 
+class GateInputs(NamedTuple):
+    obs: torch.Tensor  # normalised observations of the saved states
+    raw: torch.Tensor  # mu_raw(s)
+    lat: torch.Tensor  # D(s, mean z(s))
+    advantage: torch.Tensor  # [E, N] member advantages of raw over latent, from the critic the gate reads
+    lcb: torch.Tensor  # [N] what the gate compares with its thresholds
+    deployed: np.ndarray  # [N] what the deployed gate executed at each state (raw: True)
+
+
+def gate_inputs(agent, nets, states: list[SavedState], kappa: float) -> GateInputs:
+    """What the gate saw at each saved state: the diagnostic and `--add-deployed` read the same."""
+    obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
+    raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
+    advantage = member_advantages(agent.gate_critic, obs, raw, lat)
+    return GateInputs(obs, raw, lat, advantage, lcb_of(advantage, kappa), np.array([s.deployed_raw for s in states]))
+
+
 def deployed_scores(deployed_raw: np.ndarray, p_values: np.ndarray, true_difference: np.ndarray,
                     alpha: float) -> dict:
     """The deployed gate (entry test plus its hysteresis latch) scored on the significant states like the entry test."""
@@ -215,19 +232,15 @@ def add_deployed(path: Path, cache_dir: Path, default_stride: int) -> dict:
     config, task, built, layer = load_agent(Path(result["run"]), cache_dir)
     agent, nets = built.agent, built.nets
     stride = int(result.get("stride", default_stride))  # results written before it was kept used --stride
-    states = collect_states(agent, task, int(result["states"]), stride, layer)
-    obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
-    raw = nets.raw_policy.mean_action(obs)
-    lcb = lcb_of(member_advantages(agent.gate_critic, obs, raw, nets.decoded_latent_mean(obs)),
-                 config.online.gate.kappa).numpy()
-    written = np.asarray(per_state["lcb"])
+    seen = gate_inputs(agent, nets, collect_states(agent, task, int(result["states"]), stride, layer),
+                       config.online.gate.kappa)
+    lcb, written, deployed = seen.lcb.numpy(), np.asarray(per_state["lcb"]), seen.deployed
     # written rounded to 1e-6; an advantage is a difference of two float32 Q values, so allow a few of |Q|'s ulps
     # (4 x 1.2e-7 relative) in case a kernel sums in another order; another state set moves it by far more
-    q_magnitude = float(agent.gate_critic(obs, raw).abs().max())
+    q_magnitude = float(agent.gate_critic(seen.obs, seen.raw).abs().max())
     if not np.allclose(lcb, written, rtol=0.0, atol=1e-6 + 5e-7 * q_magnitude):
         raise SystemExit(f"{path}: the states collected again are not the written ones (largest LCB difference "
                          f"{np.abs(lcb - written).max():.3g}); run the diagnostic again")
-    deployed = np.array([s.deployed_raw for s in states])
     result |= {"stride": stride, **deployed_scores(deployed, np.asarray(per_state["p_value"]),
                                                    np.asarray(per_state["true_difference"]),
                                                    float(result["significance"]["alpha"]))}
@@ -364,11 +377,7 @@ def main() -> None:
     refits = [parse_refit(spec, nets.critic.ensemble_size) for spec in args.refit.split(",") if spec.strip()]
     gate_cfg = config.online.gate
     states = collect_states(agent, task, args.states, args.stride, layer)
-    obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
-    deployed = np.array([s.deployed_raw for s in states])
-    raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
-    advantage = member_advantages(agent.gate_critic, obs, raw, lat)  # [E, N]: the critic the gate reads
-    lcb = lcb_of(advantage, gate_cfg.kappa)
+    obs, raw, lat, advantage, lcb, deployed = gate_inputs(agent, nets, states, gate_cfg.kappa)
     scale = float(choose_scale(gate_cfg.scale, agent.q_scale, agent.adv_scale))
     gate_open = (lcb > gate_cfg.tau_rel * scale).numpy()
     env = make_env(task)
