@@ -89,9 +89,11 @@ class SavedState(NamedTuple):
     obs: np.ndarray
     safety: object  # the safety layer's state (rate-limit history), None without a layer
     deployed_raw: bool  # what the deployed gate executed here: its latch carries hysteresis along the trajectory
+    episode: int  # which collected episode: states of one episode are correlated, so held-out splits keep them whole
 
 
-def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | None) -> list[SavedState]:
+def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | None,
+                   seed_base: int = DIAGNOSTIC_SEED_BASE) -> list[SavedState]:
     """A state every `stride` steps along episodes of the deployed policy, with the deployed gate's decision there.
 
     The decision is kept because the gate's entry test at a state (LCB > tau x scale, scored as `sign_accuracy`)
@@ -102,7 +104,7 @@ def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | No
     env = make_env(task)
     states, episode = [], 0
     while len(states) < count:
-        obs, _ = env.reset(seed=DIAGNOSTIC_SEED_BASE + episode)
+        obs, _ = env.reset(seed=seed_base + episode)
         safety = None if layer is None else layer.new_state()
         agent.begin_episode(evaluation=True)
         done, t = False, 0
@@ -114,7 +116,7 @@ def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | No
                                                      np.asarray(obs, dtype=np.float64).copy(), copy.deepcopy(safety))
             action, source = agent.act(obs)
             if saved:
-                states.append(SavedState(qpos, qvel, kept_obs, kept_safety, source == "raw"))
+                states.append(SavedState(qpos, qvel, kept_obs, kept_safety, source == "raw", episode))
             obs, _, terminated, truncated, _ = env.step(applied(layer, safety, action, obs))
             done, t = terminated or truncated, t + 1
         episode += 1
@@ -141,6 +143,24 @@ def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int
         action, _ = agent.act(obs)
         action = action + noise * generator.standard_normal(action.shape)
     return total
+
+
+def branch_differences(task, agent, states: list[SavedState], raw: torch.Tensor, lat: torch.Tensor, horizon: int,
+                       gamma: float, noise: float, repeats: int, layer: SafetyLayer | None) -> np.ndarray:
+    """[states, repeats] paired differences of discounted H-step returns, raw first action minus latent first action.
+
+    Repeat r of state i seeds both branches' noise with 7919 i + r (common random numbers), so a state's difference
+    is the first action's doing, and a rerun gives the same numbers."""
+    env = make_env(task)
+    diffs = np.zeros((len(states), repeats))
+    for i, state in enumerate(states):
+        for r in range(repeats):
+            seed = 7919 * i + r
+            returns = [branch_return(env, agent, state.qpos, state.qvel, first[i].numpy(), horizon, gamma, noise, seed,
+                                     layer, state.safety, state.obs) for first in (raw, lat)]
+            diffs[i, r] = returns[0] - returns[1]
+    env.close()
+    return diffs
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
@@ -220,6 +240,37 @@ def deployed_scores(deployed_raw: np.ndarray, p_values: np.ndarray, true_differe
             "deployed_sign_accuracy_ci95": wilson_interval(int(right.sum()), int(significant.sum()))}
 
 
+class Recollected(NamedTuple):
+    config: object
+    task: object
+    built: object
+    layer: SafetyLayer | None
+    states: list[SavedState]
+    seen: GateInputs
+
+
+def recollect(path: Path, result: dict, cache_dir: Path, stride: int) -> Recollected:
+    """A written result's states collected again from its run, refused unless the gate sees the written LCBs there.
+
+    The deployed policy is deterministic on the diagnostic's seeds, so the same run and code give the same states;
+    anything scored against the written truth (`--add-deployed`, `gate_learnability.py`) must be on those states."""
+    config, task, built, layer = load_agent(Path(result["run"]), cache_dir)
+    agent, nets = built.agent, built.nets
+    states = collect_states(agent, task, int(result["states"]), stride, layer)
+    seen = gate_inputs(agent, nets, states, config.online.gate.kappa)
+    lcb, written = seen.lcb.numpy(), np.asarray(result["per_state"]["lcb"])
+    # written rounded to 1e-6; an advantage is a difference of two float32 Q values, so allow a few of |Q|'s ulps
+    # (4 x 1.2e-7 relative) in case a kernel sums in another order; another state set moves it by far more
+    q_magnitude = float(agent.gate_critic(seen.obs, seen.raw).abs().max())
+    if lcb.shape != written.shape:
+        raise SystemExit(f"{path}: the states collected again are not the written ones ({len(lcb)} states, "
+                         f"{len(written)} written); run the diagnostic again")
+    if not np.allclose(lcb, written, rtol=0.0, atol=1e-6 + 5e-7 * q_magnitude):
+        raise SystemExit(f"{path}: the states collected again are not the written ones (largest LCB difference "
+                         f"{np.abs(lcb - written).max():.3g}); run the diagnostic again")
+    return Recollected(config, task, built, layer, states, seen)
+
+
 def add_deployed(path: Path, cache_dir: Path, default_stride: int) -> dict:
     """Adds the deployed gate's decisions to a result written before they were kept, without new rollouts.
 
@@ -229,18 +280,9 @@ def add_deployed(path: Path, cache_dir: Path, default_stride: int) -> dict:
     per_state = result.get("per_state")
     if per_state is None or "lcb" not in per_state:
         raise SystemExit(f"{path}: no per-state arrays (written before they were kept); run the diagnostic again")
-    config, task, built, layer = load_agent(Path(result["run"]), cache_dir)
-    agent, nets = built.agent, built.nets
     stride = int(result.get("stride", default_stride))  # results written before it was kept used --stride
-    seen = gate_inputs(agent, nets, collect_states(agent, task, int(result["states"]), stride, layer),
-                       config.online.gate.kappa)
-    lcb, written, deployed = seen.lcb.numpy(), np.asarray(per_state["lcb"]), seen.deployed
-    # written rounded to 1e-6; an advantage is a difference of two float32 Q values, so allow a few of |Q|'s ulps
-    # (4 x 1.2e-7 relative) in case a kernel sums in another order; another state set moves it by far more
-    q_magnitude = float(agent.gate_critic(seen.obs, seen.raw).abs().max())
-    if not np.allclose(lcb, written, rtol=0.0, atol=1e-6 + 5e-7 * q_magnitude):
-        raise SystemExit(f"{path}: the states collected again are not the written ones (largest LCB difference "
-                         f"{np.abs(lcb - written).max():.3g}); run the diagnostic again")
+    seen = recollect(path, result, cache_dir, stride).seen
+    deployed = seen.deployed
     result |= {"stride": stride, **deployed_scores(deployed, np.asarray(per_state["p_value"]),
                                                    np.asarray(per_state["true_difference"]),
                                                    float(result["significance"]["alpha"]))}
@@ -380,17 +422,8 @@ def main() -> None:
     obs, raw, lat, advantage, lcb, deployed = gate_inputs(agent, nets, states, gate_cfg.kappa)
     scale = float(choose_scale(gate_cfg.scale, agent.q_scale, agent.adv_scale))
     gate_open = (lcb > gate_cfg.tau_rel * scale).numpy()
-    env = make_env(task)
-    diffs = np.zeros((len(states), args.repeats))
-    for i, (qpos, qvel, obs_i, safety, _) in enumerate(states):
-        for r in range(args.repeats):
-            seed = 7919 * i + r
-            g_raw = branch_return(env, agent, qpos, qvel, raw[i].numpy(), args.horizon, config.online.gamma,
-                                  args.noise, seed, layer, safety, obs_i)
-            g_lat = branch_return(env, agent, qpos, qvel, lat[i].numpy(), args.horizon, config.online.gamma,
-                                  args.noise, seed, layer, safety, obs_i)
-            diffs[i, r] = g_raw - g_lat
-    env.close()
+    diffs = branch_differences(task, agent, states, raw, lat, args.horizon, config.online.gamma, args.noise,
+                               args.repeats, layer)
     mean = diffs.mean(1)
     se = diffs.std(1, ddof=1) / math.sqrt(args.repeats) if args.repeats > 1 else np.zeros(len(states))
     p_values = paired_p_values(diffs)
