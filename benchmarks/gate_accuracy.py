@@ -254,6 +254,8 @@ def recollect(path: Path, result: dict, cache_dir: Path, stride: int) -> Recolle
 
     The deployed policy is deterministic on the diagnostic's seeds, so the same run and code give the same states;
     anything scored against the written truth (`--add-deployed`, `gate_learnability.py`) must be on those states."""
+    if "lcb" not in result.get("per_state", {}):
+        raise SystemExit(f"{path}: no per-state arrays (written before they were kept); run the diagnostic again")
     config, task, built, layer = load_agent(Path(result["run"]), cache_dir)
     agent, nets = built.agent, built.nets
     states = collect_states(agent, task, int(result["states"]), stride, layer)
@@ -277,12 +279,9 @@ def add_deployed(path: Path, cache_dir: Path, default_stride: int) -> dict:
     The states are collected again (the deployed policy is deterministic on the diagnostic's seeds); the gate's LCB
     at each must equal the written one, or the run or the code has changed and the result is refused, not mixed."""
     result = json.loads(path.read_text())
-    per_state = result.get("per_state")
-    if per_state is None or "lcb" not in per_state:
-        raise SystemExit(f"{path}: no per-state arrays (written before they were kept); run the diagnostic again")
     stride = int(result.get("stride", default_stride))  # results written before it was kept used --stride
-    seen = recollect(path, result, cache_dir, stride).seen
-    deployed = seen.deployed
+    deployed = recollect(path, result, cache_dir, stride).seen.deployed
+    per_state = result["per_state"]
     result |= {"stride": stride, **deployed_scores(deployed, np.asarray(per_state["p_value"]),
                                                    np.asarray(per_state["true_difference"]),
                                                    float(result["significance"]["alpha"]))}

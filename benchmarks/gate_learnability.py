@@ -32,7 +32,6 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -119,23 +118,13 @@ def neighbour_agreement(truth: np.ndarray, significant: np.ndarray, episodes: np
             "same_sign_ci95": wilson_interval(same, len(pairs))}
 
 
-class Scored(NamedTuple):
-    sign_accuracy: float | None
-    ci95: tuple[float, float] | None
-    spearman: float | None
-    raw_rate: float
-
-    def as_dict(self) -> dict:
-        return {"sign_accuracy": self.sign_accuracy, "sign_accuracy_ci95": self.ci95, "spearman": self.spearman,
-                "raw_rate": self.raw_rate}
-
-
-def scored(prediction: np.ndarray, truth: np.ndarray, significant: np.ndarray) -> Scored:
+def scored(prediction: np.ndarray, truth: np.ndarray, significant: np.ndarray) -> dict:
+    """As the diagnostic scores a gate, plus how often it says raw; Spearman is undefined for a constant."""
     hits = int(((prediction[significant] > 0) == (truth[significant] > 0)).sum())
-    varies = np.ptp(prediction) > 0
-    return Scored(sign_accuracy(prediction, truth, significant), wilson_interval(hits, int(significant.sum())),
-                  float(stats.spearmanr(prediction, truth).statistic) if varies else None,
-                  float((prediction > 0).mean()))
+    return {"sign_accuracy": sign_accuracy(prediction, truth, significant),
+            "sign_accuracy_ci95": wilson_interval(hits, int(significant.sum())),
+            "spearman": float(stats.spearmanr(prediction, truth).statistic) if np.ptp(prediction) > 0 else None,
+            "raw_rate": float((prediction > 0).mean())}
 
 
 def features(seen) -> np.ndarray:
@@ -160,11 +149,9 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     held = json.loads(args.holdout.read_text())
-    per_state = held.get("per_state")
-    if per_state is None or "lcb" not in per_state:
-        raise SystemExit(f"{args.holdout}: no per-state arrays (written before they were kept); run the diagnostic again")
-    stride = int(held.get("stride", 10))
+    stride = int(held.get("stride", 10))  # written before it was kept: the diagnostic's default then
     config, task, built, layer, test_states, test_seen = recollect(args.holdout, held, args.cache_dir, stride)
+    per_state = held["per_state"]
     agent, nets = built.agent, built.nets
     alpha, horizon, noise = float(held["significance"]["alpha"]), int(held["horizon"]), float(held["noise"])
     train_states = collect_states(agent, task, args.states, stride, layer, seed_base=TRAINING_SEED_BASE)
@@ -181,11 +168,11 @@ def main() -> None:
     test_episodes = np.array([s.episode for s in test_states])
 
     majority = 1.0 if (y_train[train_significant] > 0).mean() > 0.5 else -1.0
-    candidates = {**{f"ridge_{p:g}": ridge(p) for p in RIDGE_PENALTIES}, **{f"knn_{k}": nearest(k) for k in NEIGHBOURS}}
-    best_ridge, ridge_cv = choose({k: v for k, v in candidates.items() if k.startswith("ridge")}, x_train, y_train,
-                                  train_significant, fold)
-    best_knn, knn_cv = choose({k: v for k, v in candidates.items() if k.startswith("knn")}, x_train, y_train,
-                              train_significant, fold)
+    ridges = {f"ridge_{p:g}": ridge(p) for p in RIDGE_PENALTIES}
+    knns = {f"knn_{k}": nearest(k) for k in NEIGHBOURS}
+    best_ridge, ridge_cv = choose(ridges, x_train, y_train, train_significant, fold)
+    best_knn, knn_cv = choose(knns, x_train, y_train, train_significant, fold)
+    candidates = ridges | knns
     predictions = {
         "constant": np.full(len(truth), majority),
         best_ridge: candidates[best_ridge](x_train, y_train, x_test),
@@ -211,7 +198,7 @@ def main() -> None:
         "holdout_states": len(truth), "holdout_significant_states": int(test_significant.sum()),
         "holdout_raw_truly_better_share": float((truth[test_significant] > 0).mean()) if test_significant.any() else None,
         "chosen": {"ridge": best_ridge, "knn": best_knn},
-        "scores": {name: scored(p, truth, test_significant).as_dict() for name, p in predictions.items()},
+        "scores": {name: scored(p, truth, test_significant) for name, p in predictions.items()},
         "learning_curve": curve,
         "neighbour_agreement": neighbour_agreement(truth, test_significant, test_episodes),
         "seconds": {"measure": round(measured, 1), "total": round(time.perf_counter() - t0, 1)},
