@@ -230,14 +230,22 @@ def gate_inputs(agent, nets, states: list[SavedState], kappa: float) -> GateInpu
     return GateInputs(obs, raw, lat, advantage, lcb_of(advantage, kappa), np.array([s.deployed_raw for s in states]))
 
 
+def sign_score(says_raw: np.ndarray, true_difference: np.ndarray,
+               significant: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
+    """Sign accuracy of a raw/latent decision on the significant states, and its Wilson interval (None without any).
+
+    One scoring for every gate this diagnostic and `gate_learnability.py` report, so their figures compare."""
+    right = says_raw[significant] == (true_difference[significant] > 0)
+    n = int(significant.sum())
+    return (float(right.mean()) if n else None), wilson_interval(int(right.sum()), n)
+
+
 def deployed_scores(deployed_raw: np.ndarray, p_values: np.ndarray, true_difference: np.ndarray,
                     alpha: float) -> dict:
     """The deployed gate (entry test plus its hysteresis latch) scored on the significant states like the entry test."""
-    significant = p_values < alpha
-    right = deployed_raw[significant] == (true_difference[significant] > 0)
+    accuracy, interval = sign_score(deployed_raw, true_difference, p_values < alpha)
     return {"deployed_gate_open_rate": float(deployed_raw.mean()),
-            "deployed_sign_accuracy": float(right.mean()) if significant.any() else None,
-            "deployed_sign_accuracy_ci95": wilson_interval(int(right.sum()), int(significant.sum()))}
+            "deployed_sign_accuracy": accuracy, "deployed_sign_accuracy_ci95": interval}
 
 
 class Recollected(NamedTuple):
@@ -430,10 +438,10 @@ def main() -> None:
     truth = mean[significant] > 0
 
     def accuracy(says_raw: np.ndarray) -> float | None:
-        return float((says_raw[significant] == truth).mean()) if significant.any() else None
+        return sign_score(says_raw, mean, significant)[0]
 
     def interval(says_raw: np.ndarray) -> tuple[float, float] | None:
-        return wilson_interval(int((says_raw[significant] == truth).sum()), int(significant.sum()))
+        return sign_score(says_raw, mean, significant)[1]
 
     mean_advantage = advantage.mean(0).numpy()
 

@@ -42,6 +42,7 @@ from gate_accuracy import (
     gate_inputs,
     paired_p_values,
     recollect,
+    sign_score,
     wilson_interval,
 )
 from scipy import stats
@@ -81,9 +82,7 @@ def nearest(k: int) -> Predictor:
 
 def sign_accuracy(prediction: np.ndarray, truth: np.ndarray, significant: np.ndarray) -> float | None:
     """Share of the significant states whose truth has the sign the prediction says (raw better: > 0)."""
-    if not significant.any():
-        return None
-    return float(((prediction[significant] > 0) == (truth[significant] > 0)).mean())
+    return sign_score(prediction > 0, truth, significant)[0]
 
 
 def episode_folds(episodes: np.ndarray, folds: int) -> np.ndarray:
@@ -120,9 +119,8 @@ def neighbour_agreement(truth: np.ndarray, significant: np.ndarray, episodes: np
 
 def scored(prediction: np.ndarray, truth: np.ndarray, significant: np.ndarray) -> dict:
     """As the diagnostic scores a gate, plus how often it says raw; Spearman is undefined for a constant."""
-    hits = int(((prediction[significant] > 0) == (truth[significant] > 0)).sum())
-    return {"sign_accuracy": sign_accuracy(prediction, truth, significant),
-            "sign_accuracy_ci95": wilson_interval(hits, int(significant.sum())),
+    accuracy, interval = sign_score(prediction > 0, truth, significant)
+    return {"sign_accuracy": accuracy, "sign_accuracy_ci95": interval,
             "spearman": float(stats.spearmanr(prediction, truth).statistic) if np.ptp(prediction) > 0 else None,
             "raw_rate": float((prediction > 0).mean())}
 
@@ -162,6 +160,7 @@ def main() -> None:
     x_train, y_train = features(train_seen), diffs.mean(1)
     train_significant = paired_p_values(diffs) < alpha
     episodes = np.array([s.episode for s in train_states])
+    unique_episodes = np.unique(episodes)
     fold = episode_folds(episodes, args.folds)
     x_test = features(test_seen)
     truth, test_significant = np.asarray(per_state["true_difference"]), np.asarray(per_state["p_value"]) < alpha
@@ -183,14 +182,14 @@ def main() -> None:
         predictions["run_gate_deployed"] = np.asarray(per_state["deployed_open"], dtype=float) - 0.5
     curve = {}
     for share in (0.25, 0.5, 1.0):
-        kept = np.isin(episodes, np.unique(episodes)[:max(1, math.ceil(share * len(np.unique(episodes))))])
+        kept = np.isin(episodes, unique_episodes[:max(1, math.ceil(share * len(unique_episodes)))])
         curve[str(share)] = {"states": int(kept.sum()), **{
             name: sign_accuracy(candidates[name](x_train[kept], y_train[kept], x_test), truth, test_significant)
             for name in (best_ridge, best_knn)}}
     result = {
         "holdout": str(args.holdout), "run": held["run"], "task": task.name, "seed": config.seed,
         "horizon": horizon, "noise": noise, "alpha": alpha, "stride": stride,
-        "training": {"states": len(train_states), "episodes": int(len(np.unique(episodes))), "repeats": args.repeats,
+        "training": {"states": len(train_states), "episodes": len(unique_episodes), "repeats": args.repeats,
                      "significant_states": int(train_significant.sum()),
                      "raw_truly_better_share": float((y_train[train_significant] > 0).mean())
                      if train_significant.any() else None,
