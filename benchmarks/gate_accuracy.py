@@ -223,9 +223,13 @@ class GateInputs(NamedTuple):
 
 
 def gate_inputs(agent, nets, states: list[SavedState], kappa: float) -> GateInputs:
-    """What the gate saw at each saved state: the diagnostic and `--add-deployed` read the same."""
+    """What the gate saw at each saved state: the diagnostic and `--add-deployed` read the same.
+
+    The raw action is the agent's raw controller, not `nets.raw_policy`: with `online.raw_init=spar` the agent
+    executes SPAR's rectified policy and the pretraining's AWR policy is never deployed (results on such runs
+    written before 2026-12-05 03:50 UTC branched and scored the AWR policy's action; see BENCHMARKS.md)."""
     obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
-    raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
+    raw, lat = agent.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
     advantage = member_advantages(agent.gate_critic, obs, raw, lat)
     return GateInputs(obs, raw, lat, advantage, lcb_of(advantage, kappa), np.array([s.deployed_raw for s in states]))
 

@@ -82,8 +82,9 @@ def latched_gate(lcb: torch.Tensor, done: torch.Tensor, tau: float, hysteresis: 
 @torch.no_grad()
 def gate_statistics(agent, obs: torch.Tensor, done: torch.Tensor) -> dict:
     nets, q_scale = agent.nets, float(agent.q_scale)
-    raw, lat = nets.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
-    advantage = member_advantages(nets.critic, obs, raw, lat)  # [E, B]
+    # the controllers and critic the gate decides with (raw_init=spar: the rectified policy; gate.critic=held_out)
+    raw, lat = agent.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
+    advantage = member_advantages(agent.gate_critic, obs, raw, lat)  # [E, B]
     out: dict = {"states": int(obs.shape[0]), "q_scale": q_scale,
                  "action_distance": float((raw - lat).pow(2).sum(-1).mean()),
                  "member_prefers_raw": [float((a > 0).float().mean()) for a in advantage],

@@ -5,7 +5,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from tests.conftest import REPO, run_cli
 
@@ -129,3 +131,30 @@ def test_a_held_out_gate_critic_is_what_the_diagnostic_scores_beside_the_shared_
     assert -1.0 <= shared["agreement"]["pearson"] <= 1.0
     scores = result["per_state"]["raw_support_score"]  # the runtime monitor's score of each state's raw action
     assert len(scores) == 12 and all(x == x and x >= 0 for x in scores) and result["support_threshold"] > 0
+
+
+def test_the_raw_action_branched_is_the_one_the_deployed_gate_executes(tiny_hopper_dataset, tmp_path, monkeypatch):
+    """With `online.raw_init=spar` the agent's raw controller is SPAR's rectified policy, not the pretraining's AWR
+    policy that `nets.raw_policy` still holds: the diagnostic must branch and score the rectified one (until
+    2026-12-05 it used the AWR policy's action, which the deployed gate never executes)."""
+    cache = tmp_path / "cache"
+    run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", "spaars", "--protocol",
+            "smoke", "--safety-spec", "none", "--set", "online.raw_init=spar", "--runs-root", str(tmp_path / "runs"),
+            env={"SPAARS_CACHE": str(cache)})
+    (run_dir,) = (tmp_path / "runs").glob("hopper-spaars-set-*-smoke/seed0")
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gate_accuracy
+
+    config, task, built, layer = gate_accuracy.load_agent(run_dir, cache)
+    agent, nets = built.agent, built.nets
+    states = gate_accuracy.collect_states(agent, task, 6, 5, layer)
+    with torch.no_grad():  # as the diagnostic's main runs it
+        seen = gate_accuracy.gate_inputs(agent, nets, states, config.online.gate.kappa)
+        awr = nets.raw_policy.mean_action(seen.obs).numpy()
+    agent.force_raw = True  # the gate open: what the robot receives is the branched raw action
+    executed = [agent.act(s.obs)[0] for s in states]
+    assert all(np.allclose(a, r, atol=1e-6) for a, r in zip(executed, seen.raw.numpy()))
+    assert not np.allclose(awr, seen.raw.numpy(), atol=1e-3)  # the two controllers differ: the test can fail
+    # the deployed latch opens wherever the entry test on these LCBs passes (it read the same raw action)
+    entry = (seen.lcb > config.online.gate.tau_rel * float(agent.gate_scale())).numpy()
+    assert all(d or not e for d, e in zip(seen.deployed, entry))
