@@ -55,20 +55,29 @@ from spaars_robot.config.tasks import load_task
 from spaars_robot.config.training import load_run_config
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_write_json, safe_torch_load
-from spaars_robot.envs import make_env
 from spaars_robot.safety.limits import SafetyLayer
 from spaars_robot.safety.spec import load_safety_spec
 from spaars_robot.train.agents import build_agent
+from spaars_robot.train.branching import (  # noqa: F401 (re-exported: gate_learnability.py and tests use them here)
+    GATED_ALGOS,
+    GateInputs,
+    SavedState,
+    branch_differences,
+    collect_states,
+    gate_inputs,
+    paired_p_values,
+)
 
-DIAGNOSTIC_SEED_BASE = 3_000_000  # never a training or evaluation seed
+DIAGNOSTIC_SEED_BASE = 3_000_000  # never a training or evaluation seed, nor `gate fit`'s
 
 
 def load_agent(run_dir: Path, cache_dir: Path):
     """The run's final agent, its gate scored even for a run that never switched, and the run's safety layer (a run
-    trained under a spec is judged as it runs: every executed action through that layer)."""
+    trained under a spec is judged as it runs: every executed action through that layer). Built through the
+    pretraining cache, unlike `spaars-robot gate fit`'s checkpoint-only loader: refits need its offline buffer."""
     config, facts = load_run_config(run_dir)
-    if config.algo == "sac":
-        raise SystemExit(f"{run_dir}: sac has no gate")
+    if config.algo not in GATED_ALGOS:
+        raise SystemExit(f"{run_dir}: a {config.algo} run has no gate")
     task = load_task(config.task)
     built = build_agent(config, task, OfflineDataset.load(facts.dataset_path), cache_dir, facts.bf16, None)
     built.agent.load_state_dict(safe_torch_load(run_dir / "checkpoint.pt")["agent"])
@@ -76,91 +85,6 @@ def load_agent(run_dir: Path, cache_dir: Path):
     layer = None if config.safety_spec is None else SafetyLayer(load_safety_spec(Path(config.safety_spec)),
                                                                  task.action_dim, task.obs_dim)
     return config, task, built, layer
-
-
-def applied(layer: SafetyLayer | None, state, action: np.ndarray, obs: np.ndarray) -> np.ndarray:
-    """What the env receives: the run's safety layer applied (trained under a spec), else the env's clip."""
-    return np.clip(action, -1.0, 1.0) if layer is None else layer.apply(action, state, obs).action
-
-
-class SavedState(NamedTuple):
-    qpos: np.ndarray
-    qvel: np.ndarray
-    obs: np.ndarray
-    safety: object  # the safety layer's state (rate-limit history), None without a layer
-    deployed_raw: bool  # what the deployed gate executed here: its latch carries hysteresis along the trajectory
-    episode: int  # which collected episode: states of one episode are correlated, so held-out splits keep them whole
-
-
-def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | None,
-                   seed_base: int = DIAGNOSTIC_SEED_BASE) -> list[SavedState]:
-    """A state every `stride` steps along episodes of the deployed policy, with the deployed gate's decision there.
-
-    The decision is kept because the gate's entry test at a state (LCB > tau x scale, scored as `sign_accuracy`)
-    is not what it executes once its latch is open: it then stays raw while LCB > (tau - hysteresis) x scale, and
-    with the default `scale: q` that band is far wider than the advantages, so a gate that rarely passes its entry
-    test can still execute raw on most steps (walker2d, `online.raw_init=spar`: the entry test passes on 2 % of
-    states, the deployed gate executed raw on 46 % of the last evaluation's steps)."""
-    env = make_env(task)
-    states, episode = [], 0
-    while len(states) < count:
-        obs, _ = env.reset(seed=seed_base + episode)
-        safety = None if layer is None else layer.new_state()
-        agent.begin_episode(evaluation=True)
-        done, t = False, 0
-        while not done and len(states) < count:
-            saved = t % stride == 0
-            if saved:
-                data = env.unwrapped.data
-                qpos, qvel, kept_obs, kept_safety = (data.qpos.copy(), data.qvel.copy(),
-                                                     np.asarray(obs, dtype=np.float64).copy(), copy.deepcopy(safety))
-            action, source = agent.act(obs)
-            if saved:
-                states.append(SavedState(qpos, qvel, kept_obs, kept_safety, source == "raw", episode))
-            obs, _, terminated, truncated, _ = env.step(applied(layer, safety, action, obs))
-            done, t = terminated or truncated, t + 1
-        episode += 1
-    env.close()
-    return states
-
-
-def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int, gamma: float, noise: float,
-                  seed: int, layer: SafetyLayer | None = None, safety=None, obs: np.ndarray | None = None) -> float:
-    """Discounted return of `first_action` then the deployed policy with seeded noise, from (qpos, qvel).
-
-    Under a safety layer both branches continue from a copy of the same saved layer state (rate-limit history).
-    """
-    env.unwrapped.set_state(qpos, qvel)
-    agent.begin_episode(evaluation=True)
-    generator = np.random.default_rng(seed)
-    safety = copy.deepcopy(safety)
-    total, action = 0.0, first_action
-    for t in range(horizon):
-        obs, reward, terminated, _, _ = env.unwrapped.step(applied(layer, safety, action, obs))
-        total += gamma ** t * float(reward)
-        if terminated:
-            break
-        action, _ = agent.act(obs)
-        action = action + noise * generator.standard_normal(action.shape)
-    return total
-
-
-def branch_differences(task, agent, states: list[SavedState], raw: torch.Tensor, lat: torch.Tensor, horizon: int,
-                       gamma: float, noise: float, repeats: int, layer: SafetyLayer | None) -> np.ndarray:
-    """[states, repeats] paired differences of discounted H-step returns, raw first action minus latent first action.
-
-    Repeat r of state i seeds both branches' noise with 7919 i + r (common random numbers), so a state's difference
-    is the first action's doing, and a rerun gives the same numbers."""
-    env = make_env(task)
-    diffs = np.zeros((len(states), repeats))
-    for i, state in enumerate(states):
-        for r in range(repeats):
-            seed = 7919 * i + r
-            returns = [branch_return(env, agent, state.qpos, state.qvel, first[i].numpy(), horizon, gamma, noise, seed,
-                                     layer, state.safety, state.obs) for first in (raw, lat)]
-            diffs[i, r] = returns[0] - returns[1]
-    env.close()
-    return diffs
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
@@ -171,17 +95,6 @@ def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, floa
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return round(centre - half, 4), round(centre + half, 4)
-
-
-def paired_p_values(diffs: np.ndarray) -> np.ndarray:
-    """Two-sided p of a paired t-test per state (rows: states, columns: repeats); 1 where undefined."""
-    repeats = diffs.shape[1]
-    if repeats < 2:
-        return np.ones(diffs.shape[0])
-    mean, sd = diffs.mean(1), diffs.std(1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(sd > 0, mean / (sd / math.sqrt(repeats)), np.where(mean != 0, np.inf, 0.0))
-    return 2 * stats.t.sf(np.abs(t), df=repeats - 1)
 
 
 def top_half_accuracy(advantage: np.ndarray, truth: np.ndarray, significant: np.ndarray,
@@ -211,27 +124,6 @@ def agreement(advantage: np.ndarray, truth: np.ndarray) -> dict:
             "spearman": float(stats.spearmanr(advantage, truth).statistic),
             "true_difference_where_critic_top_decile": float(truth[top].mean()),
             "true_difference_where_critic_bottom_decile": float(truth[bottom].mean())}
-
-
-class GateInputs(NamedTuple):
-    obs: torch.Tensor  # normalised observations of the saved states
-    raw: torch.Tensor  # mu_raw(s)
-    lat: torch.Tensor  # D(s, mean z(s))
-    advantage: torch.Tensor  # [E, N] member advantages of raw over latent, from the critic the gate reads
-    lcb: torch.Tensor  # [N] what the gate compares with its thresholds
-    deployed: np.ndarray  # [N] what the deployed gate executed at each state (raw: True)
-
-
-def gate_inputs(agent, nets, states: list[SavedState], kappa: float) -> GateInputs:
-    """What the gate saw at each saved state: the diagnostic and `--add-deployed` read the same.
-
-    The raw action is the agent's raw controller, not `nets.raw_policy`: with `online.raw_init=spar` the agent
-    executes SPAR's rectified policy and the pretraining's AWR policy is never deployed (results on such runs
-    written before 2026-12-05 03:50 UTC branched and scored the AWR policy's action; see BENCHMARKS.md)."""
-    obs = nets.normalizer(torch.as_tensor(np.stack([s.obs for s in states]), dtype=torch.float32))
-    raw, lat = agent.raw_policy.mean_action(obs), nets.decoded_latent_mean(obs)
-    advantage = member_advantages(agent.gate_critic, obs, raw, lat)
-    return GateInputs(obs, raw, lat, advantage, lcb_of(advantage, kappa), np.array([s.deployed_raw for s in states]))
 
 
 def sign_score(says_raw: np.ndarray, true_difference: np.ndarray,
@@ -270,7 +162,7 @@ def recollect(path: Path, result: dict, cache_dir: Path, stride: int) -> Recolle
         raise SystemExit(f"{path}: no per-state arrays (written before they were kept); run the diagnostic again")
     config, task, built, layer = load_agent(Path(result["run"]), cache_dir)
     agent, nets = built.agent, built.nets
-    states = collect_states(agent, task, int(result["states"]), stride, layer)
+    states = collect_states(agent, task, int(result["states"]), stride, layer, seed_base=DIAGNOSTIC_SEED_BASE)
     seen = gate_inputs(agent, nets, states, config.online.gate.kappa)
     lcb, written = seen.lcb.numpy(), np.asarray(result["per_state"]["lcb"])
     # written rounded to 1e-6; an advantage is a difference of two float32 Q values, so allow a few of |Q|'s ulps
@@ -429,7 +321,7 @@ def main() -> None:
     agent, nets = built.agent, built.nets
     refits = [parse_refit(spec, nets.critic.ensemble_size) for spec in args.refit.split(",") if spec.strip()]
     gate_cfg = config.online.gate
-    states = collect_states(agent, task, args.states, args.stride, layer)
+    states = collect_states(agent, task, args.states, args.stride, layer, seed_base=DIAGNOSTIC_SEED_BASE)
     obs, raw, lat, advantage, lcb, deployed = gate_inputs(agent, nets, states, gate_cfg.kappa)
     scale = float(choose_scale(gate_cfg.scale, agent.q_scale, agent.adv_scale))
     gate_open = (lcb > gate_cfg.tau_rel * scale).numpy()

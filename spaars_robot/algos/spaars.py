@@ -30,11 +30,13 @@ import torch
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
 from spaars_robot.algos.offline import OfflineNets
+from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
 from spaars_robot.algos.transition import TransitionMonitor
 from spaars_robot.config.training import TrainConfig
 from spaars_robot.nn.critics import QEnsemble
 from spaars_robot.nn.device import set_generator_state
+from spaars_robot.nn.neighbour_gate import NeighbourGate
 from spaars_robot.nn.rnd import RND
 
 HELD_OUT_SEED_OFFSET = 104_729  # the held-out gate critic's weights and subset draws: a stream of their own
@@ -74,6 +76,9 @@ class SPAARSAgent:
         self.q_scale = nets.q_scale.clone()
         self.adv_scale = torch.tensor(1.0, device=device)  # mean |A| on recent states; set by every after_eval
         self.switch_log: list[dict] = []
+        # a gate fitted to branched rollouts after training (`spaars-robot gate fit`, algos/rollout_gate.py): when set,
+        # it decides where the critic's LCB did; it is a run artifact (rollout_gate.pt), not part of the checkpoint
+        self.rollout_gate: NeighbourGate | None = None
         # gate.critic=held_out: the gate's own ensemble (see GateConfig.critic), fresh weights from a stream of its
         # own so that every other network, and the run up to the switch, is bit for bit the shared-gate run's
         self.held_out: QEnsemble | None = None
@@ -110,6 +115,8 @@ class SPAARSAgent:
         lat = self.nets.decoded_latent_mean(s)
         if self.force_raw:
             return True, raw, lat
+        if self.rollout_gate is not None:  # no hysteresis: it predicts the difference itself, not a noisy bound
+            return bool(self.rollout_gate(gate_features(s, raw, lat))[0] > 0), raw, lat
         lcb = float(gate_lcb(self.gate_critic, s, raw, lat, self.cfg.gate.kappa)[0])
         return gate.decide(lcb, float(self.gate_scale())), raw, lat
 

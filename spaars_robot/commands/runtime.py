@@ -26,6 +26,9 @@ def export_cmd(
     safety: Annotated[str | None, typer.Option(
         help="Safety spec to validate against and record (robot name or YAML) [default: the one the run trained "
              "under, else safety/<task>.yaml].")] = None,
+    gate: Annotated[str, typer.Option(
+        help="The raw/latent gate to deploy: critic (the run's critic-ensemble LCB) or rollout (the gate fitted to "
+             "branched simulator rollouts by `spaars-robot gate fit RUN`).")] = "critic",
 ) -> None:
     """Export a trained run as an ONNX policy bundle; refuses to write one that fails torch/ORT parity."""
     if not onnx:
@@ -33,7 +36,7 @@ def export_cmd(
     from spaars_robot.export.from_run import export_spec, load_run_for_export
     from spaars_robot.export.onnx_export import export_bundle
 
-    stack, info = load_run_for_export(run_dir)
+    stack, info = load_run_for_export(run_dir, gate)
     spec, warning = export_spec(info.config, safety)
     if warning is not None:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)

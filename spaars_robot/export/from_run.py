@@ -57,8 +57,17 @@ def export_spec(config: dict, given: str | None) -> tuple[str | None, str | None
     return given, None
 
 
-def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack | SkillPolicyStack, RunExportInfo]:
-    """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records."""
+GATES = ("critic", "rollout")
+
+
+def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
+                        ) -> tuple[PolicyStack | SkillPolicyStack, RunExportInfo]:
+    """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records.
+
+    gate_form "rollout": the gate is the run's fitted rollout gate (`rollout_gate.pt`, `spaars-robot gate fit`)
+    instead of the critic's LCB; its thresholds are 0 (raw where the predicted difference is positive)."""
+    if gate_form not in GATES:
+        raise SpaarsError(f"unknown gate {gate_form!r} ({' | '.join(GATES)})")
     from spaars_robot.algos.offline import OfflineNets
     from spaars_robot.config.tasks import load_task
 
@@ -92,11 +101,19 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack | SkillPolicyS
 
         raw_policy = make_rectified(task.obs_dim, task.action_dim, nets.latent_dim, config.spar)
         raw_policy.load_state_dict(agent["spar"])
+    rollout_gate, gate_fit = None, None
+    if gate_form == "rollout":
+        if skill_run:
+            raise SpaarsError(f"{run_dir}: a {config.algo} run has no rollout gate (spaars, latent or raw runs do)")
+        from spaars_robot.export.rollout_gate_file import load_rollout_gate
+
+        rollout_gate, gate_fit = load_rollout_gate(run_dir)
+        gate_scale = float(rollout_gate.values.std()) + 1e-8  # return units -> O(1) numbers for ONNX parity
     if skill_run:
         stack = _skill_stack(task.obs_dim, task.action_dim, config, agent, nets, gate_scale)
     else:
         stack = PolicyStack(nets.normalizer, raw_policy, nets.latent_policy, nets.cvae, _gate_critic(nets, agent),
-                            gate.kappa, gate_scale=gate_scale).eval()
+                            gate.kappa, gate_scale=gate_scale, state_gate=rollout_gate).eval()
     dataset_path = facts.dataset_path
     metadata = read_metadata(dataset_path)
     dataset = OfflineDataset.load(dataset_path)
@@ -104,7 +121,9 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack | SkillPolicyS
     calibration_obs = dataset.obs[::step][:CALIBRATION_OBSERVATIONS].tolist()
     info = RunExportInfo(
         task=task.name, obs_dim=task.obs_dim, action_dim=task.action_dim, control_rate_hz=task.control_rate_hz,
-        gate_threshold=gate.tau_rel, gate_hysteresis=gate.hysteresis_rel,  # relative: the stack divides by gate_scale
+        # relative: the stack divides by gate_scale; a rollout gate opens where its prediction is positive
+        gate_threshold=0.0 if rollout_gate is not None else gate.tau_rel,
+        gate_hysteresis=0.0 if rollout_gate is not None else gate.hysteresis_rel,
         support_threshold=float(nets.support_threshold),
         support_calibration=SupportCalibration(
             quantile=config.pretrain.support_quantile, dataset=str(metadata.get("dataset_id", dataset_path)),
@@ -113,6 +132,7 @@ def load_run_for_export(run_dir: Path | str) -> tuple[PolicyStack | SkillPolicyS
         run_dir=str(run_dir), algo=config.algo, seed=config.seed,
         train_command=facts.command, config=config.model_dump(mode="json"),
         calibration_obs=calibration_obs, gate_enabled=gate_enabled,
+        gate_form="rollout_neighbours" if rollout_gate is not None else "critic_lcb", gate_fit=gate_fit,
         skill_horizon=config.supe.horizon if skill_run else None,
     )
     return stack, info

@@ -53,6 +53,11 @@ class GateSpec(BaseModel):
     hysteresis: float = Field(ge=0)
     enabled: bool = Field(True, description="False: the raw action is never sent (a SUPE run, or SPAARS-SUPE "
                                             "before its switch: the policy it deploys is the skill decoder alone)")
+    form: Literal["critic_lcb", "rollout_neighbours"] = Field(
+        "critic_lcb", description="what gate_advantage is: the critic ensemble's LCB (relative to the gate scale), or "
+                                  "a gate fitted to branched simulator rollouts (`spaars-robot gate fit`)")
+    fit: dict | None = Field(None, description="rollout_neighbours: its fit record (states, repeats, k, "
+                                               "cross-validated sign accuracy beside a constant gate's)")
 
 
 class SkillSpec(BaseModel):

@@ -117,7 +117,8 @@ def parity_observations(stack: Stack, info: RunExportInfo, n_random: int, seed: 
 
 
 def measure_parity(stack: Stack, session: ort.InferenceSession, obs: np.ndarray) -> dict[str, float]:
-    """Max |onnxruntime - torch| per output; `gate_advantage`'s in units of the mean |Q| it is computed from.
+    """Max |onnxruntime - torch| per output; `gate_advantage`'s in units of the mean |Q| it is computed from (a
+    rollout gate's: of the largest fitted difference, which its prediction is a weighted mean of).
 
     The advantage is a difference of two Q values of order 100, so float32 leaves it ~1e-5 of |Q| apart between
     any two correct implementations. Divided by the gate's scale, that error grows by |Q| / scale: harmless with
@@ -132,7 +133,11 @@ def measure_parity(stack: Stack, session: ort.InferenceSession, obs: np.ndarray)
     feeds = {name: tensor.numpy() for name, tensor in zip(stack.input_names, inputs)}
     ort_out = dict(zip(stack.output_names, session.run(list(stack.output_names), feeds)))
     errors = parity_errors(torch_out, ort_out)
-    errors["gate_advantage"] *= float(stack.gate_scale) / max(q_abs, 1.0)
+    state_gate = getattr(stack, "state_gate", None)
+    if state_gate is None:
+        errors["gate_advantage"] *= float(stack.gate_scale) / max(q_abs, 1.0)
+    else:  # a rollout gate's prediction is a convex combination of its fitted differences: relative to their size
+        errors["gate_advantage"] *= float(stack.gate_scale) / max(float(state_gate.values.abs().max()), 1e-12)
     return errors
 
 
@@ -155,7 +160,8 @@ def build_manifest(info: RunExportInfo, parity: ParityReport, support_hysteresis
                                  low=[None] * info.obs_dim, high=[None] * info.obs_dim),
         action=TensorSchema(names=action_names or [f"action_{i}" for i in range(info.action_dim)],
                             dim=info.action_dim, low=[-1.0] * info.action_dim, high=[1.0] * info.action_dim),
-        gate=GateSpec(threshold=info.gate_threshold, hysteresis=info.gate_hysteresis, enabled=info.gate_enabled),
+        gate=GateSpec(threshold=info.gate_threshold, hysteresis=info.gate_hysteresis, enabled=info.gate_enabled,
+                      form=info.gate_form, fit=info.gate_fit),
         support=SupportSpec(threshold=info.support_threshold, hysteresis=support_hysteresis,
                             calibration=info.support_calibration),
         graph=GraphSpec(file=GRAPH_FILE, opset=OPSET, output_names=list(stack_outputs)),

@@ -9,6 +9,9 @@ forward(obs [B, obs_dim], raw observation) ->
                                  the mean |A| on recent states, per GateConfig.scale): the gate's
                                  thresholds are relative (tau_rel, hysteresis_rel), and Q values of
                                  order 100 would otherwise leave float32 ONNX-vs-torch parity at ~1e-4
+                                 With a rollout gate (`export --gate rollout`, algos/rollout_gate.py) it is
+                                 instead that gate's predicted H-step return difference of raw over latent, in
+                                 units of the fitted differences' sd, and the thresholds are 0
     support_score  [B]           CVAE support score of the raw action (higher = further from the data)
 
 Observation normalisation is inside, so the exported graph takes what the robot measures. The gate
@@ -25,6 +28,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from spaars_robot.algos.gate import gate_lcb
+from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy
 from spaars_robot.algos.supe import SQUASH_EPS, skill_of
 from spaars_robot.export.manifest import (  # noqa: F401 (SupportCalibration re-exported)
@@ -37,6 +41,7 @@ from spaars_robot.export.manifest import (  # noqa: F401 (SupportCalibration re-
 from spaars_robot.export.skill_clock import SkillClock
 from spaars_robot.nn.critics import QEnsemble
 from spaars_robot.nn.cvae import CVAE
+from spaars_robot.nn.neighbour_gate import NeighbourGate
 from spaars_robot.nn.normalizer import ObsNormalizer
 from spaars_robot.nn.policies import TanhGaussianPolicy
 from spaars_robot.nn.skills import SkillVAE
@@ -48,18 +53,23 @@ class PolicyStack(nn.Module):
 
     def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy | RectifiedPolicy,
                  latent_policy: TanhGaussianPolicy,
-                 cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0) -> None:
+                 cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0,
+                 state_gate: NeighbourGate | None = None) -> None:
         super().__init__()
         self.register_buffer("gate_scale", torch.tensor(float(gate_scale)))
         self.normalizer, self.raw_policy, self.latent_policy = normalizer, raw_policy, latent_policy
         self.cvae, self.critic = cvae, critic
         self.gate_kappa = gate_kappa
+        self.state_gate = state_gate
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         s = self.normalizer(obs)
         raw_action = self.raw_policy.mean_action(s)
         latent_action = self.cvae.decode(s, self.latent_policy.mean_action(s))
-        gate_advantage = gate_lcb(self.critic, s, raw_action, latent_action, self.gate_kappa) / self.gate_scale
+        if self.state_gate is not None:
+            gate_advantage = self.state_gate(gate_features(s, raw_action, latent_action)) / self.gate_scale
+        else:
+            gate_advantage = gate_lcb(self.critic, s, raw_action, latent_action, self.gate_kappa) / self.gate_scale
         support_score = self.cvae.support_score(s, raw_action)
         return raw_action, latent_action, gate_advantage, support_score
 
@@ -188,4 +198,6 @@ class RunExportInfo(BaseModel):
     config: dict
     calibration_obs: list[list[float]] = []  # recorded dataset observations for parity checks
     gate_enabled: bool = True  # False: the deployed policy never sends the raw action (SUPE; SPAARS-SUPE pre-switch)
+    gate_form: str = "critic_lcb"  # or "rollout_neighbours": the run's fitted rollout gate (export --gate rollout)
+    gate_fit: dict | None = None  # the rollout gate's fit record (states, k, cross-validated sign accuracy)
     skill_horizon: int | None = None  # skill policies: steps a chosen skill is held

@@ -128,6 +128,25 @@ def _build_supe(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset, ne
                       sample=sample)
 
 
+def agent_from_checkpoint(config: TrainConfig, task: TaskSpec, state: dict) -> tuple[Agent, OfflineNets]:
+    """A data-driven run's agent rebuilt from its checkpoint's `agent` entry alone: no dataset, pretraining cache or
+    SPAR stage is needed, because the checkpoint holds every network (what reads a finished run -- `gate fit` --
+    must not rerun 30 minutes of pretraining whose result it then overwrites). Returns (agent, its nets)."""
+    from spaars_robot.algos.spar import make_rectified
+
+    if config.algo not in DATA_AGENTS:
+        raise ValueError(f"--algo {config.algo} is not rebuilt from a checkpoint here")
+    nets = OfflineNets(task.obs_dim, task.action_dim, config.pretrain).to(config.device)
+    nets.load_state_dict(state["nets"])
+    rectified = None
+    if "spar" in state:
+        rectified = make_rectified(task.obs_dim, task.action_dim, nets.latent_dim, config.spar).to(config.device)
+        rectified.load_state_dict(state["spar"])
+    agent = DATA_AGENTS[config.algo](nets, config, make_generator(config.seed + 12345, config.device), rectified)
+    agent.load_state_dict(state)
+    return agent, nets
+
+
 def uses_spar(config: TrainConfig) -> bool:
     """Whether a run needs SPAR's rectified policy (its offline stages run after the shared pretraining)."""
     return config.algo in ("spar", "bc", "td3bc") or (config.algo in ("spaars", "raw") and config.online.raw_init == "spar")

@@ -1,0 +1,144 @@
+"""`spaars-robot gate fit RUN`: supervise a deployable gate with branched simulator rollouts of a finished run.
+
+After training, the run's final policies are fixed; what remains is deciding, per state, which of the two to
+execute. This stage measures that decision's ground truth where it is cheap -- in the simulator the run trained in
+(train/branching.py) -- on states of the deployed policy's own episodes, fits the rollout gate to it
+(algos/rollout_gate.py), and then plays the run's evaluation episodes with four controllers on the same seeds: the
+run's critic gate, the fitted gate, always raw and always latent, so the report says in returns, not only in sign
+accuracy, whether the fitted gate beats both constant choices. Nothing trains: the policies and critic are the
+checkpoint's, which the gate file is bound to (export/rollout_gate_file.py); `export --gate rollout` deploys it.
+
+Cost (walker2d, one core): ~12 min for 1,200 states x 4 repeats x 100 steps x 2 branches, plus 4 x `episodes`
+evaluation episodes. The branching episodes start from seeds GATE_FIT_SEED_BASE + i: never training, evaluation
+or the gate diagnostic's (benchmarks/gate_accuracy.py, 3,000,000 + i), so the diagnostic can score this gate on
+states it was not fitted on.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
+
+from spaars_robot.algos.rollout_gate import NEIGHBOURS, fit_neighbour_gate, gate_features
+from spaars_robot.data.files import atomic_write_json
+from spaars_robot.errors import SpaarsError
+from spaars_robot.export.rollout_gate_file import GATE_FILE, save_rollout_gate
+from spaars_robot.nn.neighbour_gate import NeighbourGate
+from spaars_robot.train.branching import (
+    branch_differences,
+    collect_states,
+    gate_inputs,
+    load_gated_agent,
+    paired_p_values,
+)
+from spaars_robot.train.runner import evaluate
+from spaars_robot.train.safety_in_loop import env_factory
+
+GATE_FIT_SEED_BASE = 5_000_000
+REPORT_FILE = "rollout_gate.json"
+CONTROLLERS = ("critic_gate", "rollout_gate", "raw", "latent")
+
+
+class GateFitSettings(BaseModel):
+    """How much ground truth to buy, and how to judge it (defaults: what benchmarks/gate_learnability.py used)."""
+
+    model_config = ConfigDict(extra="forbid")
+    states: int = Field(1200, ge=10, description="states branched, every `stride` steps of deployed episodes")
+    stride: int = Field(10, ge=1)
+    repeats: int = Field(4, ge=2, description="paired repeats per state (significance is a paired t-test)")
+    horizon: int = Field(100, ge=1, description="steps followed after the first action")
+    noise: float = Field(0.1, ge=0.0, description="Gaussian action noise of the continuation (common to both)")
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="significance level of a state's difference")
+    folds: int = Field(5, ge=2)
+    neighbours: tuple[int, ...] = Field(NEIGHBOURS, min_length=1)
+    episodes: int = Field(20, ge=1, description="evaluation episodes per controller (the run's eval seeds)")
+    threads: int = Field(1, ge=1)
+
+
+def set_controller(agent, name: str, gate: NeighbourGate | None) -> None:
+    """Make the agent's deterministic `act` the named controller."""
+    agent.phase = "latent" if name == "latent" else "gated"
+    agent.force_raw = name == "raw"
+    agent.rollout_gate = gate if name == "rollout_gate" else None
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """Mean and 95 % t-interval of per-episode differences a - b (same seeds: paired)."""
+    d = np.asarray(a) - np.asarray(b)
+    half = (float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+            if len(d) > 1 and d.std() > 0 else 0.0)
+    return {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)]}
+
+
+def compare_controllers(agent, task, config, gate: NeighbourGate, episodes: int) -> dict:
+    """The four controllers on the run's own evaluation seeds and env (its safety layer included)."""
+    make = env_factory(config, task)
+    scores = {}
+    for name in CONTROLLERS:
+        set_controller(agent, name, gate)
+        record = evaluate(agent, task, episodes, config.eval.seed_base, make)
+        scores[name] = {"normalized_mean": record["normalized_mean"], "normalized_std": record["normalized_std"],
+                        "raw_rate": record["eval_raw_rate"],
+                        "normalized": [task.normalized_score(r) for r in record["episode_returns"]]}
+    rollout = scores["rollout_gate"]["normalized"]
+    return {"episodes": episodes, "seed_base": config.eval.seed_base, "controllers": scores,
+            "rollout_gate_minus": {name: paired(rollout, scores[name]["normalized"])
+                                   for name in CONTROLLERS if name != "rollout_gate"}}
+
+
+@torch.no_grad()
+def fit_gate(run_dir: Path, settings: GateFitSettings,
+             log: Callable[[str], None] = print) -> dict:
+    """Branch, fit, save `rollout_gate.pt`, compare the controllers, write `rollout_gate.json`; returns the report."""
+    torch.set_num_threads(settings.threads)
+    t0 = time.perf_counter()
+    config, task, agent, nets, layer = load_gated_agent(run_dir)
+    log(f"gate fit {run_dir}: collecting {settings.states} states of the deployed policy")
+    states = collect_states(agent, task, settings.states, settings.stride, layer, seed_base=GATE_FIT_SEED_BASE)
+    episodes = np.array([s.episode for s in states])
+    if len(np.unique(episodes)) < settings.folds:  # before the costly branching: cross-validation keeps episodes whole
+        raise SpaarsError(f"gate fit: {len(states)} states came from {len(np.unique(episodes))} episode(s), and "
+                          f"cross-validation needs {settings.folds} whole episodes: raise --states or --stride")
+    seen = gate_inputs(agent, nets, states, config.online.gate.kappa)
+    step = max(1, settings.states // 10)
+
+    def progress(done: int) -> None:
+        if done % step == 0 or done == settings.states:
+            log(f"gate fit: branched {done}/{settings.states} states ({time.perf_counter() - t0:.0f} s)")
+
+    diffs = branch_differences(task, agent, states, seen.raw, seen.lat, settings.horizon, config.online.gamma,
+                               settings.noise, settings.repeats, layer, on_state=progress)
+    branched = time.perf_counter() - t0
+    x = gate_features(seen.obs, seen.raw, seen.lat).numpy().astype(np.float64)
+    y, significant = diffs.mean(1), paired_p_values(diffs) < settings.alpha
+    gate, fit = fit_neighbour_gate(x, y, significant, episodes, settings.folds, settings.neighbours)
+    record = {"settings": settings.model_dump(mode="json"), "seed_base": GATE_FIT_SEED_BASE,
+              "states": len(states), "episodes": len(np.unique(episodes)),
+              "significant_states": int(significant.sum()),
+              "raw_truly_better_share": float((y[significant] > 0).mean()) if significant.any() else None,
+              "fitted_raw_rate": float((gate(torch.as_tensor(x, dtype=torch.float32)) > 0).float().mean()), **fit}
+    save_rollout_gate(run_dir, gate, record)
+    cv, constant = fit["cross_validated"][str(fit["k"])], fit["constant_cross_validated"]
+    log(f"gate fit: k={fit['k']}, cross-validated sign accuracy {_fmt(cv['sign_accuracy'])} on "
+        f"{cv['scored']} significant states (best constant gate {_fmt(constant['sign_accuracy'])}); "
+        f"wrote {run_dir / GATE_FILE}")
+    comparison = compare_controllers(agent, task, config, gate, settings.episodes)
+    report = {"run": str(run_dir), "task": task.name, "algo": config.algo, "seed": config.seed,
+              "tag": config.tag, "fit": record, "evaluation": comparison,
+              "seconds": {"branch": round(branched, 1), "total": round(time.perf_counter() - t0, 1)}}
+    atomic_write_json(run_dir / REPORT_FILE, report)
+    scores = comparison["controllers"]
+    log("gate fit: normalised score over " + f"{settings.episodes} episodes: " +
+        ", ".join(f"{name} {scores[name]['normalized_mean']:.1f}" for name in CONTROLLERS) +
+        f"; wrote {run_dir / REPORT_FILE}")
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

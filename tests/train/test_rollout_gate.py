@@ -1,0 +1,164 @@
+"""The rollout-supervised gate (issue 16): its predictor, its fit, `gate fit` on a real run, export and serving."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from spaars_robot.algos.rollout_gate import episode_folds, fit_neighbour_gate, gate_features
+from spaars_robot.export.bundle import load_bundle
+from spaars_robot.export.rollout_gate_file import GATE_FILE, load_rollout_gate
+from spaars_robot.export.session import make_session
+from spaars_robot.nn.neighbour_gate import NeighbourGate, neighbour_bandwidth, reference_predict
+from spaars_robot.train.branching import collect_states, gate_inputs, load_gated_agent
+from tests.conftest import REPO, run_cli
+
+
+def test_the_torch_gate_predicts_what_the_numpy_reference_does_and_round_trips():
+    rng = np.random.default_rng(0)
+    x, y, test = rng.normal(size=(200, 7)), rng.normal(size=200), rng.normal(size=(50, 7)) * 1.5
+    width = neighbour_bandwidth(x, 9)
+    gate = NeighbourGate(torch.as_tensor(x), torch.as_tensor(y), width)
+    with torch.no_grad():
+        got = gate(torch.as_tensor(test, dtype=torch.float32)).numpy()
+        far = gate(torch.full((1, 7), 1e3)).numpy()  # every kernel weight underflows: still the nearest state's mean
+    np.testing.assert_allclose(got, reference_predict(x, y, test, width), atol=1e-5)
+    assert np.isfinite(far).all() and far[0] == pytest.approx(reference_predict(x, y, np.full((1, 7), 1e3), width)[0],
+                                                              abs=1e-4)
+    # a narrow kernel is the nearest state's value, a wide one the mean of all
+    assert reference_predict(x, y, x[:5], 1e-3) == pytest.approx(y[:5])
+    assert reference_predict(x, y, x[:5], 1e3) == pytest.approx(np.full(5, y.mean()), abs=1e-3)
+    assert neighbour_bandwidth(x, 1) < neighbour_bandwidth(x, 9) < neighbour_bandwidth(x, 45)
+    again = NeighbourGate.from_payload(gate.payload())
+    assert again.bandwidth == width and torch.equal(again.points, gate.points) and torch.equal(again.values, gate.values)
+    with pytest.raises(ValueError, match="bandwidth must be > 0"):
+        NeighbourGate(torch.as_tensor(x), torch.as_tensor(y), 0.0)
+    with pytest.raises(ValueError, match=r"values \[N\]"):
+        NeighbourGate(torch.as_tensor(x), torch.as_tensor(y[:10]), 1.0)
+
+
+def test_the_fit_finds_a_local_sign_a_constant_gate_cannot_and_keeps_episodes_whole():
+    rng = np.random.default_rng(1)
+    episodes = np.repeat(np.arange(30), 20)
+    x = rng.normal(size=(600, 4))
+    truth = np.where(np.linalg.norm(x[:, :2], axis=1) < 1.1, 1.0, -1.0)  # raw better inside a disc only
+    y = truth + 0.3 * rng.normal(size=600)
+    significant = np.abs(y) > 0.5
+    fold = episode_folds(episodes, 5)
+    assert all(len(set(fold[episodes == e])) == 1 for e in range(30)) and set(fold) == set(range(5))
+    gate, record = fit_neighbour_gate(x, y, significant, episodes, folds=5, neighbours=(1, 5, 15))
+    chosen = record["cross_validated"][str(record["k"])]
+    assert chosen["sign_accuracy"] > 0.85 > 0.6 > record["constant_cross_validated"]["sign_accuracy"]
+    assert chosen["scored"] == int(significant.sum()) and gate.bandwidth == record["bandwidth"]
+    fresh = rng.normal(size=(300, 4))
+    with torch.no_grad():
+        says_raw = (gate(torch.as_tensor(fresh, dtype=torch.float32)) > 0).numpy()
+    assert (says_raw == (np.linalg.norm(fresh[:, :2], axis=1) < 1.1)).mean() > 0.85
+    with pytest.raises(ValueError, match="episodes for 5 folds"):
+        fit_neighbour_gate(x[:40], y[:40], significant[:40], episodes[:40], folds=5)
+
+
+def test_gate_features_are_what_the_robot_has():
+    obs, raw, lat = torch.zeros(3, 5), torch.ones(3, 2), torch.full((3, 2), 0.5)
+    features = gate_features(obs, raw, lat)
+    assert features.shape == (3, 5 + 2 * 3) and torch.equal(features[:, 9:11], raw - lat)
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tiny_hopper_dataset, tmp_path_factory):
+    """A SPAARS smoke run with SPAR's raw controller (the case whose raw action is not nets.raw_policy), fitted."""
+    root = tmp_path_factory.mktemp("rollout-gate")
+    env = {"SPAARS_CACHE": str(root / "cache")}
+    run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", "spaars", "--protocol",
+            "smoke", "--safety-spec", "none", "--set", "online.raw_init=spar", "--runs-root", str(root / "runs"),
+            env=env)
+    (run_dir,) = (root / "runs").glob("hopper-spaars-set-*-smoke/seed0")
+    proc = run_cli("gate", "fit", str(run_dir), "--states", "60", "--stride", "4", "--repeats", "2", "--horizon",
+                   "10", "--episodes", "3", "--out", str(root / "report.json"))
+    return root, run_dir, proc
+
+
+def test_gate_fit_branches_fits_and_compares_the_controllers_on_a_real_run(fitted_run):
+    root, run_dir, proc = fitted_run
+    assert "cross-validated sign accuracy" in proc.stdout and "rollout_gate" in proc.stdout
+    report = json.loads((run_dir / "rollout_gate.json").read_text())
+    assert report == json.loads((root / "report.json").read_text())
+    fit = report["fit"]
+    assert fit["states"] == 60 and fit["episodes"] >= 5 and fit["k"] in (5, 15, 45)
+    assert 0 <= fit["significant_states"] <= 60 and 0.0 <= fit["fitted_raw_rate"] <= 1.0
+    assert fit["cross_validated"][str(fit["k"])]["scored"] == fit["significant_states"]
+    scores = report["evaluation"]["controllers"]
+    assert set(scores) == {"critic_gate", "rollout_gate", "raw", "latent"}
+    assert scores["raw"]["raw_rate"] == 1.0 and scores["latent"]["raw_rate"] == 0.0
+    assert all(len(s["normalized"]) == 3 for s in scores.values())
+    for other, diff in report["evaluation"]["rollout_gate_minus"].items():  # paired on the same seeds
+        expected = np.mean(scores["rollout_gate"]["normalized"]) - np.mean(scores[other]["normalized"])
+        assert diff["mean"] == pytest.approx(expected) and diff["ci95"][0] <= diff["mean"] <= diff["ci95"][1]
+
+
+def test_the_product_loader_sees_what_the_diagnostic_sees(fitted_run, monkeypatch):
+    """`gate fit` rebuilds the agent from the checkpoint alone; the diagnostic builds it through the pretraining
+    cache. Both must give the gate the same raw action and LCB, or the diagnostic would score another gate."""
+    root, run_dir, _ = fitted_run
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gate_accuracy
+
+    config, task, agent, nets, layer = load_gated_agent(run_dir)
+    _, _, built, _ = gate_accuracy.load_agent(run_dir, root / "cache")
+    states = gate_accuracy.collect_states(agent, task, 8, 3, layer, seed_base=7)
+    with torch.no_grad():
+        mine = gate_inputs(agent, nets, states, config.online.gate.kappa)
+        theirs = gate_inputs(built.agent, built.nets, states, config.online.gate.kappa)
+    assert torch.equal(mine.raw, theirs.raw) and torch.allclose(mine.lcb, theirs.lcb, atol=1e-6)
+
+
+def test_export_deploys_the_fitted_gate_and_the_runtime_serves_it(fitted_run, tmp_path):
+    root, run_dir, _ = fitted_run
+    out = tmp_path / "bundle"
+    run_cli("export", str(run_dir), "--gate", "rollout", "--out", str(out))
+    manifest = load_bundle(out).manifest
+    assert (manifest.gate.form, manifest.gate.threshold, manifest.gate.hysteresis) == ("rollout_neighbours", 0.0, 0.0)
+    report = json.loads((run_dir / "rollout_gate.json").read_text())
+    assert manifest.gate.fit["k"] == report["fit"]["k"]
+    # the graph's gate output has the sign of the fitted gate's prediction at the agent's own features
+    config, task, agent, nets, layer = load_gated_agent(run_dir)
+    gate, _ = load_rollout_gate(run_dir)
+    obs = np.stack([s.obs for s in collect_states(agent, task, 32, 2, layer, seed_base=11)]).astype(np.float32)
+    session = make_session(load_bundle(out).graph_path)
+    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"obs": obs})))
+    with torch.no_grad():
+        s = nets.normalizer(torch.as_tensor(obs))
+        raw, lat = agent.raw_policy.mean_action(s), nets.decoded_latent_mean(s)
+        predicted = gate(gate_features(s, raw, lat)).numpy()
+    np.testing.assert_allclose(outputs["raw_action"], raw.numpy(), atol=1e-5)
+    decided = np.abs(predicted) > 1e-4  # exact ties at 0 are float noise either way
+    assert np.array_equal((outputs["gate_advantage"] > 0)[decided], (predicted > 0)[decided])
+    proc = run_cli("demo", "--bundle", str(out), "--episodes", "1", env={"COLUMNS": "200", **os.environ})
+    assert "normalised score" in proc.stdout and "server stopped cleanly (exit 0)" in proc.stdout
+
+
+def test_a_missing_tampered_or_stale_gate_file_is_refused_and_left_as_it_is(fitted_run, tmp_path):
+    root, run_dir, _ = fitted_run
+    copy = tmp_path / "seed0"
+    shutil.copytree(run_dir, copy)
+    (copy / GATE_FILE).unlink()
+    proc = run_cli("export", str(copy), "--gate", "rollout", "--out", str(tmp_path / "a"), check=False)
+    assert proc.returncode != 0 and "spaars-robot gate fit" in proc.stderr + proc.stdout
+    shutil.copy(run_dir / GATE_FILE, copy / GATE_FILE)
+    payload = torch.load(copy / GATE_FILE, weights_only=True)
+    payload["checkpoint_sha256"] = "0" * 64  # fitted on another checkpoint (the run resumed since, say)
+    torch.save(payload, copy / GATE_FILE)
+    proc = run_cli("export", str(copy), "--gate", "rollout", "--out", str(tmp_path / "b"), check=False)
+    assert proc.returncode != 0 and "fitted on another checkpoint" in proc.stderr + proc.stdout
+    data = (run_dir / GATE_FILE).read_bytes()
+    (copy / GATE_FILE).write_bytes(data[: len(data) // 2])
+    proc = run_cli("export", str(copy), "--gate", "rollout", "--out", str(tmp_path / "c"), check=False)
+    assert proc.returncode != 0 and "unreadable rollout gate" in proc.stderr + proc.stdout
+    assert (copy / GATE_FILE).read_bytes() == data[: len(data) // 2]  # refused, never rewritten
+    assert not (tmp_path / "c").exists()
+    bad = run_cli("gate", "fit", str(copy), "--repeats", "1", check=False)
+    assert bad.returncode != 0 and "--repeats" in bad.stderr + bad.stdout
