@@ -147,7 +147,7 @@ def test_the_raw_action_branched_is_the_one_the_deployed_gate_executes(tiny_hopp
 
     config, task, built, layer = gate_accuracy.load_agent(run_dir, cache)
     agent, nets = built.agent, built.nets
-    states = gate_accuracy.collect_states(agent, task, 6, 5, layer)
+    states = gate_accuracy.collect_states(agent, task, 6, 5, layer, seed_base=gate_accuracy.DIAGNOSTIC_SEED_BASE)
     with torch.no_grad():  # as the diagnostic's main runs it
         seen = gate_accuracy.gate_inputs(agent, nets, states, config.online.gate.kappa)
         awr = nets.raw_policy.mean_action(seen.obs).numpy()
