@@ -18,7 +18,8 @@ opens, the cost, and per state (`per_state`) the true difference, its standard e
 advantages, so other gate forms can be scored on the same ground truth without new rollouts. `deployed_*` score what
 the gate executed at each state as it was collected, its hysteresis latch included: for a gate that latches open
 (the default `scale: q`) the two differ, and the deployed one is what the robot gets. `--add-deployed JSON` adds
-those to a result written before they were kept (the states are collected again and checked against it).
+those to a result written before they were kept (the states are collected again and checked against it), and
+`--add-rollout-gate JSON` scores the run's fitted rollout gate (`spaars-robot gate fit`) on the same states and truth.
 
 `--refit 2,10 --refit-updates 20000` also fits fresh critic ensembles of those sizes (LayerNorm, targets from the
 min over a random `--refit-subset` of members, as RLPD/SUPE) on the run's own 50/50 batches (dataset and the
@@ -51,10 +52,12 @@ import torch
 from scipy import stats
 
 from spaars_robot.algos.gate import choose_scale, lcb_of, member_advantages
+from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.config.tasks import load_task
 from spaars_robot.config.training import load_run_config
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.files import atomic_write_json, safe_torch_load
+from spaars_robot.export.rollout_gate_file import load_rollout_gate
 from spaars_robot.safety.limits import SafetyLayer
 from spaars_robot.safety.spec import load_safety_spec
 from spaars_robot.train.agents import build_agent
@@ -195,6 +198,31 @@ def add_deployed(path: Path, cache_dir: Path, default_stride: int) -> dict:
                                          "deployed_sign_accuracy_ci95", "gate_open_rate", "sign_accuracy")}
 
 
+def add_rollout_gate(path: Path, cache_dir: Path, default_stride: int) -> dict:
+    """Scores the run's fitted rollout gate (`spaars-robot gate fit`, RUN/rollout_gate.pt) on a written result's
+    states and truth, without new rollouts: the issue-16 sign accuracy of the gate `export --gate rollout` deploys.
+
+    `gate fit` branches episodes of its own seed stream, so these held-out states were never fitted on. The result
+    gains `rollout_gate` (sign accuracy, interval, open rate, the gate file's fit record) and per-state predictions;
+    it is refused like `--add-deployed` if the states collected again are not the written ones."""
+    result = json.loads(path.read_text())
+    stride = int(result.get("stride", default_stride))
+    again = recollect(path, result, cache_dir, stride)
+    gate, record = load_rollout_gate(Path(result["run"]))
+    prediction = gate(gate_features(again.seen.obs, again.seen.raw, again.seen.lat)).numpy()
+    per_state = result["per_state"]
+    significant = np.asarray(per_state["p_value"]) < float(result["significance"]["alpha"])
+    accuracy, interval = sign_score(prediction > 0, np.asarray(per_state["true_difference"]), significant)
+    result["rollout_gate"] = {"sign_accuracy": accuracy, "sign_accuracy_ci95": interval,
+                              "open_rate": float((prediction > 0).mean()),
+                              "spearman": float(stats.spearmanr(prediction, per_state["true_difference"]).statistic),
+                              "fit": {k: record.get(k) for k in ("states", "significant_states", "k", "bandwidth",
+                                                                 "cross_validated", "constant_cross_validated")}}
+    per_state["rollout_gate_prediction"] = [round(float(v), 6) for v in prediction]
+    atomic_write_json(path, result)
+    return {key: result["rollout_gate"][key] for key in ("sign_accuracy", "sign_accuracy_ci95", "open_rate")}
+
+
 def rescore(path: Path) -> dict:
     """`agreement` of a written result's run critic (its per-state arrays), for results made before it existed."""
     per_state = json.loads(path.read_text()).get("per_state")
@@ -290,6 +318,8 @@ def main() -> None:
                         help="print the critic/truth agreement of written results instead of running anything")
     parser.add_argument("--add-deployed", type=Path, nargs="+", metavar="JSON",
                         help="add the deployed gate's decisions to results written before they were kept")
+    parser.add_argument("--add-rollout-gate", type=Path, nargs="+", metavar="JSON",
+                        help="score the run's fitted rollout gate (spaars-robot gate fit) on written results' truth")
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/_pretrain_cache"))
     parser.add_argument("--states", type=int, default=300)
     parser.add_argument("--stride", type=int, default=10, help="env steps between saved states")
@@ -313,8 +343,13 @@ def main() -> None:
         added = {str(path): add_deployed(path, args.cache_dir, args.stride) for path in args.add_deployed}
         print(json.dumps(added, indent=2))
         return
+    if args.add_rollout_gate:
+        torch.set_num_threads(1)
+        added = {str(path): add_rollout_gate(path, args.cache_dir, args.stride) for path in args.add_rollout_gate}
+        print(json.dumps(added, indent=2))
+        return
     if args.run_dir is None:
-        parser.error("a run directory is required (or --rescore / --add-deployed JSON ...)")
+        parser.error("a run directory is required (or --rescore / --add-deployed / --add-rollout-gate JSON ...)")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     config, task, built, layer = load_agent(args.run_dir, args.cache_dir)

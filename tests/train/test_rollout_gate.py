@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -162,3 +164,22 @@ def test_a_missing_tampered_or_stale_gate_file_is_refused_and_left_as_it_is(fitt
     assert not (tmp_path / "c").exists()
     bad = run_cli("gate", "fit", str(copy), "--repeats", "1", check=False)
     assert bad.returncode != 0 and "--repeats" in bad.stderr + bad.stdout
+
+
+def test_the_diagnostic_scores_the_fitted_gate_on_its_own_held_out_truth(fitted_run, tmp_path):
+    root, run_dir, _ = fitted_run
+    result = tmp_path / "diagnostic.json"
+    script = str(REPO / "benchmarks" / "gate_accuracy.py")
+    subprocess.run([sys.executable, script, str(run_dir), "--cache-dir", str(root / "cache"), "--states", "12",
+                    "--stride", "5", "--horizon", "15", "--repeats", "3", "--out", str(result)], check=True,
+                   capture_output=True, text=True, timeout=300, cwd=REPO)
+    subprocess.run([sys.executable, script, "--cache-dir", str(root / "cache"), "--add-rollout-gate", str(result)],
+                   check=True, capture_output=True, text=True, timeout=300, cwd=REPO)
+    written = json.loads(result.read_text())
+    scored, per_state = written["rollout_gate"], written["per_state"]
+    prediction = np.asarray(per_state["rollout_gate_prediction"])
+    assert len(prediction) == 12 and scored["open_rate"] == pytest.approx((prediction > 0).mean())
+    significant = [i for i, p in enumerate(per_state["p_value"]) if p < 0.05]
+    right = [(prediction[i] > 0) == (per_state["true_difference"][i] > 0) for i in significant]
+    assert scored["sign_accuracy"] == (pytest.approx(sum(right) / len(right)) if right else None)
+    assert scored["fit"]["k"] == json.loads((run_dir / "rollout_gate.json").read_text())["fit"]["k"]
