@@ -25,12 +25,12 @@ from scipy import stats
 from spaars_robot.algos.gate import lcb_of, member_advantages
 from spaars_robot.config.tasks import load_task
 from spaars_robot.config.training import load_run_config
-from spaars_robot.data.files import safe_torch_load
 from spaars_robot.envs import make_env
 from spaars_robot.errors import SpaarsError
 from spaars_robot.safety.limits import SafetyLayer
 from spaars_robot.safety.spec import load_safety_spec
 from spaars_robot.train.agents import agent_from_checkpoint
+from spaars_robot.train.runner import load_checkpoint
 
 GATED_ALGOS = ("spaars", "latent", "raw")  # SPAARSAgent: a raw controller, a latent one, and a gate between them
 
@@ -38,15 +38,17 @@ GATED_ALGOS = ("spaars", "latent", "raw")  # SPAARSAgent: a raw controller, a la
 def load_gated_agent(run_dir: Path):
     """A SPAARS-family run's final agent in its gated phase (so its gate decides even if the run never switched),
     rebuilt from the checkpoint alone, and the run's safety layer (a run trained under a spec is judged as it runs:
-    every executed action through it). Returns (config, task, agent, nets, layer or None)."""
+    every executed action through it). On the CPU whatever device the run trained on: one state at a time.
+    Returns (config, task, agent, nets, layer or None)."""
     config, _ = load_run_config(run_dir)
+    config = config.model_copy(update={"device": "cpu"})
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.exists():
         raise SpaarsError(f"{run_dir}: no checkpoint.pt yet")
     if config.algo not in GATED_ALGOS:
         raise SpaarsError(f"{run_dir}: a {config.algo} run has no raw/latent gate ({', '.join(GATED_ALGOS)} runs do)")
     task = load_task(config.task)
-    agent, nets = agent_from_checkpoint(config, task, safe_torch_load(checkpoint)["agent"])
+    agent, nets = agent_from_checkpoint(config, task, load_checkpoint(checkpoint)["agent"])
     agent.phase, agent.force_raw = "gated", False
     layer = None if config.safety_spec is None else SafetyLayer(load_safety_spec(Path(config.safety_spec)),
                                                                  task.action_dim, task.obs_dim)

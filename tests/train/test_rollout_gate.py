@@ -164,6 +164,11 @@ def test_a_missing_tampered_or_stale_gate_file_is_refused_and_left_as_it_is(fitt
     assert not (tmp_path / "c").exists()
     bad = run_cli("gate", "fit", str(copy), "--repeats", "1", check=False)
     assert bad.returncode != 0 and "--repeats" in bad.stderr + bad.stdout
+    checkpoint = (copy / "checkpoint.pt").read_bytes()
+    (copy / "checkpoint.pt").write_bytes(checkpoint[:1000])  # a crash mid-copy, say
+    bad = run_cli("gate", "fit", str(copy), check=False)
+    assert bad.returncode != 0 and "checkpoint unreadable" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr + bad.stdout and (copy / "checkpoint.pt").read_bytes() == checkpoint[:1000]
 
 
 def test_the_diagnostic_scores_the_fitted_gate_on_its_own_held_out_truth(fitted_run, tmp_path):
