@@ -216,8 +216,8 @@ def add_rollout_gate(path: Path, cache_dir: Path, default_stride: int) -> dict:
     result["rollout_gate"] = {"sign_accuracy": accuracy, "sign_accuracy_ci95": interval,
                               "open_rate": float((prediction > 0).mean()),
                               "spearman": float(stats.spearmanr(prediction, per_state["true_difference"]).statistic),
-                              "fit": {k: record.get(k) for k in ("states", "significant_states", "k", "bandwidth",
-                                                                 "cross_validated", "constant_cross_validated")}}
+                              "fit": {k: record.get(k) for k in ("states", "significant_states", "choice", "k",
+                                                                 "margin", "bandwidth", "cross_validated_gain")}}
     per_state["rollout_gate_prediction"] = [round(float(v), 6) for v in prediction]
     atomic_write_json(path, result)
     return {key: result["rollout_gate"][key] for key in ("sign_accuracy", "sign_accuracy_ci95", "open_rate")}

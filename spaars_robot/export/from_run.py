@@ -107,8 +107,10 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
             raise SpaarsError(f"{run_dir}: a {config.algo} run has no rollout gate (spaars, latent or raw runs do)")
         from spaars_robot.export.rollout_gate_file import load_rollout_gate
 
-        rollout_gate, gate_fit = load_rollout_gate(run_dir)
-        gate_scale = float(rollout_gate.values.std()) + 1e-8  # return units -> O(1) numbers for ONNX parity
+        rollout_gate, record = load_rollout_gate(run_dir)
+        gate_fit = {key: value for key, value in record.items() if key != "per_state"}  # the manifest stays small
+        # in units of the largest fitted difference: O(1) numbers, and the graph's rounding relative to what it averages
+        gate_scale = float(rollout_gate.values.abs().max()) or 1.0
     if skill_run:
         stack = _skill_stack(task.obs_dim, task.action_dim, config, agent, nets, gate_scale)
     else:

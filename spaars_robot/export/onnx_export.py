@@ -118,7 +118,7 @@ def parity_observations(stack: Stack, info: RunExportInfo, n_random: int, seed: 
 
 def measure_parity(stack: Stack, session: ort.InferenceSession, obs: np.ndarray) -> dict[str, float]:
     """Max |onnxruntime - torch| per output; `gate_advantage`'s in units of the mean |Q| it is computed from (a
-    rollout gate's: of the largest fitted difference, which its prediction is a weighted mean of).
+    rollout gate's: of the largest fitted difference, which its prediction is a weighted mean of; export/from_run.py).
 
     The advantage is a difference of two Q values of order 100, so float32 leaves it ~1e-5 of |Q| apart between
     any two correct implementations. Divided by the gate's scale, that error grows by |Q| / scale: harmless with
@@ -133,11 +133,8 @@ def measure_parity(stack: Stack, session: ort.InferenceSession, obs: np.ndarray)
     feeds = {name: tensor.numpy() for name, tensor in zip(stack.input_names, inputs)}
     ort_out = dict(zip(stack.output_names, session.run(list(stack.output_names), feeds)))
     errors = parity_errors(torch_out, ort_out)
-    state_gate = getattr(stack, "state_gate", None)
-    if state_gate is None:
+    if getattr(stack, "state_gate", None) is None:  # a rollout gate's is already in units of its largest value
         errors["gate_advantage"] *= float(stack.gate_scale) / max(q_abs, 1.0)
-    else:  # a rollout gate's prediction is a convex combination of its fitted differences: relative to their size
-        errors["gate_advantage"] *= float(stack.gate_scale) / max(float(state_gate.values.abs().max()), 1e-12)
     return errors
 
 

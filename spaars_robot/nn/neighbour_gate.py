@@ -1,4 +1,5 @@
-"""A gate that predicts raw-minus-latent return differences from the fitted states nearest to the query.
+"""A gate that predicts raw-minus-latent return differences from the fitted states nearest to the query, less a
+decision margin (raw where the output is positive).
 
 Nadaraya-Watson regression: the prediction is the mean of the fitted states' measured differences, weighted by a
 Gaussian kernel of their distance to the query (features standardised with the fitted set's mean and sd, kept as
@@ -26,7 +27,7 @@ SD_FLOOR = 0.1
 
 
 class NeighbourGate(nn.Module):
-    def __init__(self, features: torch.Tensor, values: torch.Tensor, bandwidth: float) -> None:
+    def __init__(self, features: torch.Tensor, values: torch.Tensor, bandwidth: float, offset: float = 0.0) -> None:
         super().__init__()
         if features.ndim != 2 or values.shape != (features.shape[0],):
             raise ValueError(f"features [N, F] and values [N] expected, got {tuple(features.shape)} and "
@@ -42,6 +43,7 @@ class NeighbourGate(nn.Module):
         self.register_buffer("points", points)
         self.register_buffer("values", values.to(torch.float32))
         self.bandwidth = float(bandwidth)
+        self.offset = float(offset)  # the decision margin: the gate says raw where prediction - offset > 0
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # float64 inside: a query far from every fitted state (hundreds of sds away: the parity check's random
@@ -50,16 +52,23 @@ class NeighbourGate(nn.Module):
         x = (features.double() - self.mean.double()) / self.sd.double()
         distances = (x.unsqueeze(1) - self.points.double().unsqueeze(0)).pow(2).sum(-1)
         weights = torch.softmax(-distances / (2.0 * self.bandwidth ** 2), dim=1)
-        return (weights @ self.values.double()).to(features.dtype)
+        return (weights @ self.values.double() - self.offset).to(features.dtype)
 
     def payload(self) -> dict:
         """What a gate file stores: enough to rebuild the module exactly (`from_payload`)."""
-        return {"features": self.fitted.clone(), "values": self.values.clone(), "bandwidth": self.bandwidth}
+        return {"features": self.fitted.clone(), "values": self.values.clone(), "bandwidth": self.bandwidth,
+                "offset": self.offset}
 
     @classmethod
     def from_payload(cls, payload: dict) -> NeighbourGate:
         return cls(torch.as_tensor(payload["features"]), torch.as_tensor(payload["values"]),
-                   float(payload["bandwidth"]))
+                   float(payload["bandwidth"]), float(payload["offset"]))
+
+    @classmethod
+    def constant(cls, features: torch.Tensor, raw: bool) -> NeighbourGate:
+        """A gate that always says raw (or always latent): what the fit deploys when no state-dependent gate beat
+        both constant choices in cross-validation. Same graph, so export and serving need no second form."""
+        return cls(features, torch.full((features.shape[0],), 1.0 if raw else -1.0), bandwidth=1.0)
 
 
 def standardise(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:

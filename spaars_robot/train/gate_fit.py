@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
-from spaars_robot.algos.rollout_gate import NEIGHBOURS, fit_neighbour_gate, gate_features
+from spaars_robot.algos.rollout_gate import MARGINS, NEIGHBOURS, fit_neighbour_gate, gate_features
 from spaars_robot.data.files import atomic_write_json
 from spaars_robot.errors import SpaarsError
 from spaars_robot.export.rollout_gate_file import GATE_FILE, save_rollout_gate
@@ -57,6 +57,7 @@ class GateFitSettings(BaseModel):
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="significance level of a state's difference")
     folds: int = Field(5, ge=2)
     neighbours: tuple[int, ...] = Field(NEIGHBOURS, min_length=1)
+    margins: tuple[float, ...] = Field(MARGINS, min_length=1, description="decision margins, in sds of the differences")
     episodes: int = Field(20, ge=1, description="evaluation episodes per controller (the run's eval seeds)")
     threads: int = Field(1, ge=1)
 
@@ -117,16 +118,20 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
     branched = time.perf_counter() - t0
     x = gate_features(seen.obs, seen.raw, seen.lat).numpy().astype(np.float64)
     y, significant = diffs.mean(1), paired_p_values(diffs) < settings.alpha
-    gate, fit = fit_neighbour_gate(x, y, significant, episodes, settings.folds, settings.neighbours)
+    gate, fit = fit_neighbour_gate(x, y, significant, episodes, settings.folds, settings.neighbours, settings.margins)
     record = {"settings": settings.model_dump(mode="json"), "seed_base": GATE_FIT_SEED_BASE,
               "states": len(states), "episodes": len(np.unique(episodes)),
               "significant_states": int(significant.sum()),
               "raw_truly_better_share": float((y[significant] > 0).mean()) if significant.any() else None,
-              "fitted_raw_rate": float((gate(torch.as_tensor(x, dtype=torch.float32)) > 0).float().mean()), **fit}
+              "mean_difference": float(y.mean()),
+              "fitted_raw_rate": float((gate(torch.as_tensor(x, dtype=torch.float32)) > 0).float().mean()), **fit,
+              # the measured truth itself, so another selection rule can be tried on it without new rollouts
+              "per_state": {"difference": y.round(6).tolist(), "p_value": paired_p_values(diffs).round(6).tolist(),
+                            "episode": episodes.tolist()}}
     save_rollout_gate(run_dir, gate, record)
-    cv, constant = fit["cross_validated"][str(fit["k"])], fit["constant_cross_validated"]
-    log(f"gate fit: k={fit['k']}, cross-validated sign accuracy {_fmt(cv['sign_accuracy'])} on "
-        f"{cv['scored']} significant states (best constant gate {_fmt(constant['sign_accuracy'])}); "
+    gains = fit["cross_validated_gain"]
+    log(f"gate fit: chose {fit['choice']}: cross-validated gain {gains[fit['choice']]:+.3f} per state over always-"
+        f"latent (always-raw {gains['always_raw']:+.3f}, {int(significant.sum())} of {len(y)} states significant); "
         f"wrote {run_dir / GATE_FILE}")
     comparison = compare_controllers(agent, task, config, gate, settings.episodes)
     report = {"run": str(run_dir), "task": task.name, "algo": config.algo, "seed": config.seed,
@@ -139,6 +144,3 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
         f"; wrote {run_dir / REPORT_FILE}")
     return report
 
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

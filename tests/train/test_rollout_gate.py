@@ -13,7 +13,7 @@ import torch
 
 from spaars_robot.algos.rollout_gate import episode_folds, fit_neighbour_gate, gate_features
 from spaars_robot.export.bundle import load_bundle
-from spaars_robot.export.rollout_gate_file import GATE_FILE, load_rollout_gate
+from spaars_robot.export.rollout_gate_file import GATE_FILE, load_rollout_gate, save_rollout_gate
 from spaars_robot.export.session import make_session
 from spaars_robot.nn.neighbour_gate import NeighbourGate, neighbour_bandwidth, reference_predict
 from spaars_robot.train.branching import collect_states, gate_inputs, load_gated_agent
@@ -36,7 +36,7 @@ def test_the_torch_gate_predicts_what_the_numpy_reference_does_and_round_trips()
     assert reference_predict(x, y, x[:5], 1e3) == pytest.approx(np.full(5, y.mean()), abs=1e-3)
     assert neighbour_bandwidth(x, 1) < neighbour_bandwidth(x, 9) < neighbour_bandwidth(x, 45)
     again = NeighbourGate.from_payload(gate.payload())
-    assert again.bandwidth == width and torch.equal(again.points, gate.points) and torch.equal(again.values, gate.values)
+    assert again.bandwidth == width and again.offset == 0.0 and torch.equal(again.points, gate.points) and torch.equal(again.values, gate.values)
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
         NeighbourGate(torch.as_tensor(x), torch.as_tensor(y), 0.0)
     with pytest.raises(ValueError, match=r"values \[N\]"):
@@ -53,15 +53,31 @@ def test_the_fit_finds_a_local_sign_a_constant_gate_cannot_and_keeps_episodes_wh
     fold = episode_folds(episodes, 5)
     assert all(len(set(fold[episodes == e])) == 1 for e in range(30)) and set(fold) == set(range(5))
     gate, record = fit_neighbour_gate(x, y, significant, episodes, folds=5, neighbours=(1, 5, 15))
-    chosen = record["cross_validated"][str(record["k"])]
-    assert chosen["sign_accuracy"] > 0.85 > 0.6 > record["constant_cross_validated"]["sign_accuracy"]
-    assert chosen["scored"] == int(significant.sum()) and gate.bandwidth == record["bandwidth"]
+    gains = record["cross_validated_gain"]
+    assert record["choice"].startswith("k=") and gains[record["choice"]] == max(gains.values())
+    assert gains[record["choice"]] > 0.2 > gains["always_latent"] == 0.0 > gains["always_raw"]  # raw inside the disc: ~45 % of states
+    assert record["cross_validated_sign"][str(record["k"])]["sign_accuracy"] > 0.75  # a constant: ~0.55
+    assert gate.bandwidth == record["bandwidth"] and gate.offset == pytest.approx(record["margin"])
     fresh = rng.normal(size=(300, 4))
     with torch.no_grad():
         says_raw = (gate(torch.as_tensor(fresh, dtype=torch.float32)) > 0).numpy()
     assert (says_raw == (np.linalg.norm(fresh[:, :2], axis=1) < 1.1)).mean() > 0.85
     with pytest.raises(ValueError, match="episodes for 5 folds"):
         fit_neighbour_gate(x[:40], y[:40], significant[:40], episodes[:40], folds=5)
+
+
+@pytest.mark.parametrize("shift, expected", [(-2.0, "always_latent"), (+2.0, "always_raw")])
+def test_when_the_state_carries_nothing_the_fit_deploys_the_better_constant(shift, expected):
+    """Differences that do not depend on the state: no width beats the better constant held out, so that constant
+    is the gate (its graph says raw, or latent, everywhere)."""
+    rng = np.random.default_rng(2)
+    x, episodes = rng.normal(size=(300, 4)), np.repeat(np.arange(15), 20)
+    y = shift + rng.normal(size=300)
+    gate, record = fit_neighbour_gate(x, y, np.abs(y) > 1.0, episodes, folds=5)
+    assert record["choice"] == expected and record["k"] is None
+    with torch.no_grad():
+        out = gate(torch.as_tensor(rng.normal(size=(50, 4)) * 3, dtype=torch.float32)).numpy()
+    assert ((out > 0) == (expected == "always_raw")).all()
 
 
 def test_gate_features_are_what_the_robot_has():
@@ -86,13 +102,17 @@ def fitted_run(tiny_hopper_dataset, tmp_path_factory):
 
 def test_gate_fit_branches_fits_and_compares_the_controllers_on_a_real_run(fitted_run):
     root, run_dir, proc = fitted_run
-    assert "cross-validated sign accuracy" in proc.stdout and "rollout_gate" in proc.stdout
+    assert "cross-validated gain" in proc.stdout and "rollout_gate" in proc.stdout
     report = json.loads((run_dir / "rollout_gate.json").read_text())
     assert report == json.loads((root / "report.json").read_text())
     fit = report["fit"]
-    assert fit["states"] == 60 and fit["episodes"] >= 5 and fit["k"] in (5, 15, 45)
+    assert fit["states"] == 60 and fit["episodes"] >= 5 and fit["choice"] in fit["cross_validated_gain"]
     assert 0 <= fit["significant_states"] <= 60 and 0.0 <= fit["fitted_raw_rate"] <= 1.0
-    assert fit["cross_validated"][str(fit["k"])]["scored"] == fit["significant_states"]
+    assert all(v["scored"] == fit["significant_states"] for v in fit["cross_validated_sign"].values())
+    per_state = fit["per_state"]  # the truth is kept, so another selection rule needs no new rollouts
+    assert len(per_state["difference"]) == len(per_state["p_value"]) == len(per_state["episode"]) == 60
+    assert fit["significant_states"] == sum(p < 0.05 for p in per_state["p_value"])
+    assert fit["cross_validated_gain"]["always_raw"] == pytest.approx(np.mean(per_state["difference"]), abs=1e-5)
     scores = report["evaluation"]["controllers"]
     assert set(scores) == {"critic_gate", "rollout_gate", "raw", "latent"}
     assert scores["raw"]["raw_rate"] == 1.0 and scores["latent"]["raw_rate"] == 0.0
@@ -118,14 +138,24 @@ def test_the_product_loader_sees_what_the_diagnostic_sees(fitted_run, monkeypatc
     assert torch.equal(mine.raw, theirs.raw) and torch.allclose(mine.lcb, theirs.lcb, atol=1e-6)
 
 
-def test_export_deploys_the_fitted_gate_and_the_runtime_serves_it(fitted_run, tmp_path):
-    root, run_dir, _ = fitted_run
+@pytest.mark.parametrize("form", ["fitted", "kernel"])
+def test_export_deploys_the_fitted_gate_and_the_runtime_serves_it(fitted_run, tmp_path, form):
+    """The gate the fit chose (on a smoke run often a constant), and a kernel gate with a margin on the same states
+    (the graph's other path), each exported, held to torch, and served."""
+    root, fitted_dir, _ = fitted_run
+    run_dir = tmp_path / "seed0"
+    shutil.copytree(fitted_dir, run_dir)
+    if form == "kernel":
+        fitted, record = load_rollout_gate(run_dir)
+        values = torch.as_tensor(np.random.default_rng(4).normal(size=fitted.values.shape[0]), dtype=torch.float32)
+        kernel = NeighbourGate(fitted.fitted, values, neighbour_bandwidth(fitted.fitted.numpy(), 5), offset=0.1)
+        save_rollout_gate(run_dir, kernel, record)
     out = tmp_path / "bundle"
     run_cli("export", str(run_dir), "--gate", "rollout", "--out", str(out))
     manifest = load_bundle(out).manifest
     assert (manifest.gate.form, manifest.gate.threshold, manifest.gate.hysteresis) == ("rollout_neighbours", 0.0, 0.0)
     report = json.loads((run_dir / "rollout_gate.json").read_text())
-    assert manifest.gate.fit["k"] == report["fit"]["k"]
+    assert manifest.gate.fit["choice"] == report["fit"]["choice"] and "per_state" not in manifest.gate.fit
     # the graph's gate output has the sign of the fitted gate's prediction at the agent's own features
     config, task, agent, nets, layer = load_gated_agent(run_dir)
     gate, _ = load_rollout_gate(run_dir)
@@ -187,4 +217,4 @@ def test_the_diagnostic_scores_the_fitted_gate_on_its_own_held_out_truth(fitted_
     significant = [i for i, p in enumerate(per_state["p_value"]) if p < 0.05]
     right = [(prediction[i] > 0) == (per_state["true_difference"][i] > 0) for i in significant]
     assert scored["sign_accuracy"] == (pytest.approx(sum(right) / len(right)) if right else None)
-    assert scored["fit"]["k"] == json.loads((run_dir / "rollout_gate.json").read_text())["fit"]["k"]
+    assert scored["fit"]["choice"] == json.loads((run_dir / "rollout_gate.json").read_text())["fit"]["choice"]
