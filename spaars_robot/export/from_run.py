@@ -65,7 +65,9 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
     """The run's latest checkpoint as a PolicyStack plus the facts the bundle manifest records.
 
     gate_form "rollout": the gate is the run's fitted rollout gate (`rollout_gate.pt`, `spaars-robot gate fit`)
-    instead of the critic's LCB; its thresholds are 0 (raw where the predicted difference is positive)."""
+    instead of the critic's LCB; the bundle's thresholds are 0 (the fitted margin is inside the graph: raw where the
+    predicted difference exceeds it). Rebuilds the networks the way train/agents.agent_from_checkpoint does (export
+    sits below train and cannot call it)."""
     if gate_form not in GATES:
         raise SpaarsError(f"unknown gate {gate_form!r} ({' | '.join(GATES)})")
     from spaars_robot.algos.offline import OfflineNets
@@ -123,7 +125,7 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
     calibration_obs = dataset.obs[::step][:CALIBRATION_OBSERVATIONS].tolist()
     info = RunExportInfo(
         task=task.name, obs_dim=task.obs_dim, action_dim=task.action_dim, control_rate_hz=task.control_rate_hz,
-        # relative: the stack divides by gate_scale; a rollout gate opens where its prediction is positive
+        # relative: the stack divides by gate_scale; a rollout gate's output is already its prediction less its margin
         gate_threshold=0.0 if rollout_gate is not None else gate.tau_rel,
         gate_hysteresis=0.0 if rollout_gate is not None else gate.hysteresis_rel,
         support_threshold=float(nets.support_threshold),

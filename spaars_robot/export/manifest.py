@@ -56,8 +56,8 @@ class GateSpec(BaseModel):
     form: Literal["critic_lcb", "rollout_neighbours"] = Field(
         "critic_lcb", description="what gate_advantage is: the critic ensemble's LCB (relative to the gate scale), or "
                                   "a gate fitted to branched simulator rollouts (`spaars-robot gate fit`)")
-    fit: dict | None = Field(None, description="rollout_neighbours: its fit record (states, repeats, k, "
-                                               "cross-validated sign accuracy beside a constant gate's)")
+    fit: dict | None = Field(None, description="rollout_neighbours: its fit record (states, repeats, the choice and "
+                                               "every candidate's cross-validated gain, constants included)")
 
 
 class SkillSpec(BaseModel):
