@@ -47,6 +47,7 @@ from gate_accuracy import (
 )
 from scipy import stats
 
+from spaars_robot.algos.rollout_gate import episode_folds
 from spaars_robot.data.files import atomic_write_json
 
 TRAINING_SEED_BASE = DIAGNOSTIC_SEED_BASE + 500_000  # other episodes than the diagnostic's held-out states
@@ -83,13 +84,6 @@ def nearest(k: int) -> Predictor:
 def sign_accuracy(prediction: np.ndarray, truth: np.ndarray, significant: np.ndarray) -> float | None:
     """Share of the significant states whose truth has the sign the prediction says (raw better: > 0)."""
     return sign_score(prediction > 0, truth, significant)[0]
-
-
-def episode_folds(episodes: np.ndarray, folds: int) -> np.ndarray:
-    """Fold index per state, whole episodes per fold (neighbouring states would leak the answer across folds)."""
-    unique = np.unique(episodes)
-    fold_of = {episode: i % folds for i, episode in enumerate(unique)}
-    return np.array([fold_of[e] for e in episodes])
 
 
 def cross_validated(predictor: Predictor, x: np.ndarray, y: np.ndarray, significant: np.ndarray,

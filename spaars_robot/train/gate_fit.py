@@ -117,7 +117,8 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
                                settings.noise, settings.repeats, layer, on_state=progress)
     branched = time.perf_counter() - t0
     x = gate_features(seen.obs, seen.raw, seen.lat).numpy().astype(np.float64)
-    y, significant = diffs.mean(1), paired_p_values(diffs) < settings.alpha
+    y, p_values = diffs.mean(1), paired_p_values(diffs)
+    significant = p_values < settings.alpha
     gate, fit = fit_neighbour_gate(x, y, significant, episodes, settings.folds, settings.neighbours, settings.margins)
     record = {"settings": settings.model_dump(mode="json"), "seed_base": GATE_FIT_SEED_BASE,
               "states": len(states), "episodes": len(np.unique(episodes)),
@@ -126,7 +127,7 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
               "mean_difference": float(y.mean()),
               "fitted_raw_rate": float((gate(torch.as_tensor(x, dtype=torch.float32)) > 0).float().mean()), **fit,
               # the measured truth itself, so another selection rule can be tried on it without new rollouts
-              "per_state": {"difference": y.round(6).tolist(), "p_value": paired_p_values(diffs).round(6).tolist(),
+              "per_state": {"difference": y.round(6).tolist(), "p_value": p_values.round(6).tolist(),
                             "episode": episodes.tolist()}}
     save_rollout_gate(run_dir, gate, record)
     gains = fit["cross_validated_gain"]
