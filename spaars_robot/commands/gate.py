@@ -21,6 +21,8 @@ def fit(
     stride: Annotated[int, typer.Option(help="Steps between branched states along an episode.")] = 10,
     episodes: Annotated[int, typer.Option(help="Evaluation episodes per controller compared.")] = 20,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
+    rounds: Annotated[int, typer.Option(help="DAgger rounds: each further round branches the states the previous "
+                                             "round's gate visits and refits on all of them.")] = 1,
     out: Annotated[Path | None, typer.Option(help="Also write the report here (e.g. benchmarks/results/...).")] = None,
 ) -> None:
     """Branch the run's simulator at states of its deployed policy, fit a gate to which first action (raw or
@@ -35,7 +37,7 @@ def fit(
 
     try:
         settings = GateFitSettings(states=states, repeats=repeats, horizon=horizon, stride=stride, episodes=episodes,
-                                   threads=threads)
+                                   threads=threads, rounds=rounds)
     except ValidationError as err:
         raise SpaarsError("gate fit: " + "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in err.errors())) from err
     report = fit_gate(seed_run_dir(run_dir), settings, log=lambda line: console.print(line, highlight=False))

@@ -8,10 +8,18 @@ run's critic gate, the fitted gate, always raw and always latent, so the report 
 accuracy, whether the fitted gate beats both constant choices. Nothing trains: the policies and critic are the
 checkpoint's, which the gate file is bound to (export/rollout_gate_file.py); `export --gate rollout` deploys it.
 
-Cost (walker2d, one core): ~12 min for 1,200 states x 4 repeats x 100 steps x 2 branches, plus 4 x `episodes`
-evaluation episodes. The branching episodes start from seeds GATE_FIT_SEED_BASE + i: never training, evaluation
-or the gate diagnostic's (benchmarks/gate_accuracy.py, 3,000,000 + i), so the diagnostic can score this gate on
-states it was not fitted on.
+Rounds (`--rounds`, DAgger-style): a gate fitted on the states the critic gate visits is deployed on states it
+did not see -- once it opens, raw actions take the robot where the latent controller never went, and on walker2d
+that is where the one-round gate lost 50-70 points in closed loop (BENCHMARKS.md, "a gate supervised by the
+simulator"). So round r + 1 plays round r's fitted gate, branches the states *it* visits (continuing, in both
+branches, with that same gate's controller, so each label is the first action's value under the controller that
+would follow it) and refits on every round's states together. The last round's gate is the one saved; every round's
+fit and closed-loop score is recorded, none is chosen by its score.
+
+Cost (walker2d, one core): ~12 min per round for 1,200 states x 4 repeats x 100 steps x 2 branches, plus 4 x
+`episodes` evaluation episodes (and `episodes` more per extra round). Round r's branching episodes start from seeds
+GATE_FIT_SEED_BASE + ROUND_SEED_STRIDE x r + i: never training, evaluation or the gate diagnostic's
+(benchmarks/gate_accuracy.py, 3,000,000 + i), so the diagnostic can score this gate on states it was not fitted on.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,6 +50,7 @@ from spaars_robot.train.runner import evaluate
 from spaars_robot.train.safety_in_loop import env_factory
 
 GATE_FIT_SEED_BASE = 5_000_000
+ROUND_SEED_STRIDE = 100_000  # episodes per round can never reach it (states >= 1 per episode, far fewer states)
 REPORT_FILE = "rollout_gate.json"
 CONTROLLERS = ("critic_gate", "rollout_gate", "raw", "latent")
 
@@ -60,6 +70,8 @@ class GateFitSettings(BaseModel):
     margins: tuple[float, ...] = Field(MARGINS, min_length=1, description="decision margins, in sds of the differences")
     episodes: int = Field(20, ge=1, description="evaluation episodes per controller (the run's eval seeds)")
     threads: int = Field(1, ge=1)
+    rounds: int = Field(1, ge=1, le=10, description="DAgger rounds: round r + 1 branches the states round r's gate "
+                                                     "visits and refits on all rounds' states")
 
 
 def set_controller(agent, name: str, gate: NeighbourGate | None) -> None:
@@ -93,15 +105,20 @@ def compare_controllers(agent, task, config, gate: NeighbourGate, episodes: int)
                                    for name in CONTROLLERS if name != "rollout_gate"}}
 
 
-@torch.no_grad()
-def fit_gate(run_dir: Path, settings: GateFitSettings,
-             log: Callable[[str], None] = print) -> dict:
-    """Branch, fit, save `rollout_gate.pt`, compare the controllers, write `rollout_gate.json`; returns the report."""
-    torch.set_num_threads(settings.threads)
-    t0 = time.perf_counter()
-    config, task, agent, nets, layer = load_gated_agent(run_dir)
-    log(f"gate fit {run_dir}: collecting {settings.states} states of the deployed policy")
-    states = collect_states(agent, task, settings.states, settings.stride, layer, seed_base=GATE_FIT_SEED_BASE)
+class RoundTruth(NamedTuple):
+    """One round's branched states: gate features, mean difference, p-value, episode (unique across rounds)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    p_value: np.ndarray
+    episode: np.ndarray
+
+
+def measure_round(agent, nets, task, config, layer, settings: GateFitSettings, round_index: int,
+                  log: Callable[[str], None], t0: float) -> RoundTruth:
+    """Collect `settings.states` states under the agent's current controller and branch them with it."""
+    offset = ROUND_SEED_STRIDE * round_index
+    states = collect_states(agent, task, settings.states, settings.stride, layer, seed_base=GATE_FIT_SEED_BASE + offset)
     episodes = np.array([s.episode for s in states])
     if len(np.unique(episodes)) < settings.folds:  # before the costly branching: cross-validation keeps episodes whole
         raise SpaarsError(f"gate fit: {len(states)} states came from {len(np.unique(episodes))} episode(s), and "
@@ -111,29 +128,67 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
 
     def progress(done: int) -> None:
         if done % step == 0 or done == settings.states:
-            log(f"gate fit: branched {done}/{settings.states} states ({time.perf_counter() - t0:.0f} s)")
+            log(f"gate fit: round {round_index + 1}: branched {done}/{settings.states} states "
+                f"({time.perf_counter() - t0:.0f} s)")
 
     diffs = branch_differences(task, agent, states, seen.raw, seen.lat, settings.horizon, config.online.gamma,
                                settings.noise, settings.repeats, layer, on_state=progress)
-    branched = time.perf_counter() - t0
     x = gate_features(seen.obs, seen.raw, seen.lat).numpy().astype(np.float64)
-    y, p_values = diffs.mean(1), paired_p_values(diffs)
-    significant = p_values < settings.alpha
-    gate, fit = fit_neighbour_gate(x, y, significant, episodes, settings.folds, settings.neighbours, settings.margins)
+    return RoundTruth(x, diffs.mean(1), paired_p_values(diffs), episodes + offset)
+
+
+def truth_summary(truth: RoundTruth, alpha: float) -> dict:
+    significant = truth.p_value < alpha
+    return {"states": len(truth.y), "episodes": len(np.unique(truth.episode)),
+            "significant_states": int(significant.sum()),
+            "raw_truly_better_share": float((truth.y[significant] > 0).mean()) if significant.any() else None,
+            "mean_difference": float(truth.y.mean())}
+
+
+@torch.no_grad()
+def fit_gate(run_dir: Path, settings: GateFitSettings,
+             log: Callable[[str], None] = print) -> dict:
+    """Branch, fit (for each round), save `rollout_gate.pt`, compare the controllers, write `rollout_gate.json`."""
+    torch.set_num_threads(settings.threads)
+    t0 = time.perf_counter()
+    config, task, agent, nets, layer = load_gated_agent(run_dir)
+    truths: list[RoundTruth] = []
+    rounds: list[dict] = []
+    gate: NeighbourGate | None = None
+    for r in range(settings.rounds):
+        controller = "critic_gate" if gate is None else "rollout_gate"
+        set_controller(agent, controller, gate)
+        played_by = "the deployed policy (critic gate)" if gate is None else f"round {r}'s fitted gate"
+        log(f"gate fit {run_dir}: round {r + 1}/{settings.rounds}: collecting {settings.states} states of {played_by}")
+        truths.append(measure_round(agent, nets, task, config, layer, settings, r, log, t0))
+        x, y, p_values, episodes = (np.concatenate(column) for column in zip(*truths, strict=True))
+        significant = p_values < settings.alpha
+        gate, fit = fit_neighbour_gate(x, y, significant, episodes, settings.folds, settings.neighbours,
+                                       settings.margins)
+        gains = fit["cross_validated_gain"]
+        log(f"gate fit: round {r + 1}: chose {fit['choice']} on {len(y)} states: cross-validated gain "
+            f"{gains[fit['choice']]:+.3f} per state over always-latent (always-raw {gains['always_raw']:+.3f}, "
+            f"{int(significant.sum())} significant)")
+        round_record = {"round": r + 1, "collected_under": controller, **truth_summary(truths[-1], settings.alpha),
+                        "choice": fit["choice"], "cross_validated_gain": gains}
+        if settings.rounds > 1:  # how each round's gate plays; recorded, never used to choose a round
+            set_controller(agent, "rollout_gate", gate)
+            played = evaluate(agent, task, settings.episodes, config.eval.seed_base, env_factory(config, task))
+            round_record |= {"normalized_mean": played["normalized_mean"], "raw_rate": played["eval_raw_rate"]}
+            log(f"gate fit: round {r + 1}'s gate scores {played['normalized_mean']:.1f} over {settings.episodes} "
+                f"evaluation episodes, raw on {played['eval_raw_rate']:.0%} of steps")
+        rounds.append(round_record)
+    branched = time.perf_counter() - t0
     record = {"settings": settings.model_dump(mode="json"), "seed_base": GATE_FIT_SEED_BASE,
-              "states": len(states), "episodes": len(np.unique(episodes)),
-              "significant_states": int(significant.sum()),
-              "raw_truly_better_share": float((y[significant] > 0).mean()) if significant.any() else None,
-              "mean_difference": float(y.mean()),
+              **truth_summary(RoundTruth(x, y, p_values, episodes), settings.alpha),
               "fitted_raw_rate": float((gate(torch.as_tensor(x, dtype=torch.float32)) > 0).float().mean()), **fit,
+              "rounds": rounds,
               # the measured truth itself, so another selection rule can be tried on it without new rollouts
               "per_state": {"difference": y.round(6).tolist(), "p_value": p_values.round(6).tolist(),
-                            "episode": episodes.tolist()}}
+                            "episode": episodes.tolist(),
+                            "round": np.concatenate([np.full(len(t.y), i + 1) for i, t in enumerate(truths)]).tolist()}}
     save_rollout_gate(run_dir, gate, record)
-    gains = fit["cross_validated_gain"]
-    log(f"gate fit: chose {fit['choice']}: cross-validated gain {gains[fit['choice']]:+.3f} per state over always-"
-        f"latent (always-raw {gains['always_raw']:+.3f}, {int(significant.sum())} of {len(y)} states significant); "
-        f"wrote {run_dir / GATE_FILE}")
+    log(f"gate fit: saved round {settings.rounds}'s gate ({fit['choice']}) to {run_dir / GATE_FILE}")
     comparison = compare_controllers(agent, task, config, gate, settings.episodes)
     report = {"run": str(run_dir), "task": task.name, "algo": config.algo, "seed": config.seed,
               "tag": config.tag, "fit": record, "evaluation": comparison,
@@ -144,4 +199,3 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
         ", ".join(f"{name} {scores[name]['normalized_mean']:.1f}" for name in CONTROLLERS) +
         f"; wrote {run_dir / REPORT_FILE}")
     return report
-

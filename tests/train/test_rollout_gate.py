@@ -218,3 +218,26 @@ def test_the_diagnostic_scores_the_fitted_gate_on_its_own_held_out_truth(fitted_
     right = [(prediction[i] > 0) == (per_state["true_difference"][i] > 0) for i in significant]
     assert scored["sign_accuracy"] == (pytest.approx(sum(right) / len(right)) if right else None)
     assert scored["fit"]["choice"] == json.loads((run_dir / "rollout_gate.json").read_text())["fit"]["choice"]
+
+
+def test_dagger_rounds_branch_the_fitted_gates_own_states_and_refit_on_all(fitted_run, tmp_path):
+    """Round 1 is the one-round fit (same seeds, same truth); round 2 plays round 1's gate on fresh episodes, and the
+    saved gate is the one fitted on both rounds' states."""
+    root, run_dir, _ = fitted_run
+    copy = tmp_path / "seed0"
+    shutil.copytree(run_dir, copy)
+    run_cli("gate", "fit", str(copy), "--states", "40", "--stride", "4", "--repeats", "2", "--horizon", "10",
+            "--episodes", "3", "--rounds", "2")
+    report = json.loads((copy / "rollout_gate.json").read_text())
+    fit, one_round = report["fit"], json.loads((root / "report.json").read_text())["fit"]
+    assert fit["states"] == 80 and [r["collected_under"] for r in fit["rounds"]] == ["critic_gate", "rollout_gate"]
+    per_state = fit["per_state"]
+    assert per_state["round"] == [1] * 40 + [2] * 40
+    assert per_state["difference"][:40] == one_round["per_state"]["difference"][:40]  # round 1: the same truth
+    assert not set(per_state["episode"][:40]) & set(per_state["episode"][40:])  # round 2: episodes of its own
+    assert sum(r["states"] for r in fit["rounds"]) == 80
+    assert fit["rounds"][1]["significant_states"] == sum(p < 0.05 for p in per_state["p_value"][40:])
+    saved, _ = load_rollout_gate(copy)
+    assert saved.fitted.shape[0] == 80  # refitted on every round's states
+    played = report["evaluation"]["controllers"]["rollout_gate"]["normalized_mean"]
+    assert played == pytest.approx(fit["rounds"][-1]["normalized_mean"])  # the saved gate is the last round's
