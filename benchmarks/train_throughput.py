@@ -12,7 +12,8 @@ What is measured:
   cases    updates/s of one full update (batch sampling included, as in the real loop) for the IQL update,
            the offline pretraining step (CVAE + IQL + PLAS latent actor, via `pretrain()` itself) with CVAE
            width 256 and 750, the SPAARS online update in the latent and gated phases, and SAC; each fp32
-           and under bf16 autocast (fp32 master weights and optimiser), and compiled where it is cheap
+           and under bf16 autocast (fp32 master weights and optimiser; since 2026-12-05 every critic and value
+           head stays fp32 under it, as `online.update_precision: bf16` runs), and compiled where it is cheap
            (IQL losses, CVAE loss); the SPAARS updates also with `online.gate.critic=held_out` (`fp32+held-out`:
            its "x fp32" column is that critic's cost); `--cases` picks cases by name. FLOPs of one update are
            counted with FlopCounterMode (forward+backward),

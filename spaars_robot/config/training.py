@@ -148,6 +148,10 @@ class OnlineConfig(_Strict):
     critic_nstep: int = Field(
         1, ge=1, le=100, description="spaars/latent/raw: n of the shared critic's n-step TD target (1: one-step). "
                                      "The sum stops at episode ends; the bootstrap follows critic_target_action")
+    update_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="online gradient updates under a bf16 autocast (bf16): hidden layers in bf16, every "
+                            "critic and value head, their targets and advantages in fp32; acting, the gate and "
+                            "evaluation always fp32. Opt-in until its learning curves match fp32's (issue 16)")
     gate: GateConfig = GateConfig()
     transition: TransitionConfig = TransitionConfig()
 

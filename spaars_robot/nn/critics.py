@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spaars_robot.nn.mlp import EnsembleMLP, mlp
+from spaars_robot.nn.mlp import EnsembleMLP, forward_fp32_head, mlp
 
 
 class QEnsemble(nn.Module):
@@ -42,4 +42,4 @@ class ValueNet(nn.Module):
         self.net = mlp(obs_dim, hidden, 1, layer_norm)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs).squeeze(-1)
+        return forward_fp32_head(self.net, obs).squeeze(-1)

@@ -21,6 +21,21 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, layer_norm: bool = F
     return nn.Sequential(*layers)
 
 
+def forward_fp32_head(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`net(x)` with its last layer in fp32 even under a bf16 autocast (`online.update_precision: bf16`).
+
+    Why: value outputs are read as differences -- the gate's advantage of raw over latent was ~3e-4 of |Q| on hopper,
+    TD errors, IQL's Q - V -- and bf16 keeps ~3 significant digits, so a bf16 head would round the signal away. The
+    hidden layers, where the FLOPs are, may run in bf16; without an autocast this is exactly `net(x)`."""
+    *body, head = net
+    for layer in body:
+        x = layer(x)
+    if not torch.is_autocast_enabled(x.device.type):
+        return head(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return head(x.float())
+
+
 class EnsembleLinear(nn.Module):
     """E independent linear layers evaluated with one batched matmul: x [E, B, in] -> [E, B, out]."""
 
@@ -58,4 +73,4 @@ class EnsembleMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.ensemble_size, -1, -1)
-        return self.net(x)
+        return forward_fp32_head(self.net, x)

@@ -47,8 +47,9 @@ class OnlineLoop:
     def __init__(self, env, agent: Agent, replay: ReplayBuffer, sample: Callable[[], dict[str, torch.Tensor]],
                  seed: int, utd: int = 1, update_after: int = 0,
                  encode: Callable[[torch.Tensor], torch.Tensor] = identity, reward_scale: float = 1.0,
-                 support: SupportScorer | None = None) -> None:
+                 support: SupportScorer | None = None, bf16_updates: bool = False) -> None:
         self.env, self.agent, self.replay, self.sample = env, agent, replay, sample
+        self.bf16_updates = bf16_updates  # only `agent.update` runs under the autocast, never `explore`
         self.seed, self.utd, self.update_after = seed, utd, update_after
         self.encode, self.reward_scale, self.support = encode, reward_scale, support
         self.step = 0
@@ -87,8 +88,9 @@ class OnlineLoop:
             acted_on, obs = obs, next_obs
             self.step += 1
             if self.step > self.update_after:
-                for _ in range(self.utd):
-                    self.metrics = self.agent.update(self.sample())
+                with torch.autocast(self.replay.device.type, dtype=torch.bfloat16, enabled=self.bf16_updates):
+                    for _ in range(self.utd):
+                        self.metrics = self.agent.update(self.sample())
             info = StepInfo(self.step, source, score, bool(terminated), bool(truncated), self.metrics,
                             acted_on)
             stop = bool(on_step(info)) if on_step is not None else False

@@ -233,7 +233,8 @@ class OnlineSession:
         self.cfg, self.task = cfg, task
         self.online = ReplayBuffer(max(oc.env_steps, 1), task.obs_dim, task.action_dim, cfg.device)
         self.loop = OnlineLoop(runner.make_env(), built.agent, self.online, self._sample, seed=cfg.seed, utd=oc.utd,
-                               encode=built.encode, reward_scale=built.reward_scale, support=built.support)
+                               encode=built.encode, reward_scale=built.reward_scale, support=built.support,
+                               bf16_updates=oc.update_precision == "bf16")
         self.counters, self.rows, self.wall_before = Counters(), [], 0.0
         self.support_threshold = built.support.threshold if built.support is not None else float("inf")
         self.resumed = False
