@@ -327,6 +327,7 @@ _ADDED_NEUTRAL: dict[str, Any] = {
     "online.gate.critic": "shared",
     "spar": SPARConfig().model_dump(mode="json"),
     "pretrain.observation_dims": None,
+    "online.update_precision": "fp32",
 }
 
 
