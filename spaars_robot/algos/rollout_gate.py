@@ -96,13 +96,21 @@ def fit_neighbour_gate(x: np.ndarray, y: np.ndarray, significant: np.ndarray, ep
         for margin in margins:
             gains[f"k={k} margin={margin:g}"] = gain(predictions[k] > margin * spread, y)
     choice = max(gains, key=gains.get)  # first on ties: constants before kernels, narrow and small margins first
-    features = torch.as_tensor(x, dtype=torch.float32)
     record = {"choice": choice, "folds": folds, "difference_sd": spread, "cross_validated_gain": gains,
-              "cross_validated_sign": {str(k): sign_record(predictions[k], y, significant) for k in usable},
-              "k": None, "margin": None, "bandwidth": None}
-    if choice.startswith("always_"):
-        return NeighbourGate.constant(features, raw=choice == "always_raw"), record
-    k, margin = (float(part.split("=")[1]) for part in choice.split())
+              "cross_validated_sign": {str(k): sign_record(predictions[k], y, significant) for k in usable}}
+    gate, parameters = candidate_gate(x, y, choice)
+    return gate, record | parameters
+
+
+def candidate_gate(x: np.ndarray, y: np.ndarray, name: str) -> tuple[NeighbourGate, dict]:
+    """The deployable gate a candidate of `fit_neighbour_gate`'s record stands for, fitted on all of (x, y):
+    'always_raw', 'always_latent' or 'k=K margin=M' (M in sds of y). Returns (gate, its k / margin / bandwidth)."""
+    features = torch.as_tensor(x, dtype=torch.float32)
+    if name in ("always_raw", "always_latent"):
+        return NeighbourGate.constant(features, raw=name == "always_raw"), {"k": None, "margin": None,
+                                                                          "bandwidth": None}
+    k, margin = (float(part.split("=")[1]) for part in name.split())
+    spread = float(y.std()) or 1.0
     bandwidth = neighbour_bandwidth(x, int(k))
-    record |= {"k": int(k), "margin": margin * spread, "bandwidth": bandwidth}
-    return NeighbourGate(features, torch.as_tensor(y, dtype=torch.float32), bandwidth, offset=margin * spread), record
+    gate = NeighbourGate(features, torch.as_tensor(y, dtype=torch.float32), bandwidth, offset=margin * spread)
+    return gate, {"k": int(k), "margin": margin * spread, "bandwidth": bandwidth}

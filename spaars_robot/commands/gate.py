@@ -23,6 +23,9 @@ def fit(
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
     rounds: Annotated[int, typer.Option(help="DAgger rounds: each further round branches the states the previous "
                                              "round's gate visits and refits on all of them.")] = 1,
+    select: Annotated[str, typer.Option(help="Choose the gate by cross-validated per-state gain (gain) or by each "
+                                             "candidate's closed-loop return on episodes of its own (return).")] = "gain",
+    selection_episodes: Annotated[int, typer.Option(help="--select return: episodes per candidate.")] = 10,
     out: Annotated[Path | None, typer.Option(help="Also write the report here (e.g. benchmarks/results/...).")] = None,
 ) -> None:
     """Branch the run's simulator at states of its deployed policy, fit a gate to which first action (raw or
@@ -37,7 +40,8 @@ def fit(
 
     try:
         settings = GateFitSettings(states=states, repeats=repeats, horizon=horizon, stride=stride, episodes=episodes,
-                                   threads=threads, rounds=rounds)
+                                   threads=threads, rounds=rounds, select=select,
+                                   selection_episodes=selection_episodes)
     except ValidationError as err:
         raise SpaarsError("gate fit: " + "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in err.errors())) from err
     report = fit_gate(seed_run_dir(run_dir), settings, log=lambda line: console.print(line, highlight=False))

@@ -27,14 +27,20 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
-from spaars_robot.algos.rollout_gate import MARGINS, NEIGHBOURS, fit_neighbour_gate, gate_features
+from spaars_robot.algos.rollout_gate import (
+    MARGINS,
+    NEIGHBOURS,
+    candidate_gate,
+    fit_neighbour_gate,
+    gate_features,
+)
 from spaars_robot.data.files import atomic_write_json
 from spaars_robot.errors import SpaarsError
 from spaars_robot.export.rollout_gate_file import GATE_FILE, save_rollout_gate
@@ -51,6 +57,9 @@ from spaars_robot.train.safety_in_loop import env_factory
 
 GATE_FIT_SEED_BASE = 5_000_000
 ROUND_SEED_STRIDE = 100_000  # episodes per round can never reach it (states >= 1 per episode, far fewer states)
+# `--select return`'s episodes: not training (seed x 1,000,003 + episode), evaluation (1,000,000 + i), the diagnostic's
+# (3,000,000 + i) or the branching's (5,000,000 + 100,000 r + i); round r plays 7,500,000 + 100,000 r + i
+SELECTION_SEED_BASE = 7_500_000
 REPORT_FILE = "rollout_gate.json"
 CONTROLLERS = ("critic_gate", "rollout_gate", "raw", "latent")
 
@@ -72,6 +81,11 @@ class GateFitSettings(BaseModel):
     threads: int = Field(1, ge=1)
     rounds: int = Field(1, ge=1, le=10, description="DAgger rounds: round r + 1 branches the states round r's gate "
                                                      "visits and refits on all rounds' states")
+    select: Literal["gain", "return"] = Field(
+        "gain", description="how the gate is chosen among the candidates: cross-validated per-state gain over "
+                            "always-latent (gain), or the mean normalised return of each candidate played in closed "
+                            "loop on episodes of its own seed stream (return)")
+    selection_episodes: int = Field(10, ge=1, description="`select: return`: episodes per candidate")
 
 
 def set_controller(agent, name: str, gate: NeighbourGate | None) -> None:
@@ -103,6 +117,31 @@ def compare_controllers(agent, task, config, gate: NeighbourGate, episodes: int)
     return {"episodes": episodes, "seed_base": config.eval.seed_base, "controllers": scores,
             "rollout_gate_minus": {name: paired(rollout, scores[name]["normalized"])
                                    for name in CONTROLLERS if name != "rollout_gate"}}
+
+
+def select_by_return(agent, task, config, x: np.ndarray, y: np.ndarray, fit: dict, settings: GateFitSettings,
+                     round_index: int, log: Callable[[str], None]) -> tuple[NeighbourGate, dict]:
+    """Every candidate of the fit (both constants, each width x margin), fitted on all states and played in closed
+    loop; the best mean normalised return is deployed.
+
+    Why: the per-state gain is a one-step quantity under another controller's continuation; a gate that wins it can
+    still compound locally-better raw actions into falls (walker2d seeds 2 and 4). Whole episodes measure what the
+    issue asks for. Their seeds are the gate fit's own (SELECTION_SEED_BASE), never the evaluation's, so the
+    report's evaluation of the chosen gate stays out of sample."""
+    make = env_factory(config, task)
+    seed_base = SELECTION_SEED_BASE + ROUND_SEED_STRIDE * round_index
+    returns: dict[str, float] = {}
+    for name in fit["cross_validated_gain"]:
+        candidate, _ = candidate_gate(x, y, name)
+        set_controller(agent, "rollout_gate", candidate)
+        returns[name] = evaluate(agent, task, settings.selection_episodes, seed_base, make)["normalized_mean"]
+    choice = max(returns, key=returns.get)  # first on ties: constants before kernels
+    gate, parameters = candidate_gate(x, y, choice)
+    log(f"gate fit: round {round_index + 1}: by return {choice}: {returns[choice]:.1f} over "
+        f"{settings.selection_episodes} selection episodes (always-latent {returns['always_latent']:.1f}, always-raw "
+        f"{returns['always_raw']:.1f}; the gain's choice {fit['choice']} {returns[fit['choice']]:.1f})")
+    return gate, fit | parameters | {"choice": choice, "gain_choice": fit["choice"], "selection_return": returns,
+                                     "selection_seed_base": seed_base}
 
 
 class RoundTruth(NamedTuple):
@@ -166,11 +205,15 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
         gate, fit = fit_neighbour_gate(x, y, significant, episodes, settings.folds, settings.neighbours,
                                        settings.margins)
         gains = fit["cross_validated_gain"]
-        log(f"gate fit: round {r + 1}: chose {fit['choice']} on {len(y)} states: cross-validated gain "
+        log(f"gate fit: round {r + 1}: by gain {fit['choice']} on {len(y)} states: cross-validated gain "
             f"{gains[fit['choice']]:+.3f} per state over always-latent (always-raw {gains['always_raw']:+.3f}, "
             f"{int(significant.sum())} significant)")
+        if settings.select == "return":
+            gate, fit = select_by_return(agent, task, config, x, y, fit, settings, r, log)
         round_record = {"round": r + 1, "collected_under": controller, **truth_summary(truths[-1], settings.alpha),
-                        "choice": fit["choice"], "cross_validated_gain": gains}
+                        "choice": fit["choice"], "cross_validated_gain": gains,
+                        **({"gain_choice": fit["gain_choice"], "selection_return": fit["selection_return"]}
+                           if settings.select == "return" else {})}
         if settings.rounds > 1:  # how each round's gate plays; recorded, never used to choose a round
             set_controller(agent, "rollout_gate", gate)
             played = evaluate(agent, task, settings.episodes, config.eval.seed_base, env_factory(config, task))

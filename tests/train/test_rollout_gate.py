@@ -241,3 +241,25 @@ def test_dagger_rounds_branch_the_fitted_gates_own_states_and_refit_on_all(fitte
     assert saved.fitted.shape[0] == 80  # refitted on every round's states
     played = report["evaluation"]["controllers"]["rollout_gate"]["normalized_mean"]
     assert played == pytest.approx(fit["rounds"][-1]["normalized_mean"])  # the saved gate is the last round's
+
+
+def test_select_by_return_plays_every_candidate_and_deploys_the_best(fitted_run, tmp_path):
+    root, run_dir, _ = fitted_run
+    copy = tmp_path / "seed0"
+    shutil.copytree(run_dir, copy)
+    bad = run_cli("gate", "fit", str(copy), "--select", "loss", check=False)
+    assert bad.returncode != 0 and "--select" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+    run_cli("gate", "fit", str(copy), "--states", "40", "--stride", "4", "--repeats", "2", "--horizon", "10",
+            "--episodes", "3", "--select", "return", "--selection-episodes", "2")
+    fit = json.loads((copy / "rollout_gate.json").read_text())["fit"]
+    returns = fit["selection_return"]
+    assert set(returns) == set(fit["cross_validated_gain"])  # both constants and every width x margin, played
+    best = max(returns.values())
+    assert returns[fit["choice"]] == best and fit["choice"] == next(n for n, v in returns.items() if v == best)
+    assert fit["gain_choice"] == max(fit["cross_validated_gain"], key=fit["cross_validated_gain"].get)
+    assert fit["rounds"][0]["gain_choice"] == fit["gain_choice"] and fit["rounds"][0]["choice"] == fit["choice"]
+    saved, record = load_rollout_gate(copy)
+    if fit["choice"].startswith("always_"):
+        assert set(saved.values.tolist()) == {1.0 if fit["choice"] == "always_raw" else -1.0}
+    else:
+        assert record["k"] == int(fit["choice"].split()[0].split("=")[1]) and saved.bandwidth == record["bandwidth"]
