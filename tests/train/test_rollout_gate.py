@@ -263,3 +263,19 @@ def test_select_by_return_plays_every_candidate_and_deploys_the_best(fitted_run,
         assert set(saved.values.tolist()) == {1.0 if fit["choice"] == "always_raw" else -1.0}
     else:
         assert record["k"] == int(fit["choice"].split()[0].split("=")[1]) and saved.bandwidth == record["bandwidth"]
+
+
+def test_the_startup_benchmark_plays_what_gate_fit_plays(fitted_run, tmp_path):
+    """benchmarks/gate_startup.py's critic gate and its 0-step schedule (always raw) are gate fit's controllers."""
+    root, run_dir, _ = fitted_run
+    out = tmp_path / "startup.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gate_startup.py"), str(run_dir), "--episodes", "3",
+                    "--heads", "0,5", "--out", str(out)], check=True, capture_output=True, text=True, timeout=300,
+                   cwd=REPO, env={**os.environ, "MUJOCO_GL": "egl"})
+    result = json.loads(out.read_text())
+    played = json.loads((root / "report.json").read_text())["evaluation"]["controllers"]
+    assert result["critic_gate"]["normalized"] == pytest.approx(played["critic_gate"]["normalized"])
+    assert result["schedules"]["0"]["normalized"] == pytest.approx(played["raw"]["normalized"])
+    lengths, latent = result["critic_gate"]["lengths"], result["critic_gate"]["latent_steps"]
+    assert all(0 <= s < n for steps, n in zip(latent, lengths, strict=True) for s in steps)
+    assert result["critic_gate"]["latent_share"] == pytest.approx(sum(map(len, latent)) / sum(lengths))
