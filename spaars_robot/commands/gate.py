@@ -12,6 +12,20 @@ gate_app = typer.Typer(help="Gates between the raw and the latent controller of 
 app.add_typer(gate_app, name="gate")
 
 
+def parse_margins(text: str) -> tuple[float, ...]:
+    import math
+
+    from spaars_robot.errors import SpaarsError
+
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise SpaarsError(f"gate fit: --margins {text!r}: expected comma-separated finite numbers, e.g. -0.5,0,0.5")
+    return values
+
+
 @gate_app.command("fit")
 def fit(
     run_dir: Annotated[Path, typer.Argument(help="A finished spaars / latent / raw run (runs/<name>/seed<N>).")],
@@ -26,6 +40,9 @@ def fit(
     select: Annotated[str, typer.Option(help="Choose the gate by cross-validated per-state gain (gain) or by each "
                                              "candidate's closed-loop return on episodes of its own (return).")] = "gain",
     selection_episodes: Annotated[int, typer.Option(help="--select return: episodes per candidate.")] = 10,
+    margins: Annotated[str | None, typer.Option(help="Candidate decision margins in sds of the measured differences, "
+                                              "comma-separated; negative ones open the gate unless raw is predicted "
+                                              "clearly worse (default: 0,0.25,0.5,1).")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the report here (e.g. benchmarks/results/...).")] = None,
 ) -> None:
     """Branch the run's simulator at states of its deployed policy, fit a gate to which first action (raw or
@@ -39,9 +56,10 @@ def fit(
     from spaars_robot.train.gate_fit import GateFitSettings, fit_gate
 
     try:
+        chosen = {} if margins is None else {"margins": parse_margins(margins)}
         settings = GateFitSettings(states=states, repeats=repeats, horizon=horizon, stride=stride, episodes=episodes,
                                    threads=threads, rounds=rounds, select=select,
-                                   selection_episodes=selection_episodes)
+                                   selection_episodes=selection_episodes, **chosen)
     except ValidationError as err:
         raise SpaarsError("gate fit: " + "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in err.errors())) from err
     report = fit_gate(seed_run_dir(run_dir), settings, log=lambda line: console.print(line, highlight=False))

@@ -279,3 +279,20 @@ def test_the_startup_benchmark_plays_what_gate_fit_plays(fitted_run, tmp_path):
     lengths, latent = result["critic_gate"]["lengths"], result["critic_gate"]["latent_steps"]
     assert all(0 <= s < n for steps, n in zip(latent, lengths, strict=True) for s in steps)
     assert result["critic_gate"]["latent_share"] == pytest.approx(sum(map(len, latent)) / sum(lengths))
+
+
+def test_a_negative_margin_opens_the_gate_unless_raw_is_predicted_clearly_worse():
+    """'raw unless clearly worse' (hopper seed 0's best controller was raw everywhere but the start) is a candidate."""
+    from spaars_robot.algos.rollout_gate import candidate_gate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = np.where(x[:, 0] > 1.0, -3.0, -0.1)  # slightly worse almost everywhere, much worse in one region
+    query = torch.as_tensor(np.array([[-1.0, 0.0, 0.0], [2.0, 0.0, 0.0]]), dtype=torch.float32)
+    closed, _ = candidate_gate(x, y, "k=15 margin=0")
+    opened, parameters = candidate_gate(x, y, "k=15 margin=-0.25")
+    assert parameters["margin"] == pytest.approx(-0.25 * y.std()) and opened.offset == parameters["margin"]
+    assert (closed(query) > 0).tolist() == [False, False]
+    assert (opened(query) > 0).tolist() == [True, False]  # raw where it is only slightly worse, latent where costly
+    bad = run_cli("gate", "fit", "/nonexistent", "--margins", "0,x", check=False)
+    assert bad.returncode != 0 and "--margins" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
