@@ -221,7 +221,8 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
             log(f"gate fit: round {r + 1}'s gate scores {played['normalized_mean']:.1f} over {settings.episodes} "
                 f"evaluation episodes, raw on {played['eval_raw_rate']:.0%} of steps")
         rounds.append(round_record)
-    branched = time.perf_counter() - t0
+    branched = time.perf_counter() - t0  # "branch" in the report: everything up to the saved gate (with rounds and
+    # `select: return`, also the selection episodes and each round's evaluation), so a report's cost stays comparable
     record = {"settings": settings.model_dump(mode="json"), "seed_base": GATE_FIT_SEED_BASE,
               **truth_summary(RoundTruth(x, y, p_values, episodes), settings.alpha),
               "fitted_raw_rate": float((gate(torch.as_tensor(x, dtype=torch.float32)) > 0).float().mean()), **fit,
