@@ -29,30 +29,42 @@ import numpy as np
 import torch
 
 from spaars_robot.data.files import atomic_write_json
-from spaars_robot.envs import make_env
-from spaars_robot.train.branching import applied, load_gated_agent
+from spaars_robot.envs.evaluation import run_episodes
+from spaars_robot.train.branching import load_gated_agent
+from spaars_robot.train.safety_in_loop import env_factory
 
 
-def play(agent, task, layer, seed: int, head: int | None) -> tuple[float, list[int], int]:
-    """One evaluation episode: the critic gate (head None) or latent for `head` steps then raw.
-    Returns (normalised score, steps where the latent action was executed, episode length). The run's safety layer,
-    if it has one, is applied as in train/branching.py (the env itself is bare)."""
-    env = make_env(task)
-    obs, _ = env.reset(seed=seed)
-    safety = None if layer is None else layer.new_state()
-    agent.begin_episode(evaluation=True)
-    agent.phase, agent.force_raw = "gated", False
-    total, t, latent_steps, done = 0.0, 0, [], False
-    while not done:
-        if head is not None:
-            agent.phase, agent.force_raw = ("latent", False) if t < head else ("gated", True)
-        action, source = agent.act(obs)
+class Scheduled:
+    """The agent's `act` for `run_episodes` (the loop behind every reported score): the critic gate when `head` is
+    None, else the latent action for the episode's first `head` steps and raw after; it keeps where latent ran."""
+
+    def __init__(self, agent, head: int | None) -> None:
+        self.agent, self.head = agent, head
+        self.latent_steps: list[list[int]] = []
+        self.lengths: list[int] = []
+
+    def begin_episode(self) -> None:
+        self.agent.begin_episode(evaluation=True)
+        self.agent.phase, self.agent.force_raw = "gated", False
+        self.latent_steps.append([])
+        self.lengths.append(0)
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
+        t = self.lengths[-1]
+        if self.head is not None:
+            self.agent.phase, self.agent.force_raw = ("latent", False) if t < self.head else ("gated", True)
+        action, source = self.agent.act(obs)
         if source != "raw":
-            latent_steps.append(t)
-        obs, reward, terminated, truncated, _ = env.step(applied(layer, safety, action, obs))
-        total, t, done = total + float(reward), t + 1, terminated or truncated
-    env.close()
-    return task.normalized_score(total), latent_steps, t
+            self.latent_steps[-1].append(t)
+        self.lengths[-1] = t + 1
+        return action, source
+
+
+def play(agent, task, make, episodes: int, seed_base: int, head: int | None) -> tuple[list[float], Scheduled]:
+    """Normalised scores of `episodes` evaluation episodes under the schedule, and the schedule's per-step record."""
+    schedule = Scheduled(agent, head)
+    returns, _ = run_episodes(schedule, task, episodes, seed_base, begin_episode=schedule.begin_episode, make=make)
+    return [task.normalized_score(r) for r in returns], schedule
 
 
 def main() -> None:
@@ -64,26 +76,25 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    config, task, agent, _, layer = load_gated_agent(args.run)
-    seeds = [config.eval.seed_base + i for i in range(args.episodes)]
+    config, task, agent, _, _ = load_gated_agent(args.run)
+    make = env_factory(config, task)  # the run's safety layer, as its evaluations had it
     with torch.no_grad():
-        gate = [play(agent, task, layer, seed, None) for seed in seeds]
-        scores = [g[0] for g in gate]
+        scores, gate = play(agent, task, make, args.episodes, config.eval.seed_base, None)
         result: dict = {
             "run": str(args.run), "task": task.name, "seed": config.seed, "episodes": args.episodes,
             "eval_seed_base": config.eval.seed_base,
             "critic_gate": {"normalized_mean": float(np.mean(scores)), "normalized_std": float(np.std(scores)),
-                            "normalized": scores,
-                            "latent_steps": [g[1] for g in gate], "lengths": [g[2] for g in gate],
-                            "latent_share": sum(len(g[1]) for g in gate) / sum(g[2] for g in gate),
-                            "latent_before_step_20_share": float(np.mean([sum(s < 20 for s in g[1]) / len(g[1])
-                                                                          if g[1] else 0.0 for g in gate]))},
+                            "normalized": scores, "latent_steps": gate.latent_steps, "lengths": gate.lengths,
+                            "latent_share": sum(map(len, gate.latent_steps)) / sum(gate.lengths),
+                            "latent_before_step_20_share": float(np.mean([sum(t < 20 for t in steps) / len(steps)
+                                                                          if steps else 0.0
+                                                                          for steps in gate.latent_steps]))},
             "schedules": {}}
         print(f"critic gate: {result['critic_gate']['normalized_mean']:.1f} ± {np.std(scores):.1f}, latent on "
               f"{result['critic_gate']['latent_share']:.1%} of steps; first episodes' latent steps: "
-              + "; ".join(str(g[1][:10]) for g in gate[:3]))
+              + "; ".join(str(steps[:10]) for steps in gate.latent_steps[:3]))
         for head in (int(h) for h in args.heads.split(",")):
-            played = [play(agent, task, layer, seed, head)[0] for seed in seeds]
+            played, _ = play(agent, task, make, args.episodes, config.eval.seed_base, head)
             diff = np.asarray(played) - np.asarray(scores)
             result["schedules"][str(head)] = {"normalized_mean": float(np.mean(played)),
                                               "normalized_std": float(np.std(played)), "normalized": played,

@@ -10,6 +10,7 @@ is what lets a run resumed from an episode-boundary checkpoint replay exactly wh
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,7 +89,8 @@ class OnlineLoop:
             acted_on, obs = obs, next_obs
             self.step += 1
             if self.step > self.update_after:
-                with torch.autocast(self.replay.device.type, dtype=torch.bfloat16, enabled=self.bf16_updates):
+                with (torch.autocast(self.replay.device.type, dtype=torch.bfloat16) if self.bf16_updates
+                      else contextlib.nullcontext()):
                     for _ in range(self.utd):
                         self.metrics = self.agent.update(self.sample())
             info = StepInfo(self.step, source, score, bool(terminated), bool(truncated), self.metrics,
