@@ -226,7 +226,8 @@ class SPAARSAgent:
         alpha_loss.backward()
         self.alpha_opt.step()
 
-        # 3. raw policy: concurrent BC (latent phase) or TD3+BC anchored to the latent behaviour (gated)
+        # 3. raw policy: concurrent BC (latent phase; `latent_phase_raw: td3bc` also there) or TD3+BC anchored to
+        #    the latent behaviour (gated)
         metrics.update({"online/critic_loss": critic_loss.detach(), "online/q": q.mean().detach(),
                         "online/latent_loss": latent_loss.detach(), "online/alpha": alpha})
         with torch.no_grad():
@@ -238,7 +239,7 @@ class SPAARSAgent:
             raw_loss, lsi_metrics = lsi_loss(self.rectified, nets.cvae, nets.critic, obs, self.config.spar,
                                              self.generator)
             metrics.update(lsi_metrics)
-        elif self.phase == "gated":
+        elif self.phase == "gated" or cfg.latent_phase_raw == "td3bc":
             q_raw = nets.critic(obs, raw).mean(0)
             lam = cfg.alpha_bc / q_raw.abs().mean().detach().clamp_min(1e-6)
             raw_loss = -lam * q_raw.mean() + bc

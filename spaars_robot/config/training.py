@@ -134,6 +134,11 @@ class OnlineConfig(_Strict):
                                                 "and --algo td3bc's actor")
     concurrent_bc: bool = Field(True, description="clone the raw policy onto decoded latent actions during the latent phase")
     hard_switch: bool = Field(False, description="ablation: after the transition always execute raw (no gate)")
+    latent_phase_raw: Literal["bc", "td3bc"] = Field(
+        "bc", description="spaars: the raw policy's update during the latent phase: concurrent BC onto the decoded "
+                          "latent actions (bc, the paper's), or the gated phase's TD3+BC against the shared critic "
+                          "(td3bc: the raw actor improves off-policy from the latent phase's data, so it arrives at "
+                          "the switch trained, not only cloned; needs concurrent_bc)")
     rnd_feature_dim: int = Field(64, ge=1)
     target_subset: int | None = Field(None, ge=1, description="online critic targets: min over this many members "
                                                               "sampled per update; None = min over all")
@@ -256,6 +261,11 @@ class TrainConfig(_Strict):
             if changed:
                 raise ValueError(f"{', '.join(changed)}: only {', '.join(SHARED_CRITIC_ALGOS)} have that critic "
                                  f"(algo {self.algo})")
+        if self.online.latent_phase_raw != "bc" and (self.algo != "spaars" or not self.online.concurrent_bc
+                                                     or self.online.raw_init != "awr"):
+            raise ValueError(f"online.latent_phase_raw={self.online.latent_phase_raw}: only spaars with concurrent BC "
+                             f"and the AWR raw policy has a latent-phase raw update to change (algo {self.algo}, "
+                             f"concurrent_bc {self.online.concurrent_bc}, raw_init {self.online.raw_init})")
         if self.online.gate.critic != "shared" and self.algo != "spaars":
             raise ValueError(f"online.gate.critic={self.online.gate.critic}: only spaars's gate reads a held-out "
                              f"critic (algo {self.algo}: its gate never decides, or it has another agent)")
@@ -328,6 +338,7 @@ _ADDED_NEUTRAL: dict[str, Any] = {
     "spar": SPARConfig().model_dump(mode="json"),
     "pretrain.observation_dims": None,
     "online.update_precision": "fp32",
+    "online.latent_phase_raw": "bc",
 }
 
 

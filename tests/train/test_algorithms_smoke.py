@@ -183,3 +183,34 @@ def test_concurrent_bc_is_what_moves_the_raw_policy_before_the_switch(concurrent
     start = safe_torch_load(json.loads((run_dir / "pretrain.json").read_text())["cache"])["nets"]
     moved = any(not torch.equal(start[k], v) for k, v in _raw_policy(final["nets"]).items())
     assert moved == concurrent_bc
+
+
+def test_latent_phase_td3bc_changes_only_the_raw_policy_before_the_switch(tiny_hopper_dataset, tmp_path, cache_env):
+    """`online.latent_phase_raw=td3bc` trains the raw actor against the shared critic during the latent phase. The
+    raw policy never acts there and its update draws no random numbers, so everything else the run holds (critic,
+    latent policy, RND, the evaluations) is bit-identical to concurrent BC's run and only the raw policy differs;
+    and it differs toward what TD3+BC's Q term asks: higher Q under the run's own critic on the dataset's states."""
+    finals = {}
+    for mode in ("bc", "td3bc"):
+        runs = tmp_path / mode
+        run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--protocol", "smoke",
+                "--runs-root", str(runs), "--results-dir", str(tmp_path / f"res-{mode}"),
+                "--set", "online.env_steps=300", "--set", f"online.latent_phase_raw={mode}", env=cache_env)
+        (run_dir,) = [p.parent for p in runs.glob("*/seed0/checkpoint.pt")]
+        finals[mode] = (safe_torch_load(run_dir / "checkpoint.pt")["agent"], _rows(run_dir))
+    (bc, bc_rows), (td3, td3_rows) = finals["bc"], finals["td3bc"]
+    assert bc["phase"] == td3["phase"] == "latent"
+    assert [r["return_mean"] for r in bc_rows] == [r["return_mean"] for r in td3_rows]
+    others = [k for k in bc["nets"] if not k.startswith("raw_policy.")]
+    assert others and all(torch.equal(bc["nets"][k], td3["nets"][k]) for k in others)
+    assert any(not torch.equal(bc["nets"][k], td3["nets"][k]) for k in _raw_policy(bc["nets"]))
+
+
+def test_latent_phase_td3bc_is_refused_where_it_would_be_ignored(tiny_hopper_dataset, tmp_path, cache_env):
+    for flags in (["--algo", "latent"], ["--no-concurrent-bc"]):
+        out = run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--protocol", "smoke",
+                      "--runs-root", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"), *flags,
+                      "--set", "online.latent_phase_raw=td3bc", env=cache_env, check=False)
+        assert out.returncode != 0
+        assert "latent_phase_raw" in out.stderr and "Traceback" not in out.stderr
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("checkpoint.pt"))
