@@ -142,6 +142,17 @@ class SPAARSAgent:
             return (raw if use_raw else lat)[0].cpu().numpy(), "raw" if use_raw else "latent"
         return self.nets.decoded_latent_mean(s)[0].cpu().numpy(), "latent"
 
+    @torch.no_grad()
+    def controller_action(self, obs: np.ndarray, name: str) -> np.ndarray:
+        """One controller's deterministic action, whatever the gate would choose: mu_raw(s) ("raw") or
+        D(s, mean z(s)) ("latent"). For measuring the gate's decision (train/branching.py), never for acting."""
+        s = self._s(obs)
+        if name == "raw":
+            return self.raw_policy.mean_action(s)[0].cpu().numpy()
+        if name == "latent":
+            return self.nets.decoded_latent_mean(s)[0].cpu().numpy()
+        raise ValueError(f"controller {name!r}: raw or latent")
+
     # -- learning ----------------------------------------------------------------------------------
     def _next_action(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Critic target action at s': the latent controller's (a decoded sample, or with `critic_target_action:

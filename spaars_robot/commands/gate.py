@@ -32,6 +32,8 @@ def fit(
     states: Annotated[int, typer.Option(help="States to branch in the simulator.")] = 1200,
     repeats: Annotated[int, typer.Option(help="Paired repeats per state (>= 2).")] = 4,
     horizon: Annotated[int, typer.Option(help="Steps followed after the first action.")] = 100,
+    lead_steps: Annotated[int, typer.Option(help="Steps each branch keeps its controller before the deployed "
+                                                 "policy follows (1: only the first action differs).")] = 1,
     stride: Annotated[int, typer.Option(help="Steps between branched states along an episode.")] = 10,
     episodes: Annotated[int, typer.Option(help="Evaluation episodes per controller compared.")] = 20,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
@@ -57,11 +59,14 @@ def fit(
 
     try:
         chosen = {} if margins is None else {"margins": parse_margins(margins)}
-        settings = GateFitSettings(states=states, repeats=repeats, horizon=horizon, stride=stride, episodes=episodes,
+        settings = GateFitSettings(states=states, repeats=repeats, horizon=horizon, lead_steps=lead_steps,
+                                   stride=stride, episodes=episodes,
                                    threads=threads, rounds=rounds, select=select,
                                    selection_episodes=selection_episodes, **chosen)
     except ValidationError as err:
-        raise SpaarsError("gate fit: " + "; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in err.errors())) from err
+        raise SpaarsError("gate fit: " + "; ".join(
+            (f"--{str(e['loc'][0]).replace('_', '-')}: " if e["loc"] else "") + e["msg"]
+            for e in err.errors())) from err
     report = fit_gate(seed_run_dir(run_dir), settings, log=lambda line: console.print(line, highlight=False))
     if out is not None:
         atomic_write_json(out, report)

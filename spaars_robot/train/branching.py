@@ -102,10 +102,13 @@ def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | No
 
 
 def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int, gamma: float, noise: float,
-                  seed: int, layer: SafetyLayer | None = None, safety=None, obs: np.ndarray | None = None) -> float:
-    """Discounted return of `first_action` then the deployed policy with seeded noise, from (qpos, qvel).
+                  seed: int, layer: SafetyLayer | None = None, safety=None, obs: np.ndarray | None = None,
+                  lead: str | None = None, lead_steps: int = 1) -> float:
+    """Discounted return of `first_action`, then (with `lead`) that controller for the rest of the first
+    `lead_steps` steps, then the deployed policy, with seeded noise after the first action, from (qpos, qvel).
 
     Under a safety layer both branches continue from a copy of the same saved layer state (rate-limit history).
+    `horizon` counts every step from the state, lead steps included, so a longer lead costs nothing more.
     """
     env.unwrapped.set_state(qpos, qvel)
     agent.begin_episode(evaluation=True)
@@ -117,25 +120,35 @@ def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int
         total += gamma ** t * float(reward)
         if terminated:
             break
-        action, _ = agent.act(obs)
+        if lead is not None and t + 1 < lead_steps:
+            action = agent.controller_action(obs, lead)
+        else:
+            action, _ = agent.act(obs)
         action = action + noise * generator.standard_normal(action.shape)
     return total
 
 
 def branch_differences(task, agent, states: list[SavedState], raw: torch.Tensor, lat: torch.Tensor, horizon: int,
                        gamma: float, noise: float, repeats: int, layer: SafetyLayer | None,
-                       on_state: Callable[[int], None] | None = None) -> np.ndarray:
-    """[states, repeats] paired differences of discounted H-step returns, raw first action minus latent first action.
+                       on_state: Callable[[int], None] | None = None, lead_steps: int = 1) -> np.ndarray:
+    """[states, repeats] paired differences of discounted H-step returns, raw first action minus latent first action
+    (with `lead_steps` > 1: the raw controller for the first `lead_steps` steps minus the latent controller for them).
 
-    Repeat r of state i seeds both branches' noise with 7919 i + r (common random numbers), so a state's difference
-    is the first action's doing, and a rerun gives the same numbers. `on_state(done)` is called after each state."""
+    Why a lead: one swapped action among a hundred moves the return by little, so at most states the difference
+    drowns in the continuation's noise, and a decision the gate repeats step after step -- the start of an episode,
+    where seed 0's critic gate kept latent for 8 steps and scored 36 points above always-raw (BENCHMARKS.md) -- is
+    never measured as one. Repeat r of state i seeds both branches' noise with 7919 i + r (common random numbers),
+    so a state's difference is the branch controllers' doing, and a rerun gives the same numbers. `on_state(done)` is
+    called after each state."""
     env = make_env(task)
     diffs = np.zeros((len(states), repeats))
     for i, state in enumerate(states):
         for r in range(repeats):
             seed = 7919 * i + r
             returns = [branch_return(env, agent, state.qpos, state.qvel, first[i].numpy(), horizon, gamma, noise, seed,
-                                     layer, state.safety, state.obs) for first in (raw, lat)]
+                                     layer, state.safety, state.obs, lead=name if lead_steps > 1 else None,
+                                     lead_steps=lead_steps)
+                       for first, name in ((raw, "raw"), (lat, "latent"))]
             diffs[i, r] = returns[0] - returns[1]
         if on_state is not None:
             on_state(i + 1)

@@ -31,7 +31,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
 from spaars_robot.algos.rollout_gate import (
@@ -72,6 +72,8 @@ class GateFitSettings(BaseModel):
     stride: int = Field(10, ge=1)
     repeats: int = Field(4, ge=2, description="paired repeats per state (significance is a paired t-test)")
     horizon: int = Field(100, ge=1, description="steps followed after the first action")
+    lead_steps: int = Field(1, ge=1, description="steps each branch keeps its controller (raw or latent) before the "
+                                                 "deployed policy takes over; 1: only the first action differs")
     noise: float = Field(0.1, ge=0.0, description="Gaussian action noise of the continuation (common to both)")
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="significance level of a state's difference")
     folds: int = Field(5, ge=2)
@@ -86,6 +88,13 @@ class GateFitSettings(BaseModel):
                             "always-latent (gain), or the mean normalised return of each candidate played in closed "
                             "loop on episodes of its own seed stream (return)")
     selection_episodes: int = Field(10, ge=1, description="`select: return`: episodes per candidate")
+
+    @model_validator(mode="after")
+    def _lead_within_horizon(self) -> GateFitSettings:
+        if self.lead_steps > self.horizon:
+            raise ValueError(f"lead_steps {self.lead_steps} exceeds the horizon {self.horizon}: a branch would never "
+                             f"reach the deployed policy")
+        return self
 
 
 def set_controller(agent, name: str, gate: NeighbourGate | None) -> None:
@@ -171,7 +180,8 @@ def measure_round(agent, nets, task, config, layer, settings: GateFitSettings, r
                 f"({time.perf_counter() - t0:.0f} s)")
 
     diffs = branch_differences(task, agent, states, seen.raw, seen.lat, settings.horizon, config.online.gamma,
-                               settings.noise, settings.repeats, layer, on_state=progress)
+                               settings.noise, settings.repeats, layer, on_state=progress,
+                               lead_steps=settings.lead_steps)
     x = gate_features(seen.obs, seen.raw, seen.lat).numpy().astype(np.float64)
     return RoundTruth(x, diffs.mean(1), paired_p_values(diffs), episodes + offset)
 

@@ -296,3 +296,44 @@ def test_a_negative_margin_opens_the_gate_unless_raw_is_predicted_clearly_worse(
     assert (opened(query) > 0).tolist() == [True, False]  # raw where it is only slightly worse, latent where costly
     bad = run_cli("gate", "fit", "/nonexistent", "--margins", "0,x", check=False)
     assert bad.returncode != 0 and "--margins" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_a_lead_keeps_each_branchs_controller_for_its_steps_then_hands_to_the_deployed_policy(fitted_run):
+    """lead_steps = horizon is a whole branch under one controller; lead_steps = 1 is the one-action branch."""
+    from spaars_robot.envs import make_env
+    from spaars_robot.train.branching import branch_return
+    from spaars_robot.train.gate_fit import set_controller
+
+    _, run_dir, _ = fitted_run
+    config, task, agent, nets, layer = load_gated_agent(run_dir)
+    state = collect_states(agent, task, 3, 4, layer, seed_base=123)[-1]
+    seen = gate_inputs(agent, nets, [state], config.online.gate.kappa)
+    env = make_env(task)
+
+    def branch(first, **lead):
+        return branch_return(env, agent, state.qpos, state.qvel, first[0].detach().numpy(), 12, 0.99, 0.1, 7, layer,
+                             state.safety, state.obs, **lead)
+
+    one_action = branch(seen.raw)
+    assert branch(seen.raw, lead="raw", lead_steps=1) == one_action
+    led = {name: branch(first, lead=name, lead_steps=12) for first, name in ((seen.raw, "raw"), (seen.lat, "latent"))}
+    for name in ("raw", "latent"):  # the same as the constant controller deployed for the whole horizon
+        set_controller(agent, name, None)
+        assert branch(seen.raw if name == "raw" else seen.lat) == led[name]
+    set_controller(agent, "critic_gate", None)
+    env.close()
+    assert led["raw"] != led["latent"]
+    bad = run_cli("gate", "fit", str(run_dir), "--lead-steps", "20", "--horizon", "10", check=False)
+    assert bad.returncode != 0 and "lead_steps" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_gate_fit_with_a_lead_measures_other_differences_on_the_same_states(fitted_run, tmp_path):
+    root, run_dir, _ = fitted_run
+    copy = tmp_path / "seed0"
+    shutil.copytree(run_dir, copy)
+    run_cli("gate", "fit", str(copy), "--states", "60", "--stride", "4", "--repeats", "2", "--horizon", "10",
+            "--episodes", "3", "--lead-steps", "5")
+    fit, one_step = (json.loads(p.read_text())["fit"] for p in (copy / "rollout_gate.json", root / "report.json"))
+    assert fit["settings"]["lead_steps"] == 5 and one_step["settings"]["lead_steps"] == 1
+    assert fit["per_state"]["episode"] == one_step["per_state"]["episode"]  # the same states were branched
+    assert fit["per_state"]["difference"] != one_step["per_state"]["difference"]
