@@ -34,6 +34,9 @@ def fit(
     horizon: Annotated[int, typer.Option(help="Steps followed after the first action.")] = 100,
     lead_steps: Annotated[int, typer.Option(help="Steps each branch keeps its controller before the deployed "
                                                  "policy follows (1: only the first action differs).")] = 1,
+    hold_steps: Annotated[int, typer.Option(help="The fitted gate decides every N steps and holds its decision in "
+                                                 "between (set it to --lead-steps: the gate then executes the "
+                                                 "decision the branches measured).")] = 1,
     stride: Annotated[int, typer.Option(help="Steps between branched states along an episode.")] = 10,
     episodes: Annotated[int, typer.Option(help="Evaluation episodes per controller compared.")] = 20,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
@@ -60,6 +63,7 @@ def fit(
     try:
         chosen = {} if margins is None else {"margins": parse_margins(margins)}
         settings = GateFitSettings(states=states, repeats=repeats, horizon=horizon, lead_steps=lead_steps,
+                                   hold_steps=hold_steps,
                                    stride=stride, episodes=episodes,
                                    threads=threads, rounds=rounds, select=select,
                                    selection_episodes=selection_episodes, **chosen)

@@ -110,6 +110,11 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
         from spaars_robot.export.rollout_gate_file import load_rollout_gate
 
         rollout_gate, record = load_rollout_gate(run_dir)
+        hold = record.get("settings", {}).get("hold_steps", 1)
+        if hold != 1:  # the runtime decides at every observation: it would serve another controller than was fitted
+            raise SpaarsError(f"{run_dir}: its rollout gate holds each decision for {hold} steps (gate fit "
+                              f"--hold-steps), which the runtime does not do; export a gate fitted with "
+                              f"--hold-steps 1, or --gate critic")
         gate_fit = {key: value for key, value in record.items() if key != "per_state"}  # the manifest stays small
         # in units of the largest fitted difference: O(1) numbers, and the graph's rounding relative to what it averages
         gate_scale = float(rollout_gate.values.abs().max()) or 1.0

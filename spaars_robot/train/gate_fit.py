@@ -74,6 +74,9 @@ class GateFitSettings(BaseModel):
     horizon: int = Field(100, ge=1, description="steps followed after the first action")
     lead_steps: int = Field(1, ge=1, description="steps each branch keeps its controller (raw or latent) before the "
                                                  "deployed policy takes over; 1: only the first action differs")
+    hold_steps: int = Field(1, ge=1, description="the fitted gate decides every `hold_steps` steps of an episode and "
+                                                 "holds its decision in between (= lead_steps: the decision the "
+                                                 "branches measured is the one the gate executes)")
     noise: float = Field(0.1, ge=0.0, description="Gaussian action noise of the continuation (common to both)")
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="significance level of a state's difference")
     folds: int = Field(5, ge=2)
@@ -97,11 +100,13 @@ class GateFitSettings(BaseModel):
         return self
 
 
-def set_controller(agent, name: str, gate: NeighbourGate | None) -> None:
-    """Make the agent's deterministic `act` the named controller."""
+def set_controller(agent, name: str, gate: NeighbourGate | None, hold_steps: int = 1) -> None:
+    """Make the agent's deterministic `act` the named controller (a rollout gate holding each decision for
+    `hold_steps` steps)."""
     agent.phase = "latent" if name == "latent" else "gated"
     agent.force_raw = name == "raw"
     agent.rollout_gate = gate if name == "rollout_gate" else None
+    agent.rollout_gate_hold = hold_steps
 
 
 def paired(a: list[float], b: list[float]) -> dict:
@@ -112,12 +117,12 @@ def paired(a: list[float], b: list[float]) -> dict:
     return {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)]}
 
 
-def compare_controllers(agent, task, config, gate: NeighbourGate, episodes: int) -> dict:
+def compare_controllers(agent, task, config, gate: NeighbourGate, episodes: int, hold_steps: int = 1) -> dict:
     """The four controllers on the run's own evaluation seeds and env (its safety layer included)."""
     make = env_factory(config, task)
     scores = {}
     for name in CONTROLLERS:
-        set_controller(agent, name, gate)
+        set_controller(agent, name, gate, hold_steps)
         record = evaluate(agent, task, episodes, config.eval.seed_base, make)
         scores[name] = {"normalized_mean": record["normalized_mean"], "normalized_std": record["normalized_std"],
                         "raw_rate": record["eval_raw_rate"],
@@ -142,7 +147,7 @@ def select_by_return(agent, task, config, x: np.ndarray, y: np.ndarray, fit: dic
     returns: dict[str, float] = {}
     for name in fit["cross_validated_gain"]:
         candidate, _ = candidate_gate(x, y, name)
-        set_controller(agent, "rollout_gate", candidate)
+        set_controller(agent, "rollout_gate", candidate, settings.hold_steps)
         returns[name] = evaluate(agent, task, settings.selection_episodes, seed_base, make)["normalized_mean"]
     choice = max(returns, key=returns.get)  # first on ties: constants before kernels
     gate, parameters = candidate_gate(x, y, choice)
@@ -206,7 +211,7 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
     gate: NeighbourGate | None = None
     for r in range(settings.rounds):
         controller = "critic_gate" if gate is None else "rollout_gate"
-        set_controller(agent, controller, gate)
+        set_controller(agent, controller, gate, settings.hold_steps)
         played_by = "the deployed policy (critic gate)" if gate is None else f"round {r}'s fitted gate"
         log(f"gate fit {run_dir}: round {r + 1}/{settings.rounds}: collecting {settings.states} states of {played_by}")
         truths.append(measure_round(agent, nets, task, config, layer, settings, r, log, t0))
@@ -225,7 +230,7 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
                         **({"gain_choice": fit["gain_choice"], "selection_return": fit["selection_return"]}
                            if settings.select == "return" else {})}
         if settings.rounds > 1:  # how each round's gate plays; recorded, never used to choose a round
-            set_controller(agent, "rollout_gate", gate)
+            set_controller(agent, "rollout_gate", gate, settings.hold_steps)
             played = evaluate(agent, task, settings.episodes, config.eval.seed_base, env_factory(config, task))
             round_record |= {"normalized_mean": played["normalized_mean"], "raw_rate": played["eval_raw_rate"]}
             log(f"gate fit: round {r + 1}'s gate scores {played['normalized_mean']:.1f} over {settings.episodes} "
@@ -243,7 +248,7 @@ def fit_gate(run_dir: Path, settings: GateFitSettings,
                             "round": np.concatenate([np.full(len(t.y), i + 1) for i, t in enumerate(truths)]).tolist()}}
     save_rollout_gate(run_dir, gate, record)
     log(f"gate fit: saved round {settings.rounds}'s gate ({fit['choice']}) to {run_dir / GATE_FILE}")
-    comparison = compare_controllers(agent, task, config, gate, settings.episodes)
+    comparison = compare_controllers(agent, task, config, gate, settings.episodes, settings.hold_steps)
     report = {"run": str(run_dir), "task": task.name, "algo": config.algo, "seed": config.seed,
               "tag": config.tag, "fit": record, "evaluation": comparison,
               "seconds": {"branch": round(branched, 1), "total": round(time.perf_counter() - t0, 1)}}

@@ -337,3 +337,43 @@ def test_gate_fit_with_a_lead_measures_other_differences_on_the_same_states(fitt
     assert fit["settings"]["lead_steps"] == 5 and one_step["settings"]["lead_steps"] == 1
     assert fit["per_state"]["episode"] == one_step["per_state"]["episode"]  # the same states were branched
     assert fit["per_state"]["difference"] != one_step["per_state"]["difference"]
+
+
+def test_a_held_gate_decides_every_n_steps_of_an_episode_and_export_refuses_what_serve_would_not_hold(fitted_run,
+                                                                                                      tmp_path):
+    """With hold_steps N the rollout gate is asked at steps 0, N, 2N, ... of each episode and its answer executed in
+    between; a new episode asks afresh. Until the runtime holds decisions too, such a gate is refused at export."""
+    from spaars_robot.envs import make_env
+    from spaars_robot.train.gate_fit import set_controller
+
+    _, run_dir, _ = fitted_run
+    config, task, agent, nets, layer = load_gated_agent(run_dir)
+    fitted, record = load_rollout_gate(run_dir)
+    asked: list[int] = []
+
+    class Alternating(torch.nn.Module):  # raw, latent, raw, ... one answer per question
+        def forward(self, features):
+            asked.append(len(asked))
+            return torch.full((features.shape[0],), 1.0 if len(asked) % 2 else -1.0)
+
+    set_controller(agent, "rollout_gate", Alternating(), hold_steps=3)
+    env = make_env(task)
+    sources = []
+    for episode in range(2):
+        obs, _ = env.reset(seed=episode)
+        agent.begin_episode(evaluation=True)
+        for _ in range(7):
+            action, source = agent.act(obs)
+            sources.append(source)
+            obs, *_ = env.step(action)
+    env.close()
+    one_episode = ["raw"] * 3 + ["latent"] * 3 + ["raw"]
+    assert sources[:7] == one_episode and len(asked) == 6  # 3 questions per 7-step episode
+    # asked afresh at the new episode's first step (answer 4: latent), not carrying episode 1's last raw decision
+    assert sources[7:] == ["latent"] * 3 + ["raw"] * 3 + ["latent"]
+    copy = tmp_path / "seed0"
+    shutil.copytree(run_dir, copy)
+    save_rollout_gate(copy, fitted, {**record, "settings": {**record["settings"], "hold_steps": 3}})
+    proc = run_cli("export", str(copy), "--gate", "rollout", "--out", str(tmp_path / "bundle"), check=False)
+    assert proc.returncode != 0 and "holds each decision for 3 steps" in proc.stderr + proc.stdout
+    assert not (tmp_path / "bundle").exists()
