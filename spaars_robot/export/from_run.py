@@ -103,18 +103,14 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
 
         raw_policy = make_rectified(task.obs_dim, task.action_dim, nets.latent_dim, config.spar)
         raw_policy.load_state_dict(agent["spar"])
-    rollout_gate, gate_fit = None, None
+    rollout_gate, gate_fit, hold = None, None, 1
     if gate_form == "rollout":
         if skill_run:
             raise SpaarsError(f"{run_dir}: a {config.algo} run has no rollout gate (spaars, latent or raw runs do)")
         from spaars_robot.export.rollout_gate_file import load_rollout_gate
 
         rollout_gate, record = load_rollout_gate(run_dir)
-        hold = record.get("settings", {}).get("hold_steps", 1)
-        if hold != 1:  # the runtime decides at every observation: it would serve another controller than was fitted
-            raise SpaarsError(f"{run_dir}: its rollout gate holds each decision for {hold} steps (gate fit "
-                              f"--hold-steps), which the runtime does not do; export a gate fitted with "
-                              f"--hold-steps 1, or --gate critic")
+        hold = int(record.get("settings", {}).get("hold_steps", 1))  # the runtime holds it as gate fit played it
         gate_fit = {key: value for key, value in record.items() if key != "per_state"}  # the manifest stays small
         # in units of the largest fitted difference: O(1) numbers, and the graph's rounding relative to what it averages
         gate_scale = float(rollout_gate.values.abs().max()) or 1.0
@@ -142,6 +138,7 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
         train_command=facts.command, config=config.model_dump(mode="json"),
         calibration_obs=calibration_obs, gate_enabled=gate_enabled,
         gate_form="rollout_neighbours" if rollout_gate is not None else "critic_lcb", gate_fit=gate_fit,
+        gate_hold_steps=hold,
         skill_horizon=config.supe.horizon if skill_run else None,
     )
     return stack, info

@@ -56,6 +56,9 @@ class GateSpec(BaseModel):
     form: Literal["critic_lcb", "rollout_neighbours"] = Field(
         "critic_lcb", description="what gate_advantage is: the critic ensemble's LCB (relative to the gate scale), or "
                                   "a gate fitted to branched simulator rollouts (`spaars-robot gate fit`)")
+    hold_steps: int = Field(1, ge=1, description="the gate is asked at steps 0, N, 2N, ... of an episode and its "
+                                                 "answer held in between (a rollout gate fitted with --hold-steps N); "
+                                                 "the support monitor still checks every step")
     fit: dict | None = Field(None, description="rollout_neighbours: its fit record (states, repeats, the choice and "
                                                "every candidate's cross-validated gain, constants included)")
 

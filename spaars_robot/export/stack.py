@@ -200,4 +200,5 @@ class RunExportInfo(BaseModel):
     gate_enabled: bool = True  # False: the deployed policy never sends the raw action (SUPE; SPAARS-SUPE pre-switch)
     gate_form: str = "critic_lcb"  # or "rollout_neighbours": the run's fitted rollout gate (export --gate rollout)
     gate_fit: dict | None = None  # the rollout gate's fit record (states, k, cross-validated sign accuracy)
+    gate_hold_steps: int = 1  # a rollout gate fitted with --hold-steps: decide every N steps, hold in between
     skill_horizon: int | None = None  # skill policies: steps a chosen skill is held

@@ -30,8 +30,13 @@ class DecisionState:
     """Per-client gate + support monitor state; `decide` is called once per observation."""
 
     def __init__(self, gate_threshold: float, gate_hysteresis: float, support_threshold: float,
-                 support_hysteresis: float, gate_enabled: bool = True, skill: SkillClock | None = None) -> None:
+                 support_hysteresis: float, gate_enabled: bool = True, skill: SkillClock | None = None,
+                 gate_hold_steps: int = 1) -> None:
         self.gate = Latch(gate_threshold, gate_hysteresis)
+        # a gate fitted with `gate fit --hold-steps N` is asked every N steps and its answer held in between, as the
+        # simulator played it when it was chosen; the support monitor below still judges every step
+        self.gate_hold_steps = gate_hold_steps
+        self._held: tuple[bool, int] | None = None  # (the gate's answer, steps it still holds)
         self.support = Latch(support_threshold, support_hysteresis)
         self.gate_enabled = gate_enabled
         self.skill = skill  # a skill policy's skill in force (export/skill_clock.py); same life as the latches
@@ -42,12 +47,13 @@ class DecisionState:
         """A client's fresh state for this bundle: its thresholds, and a skill clock if it is a skill policy."""
         m = manifest
         return cls(m.gate.threshold, m.gate.hysteresis, m.support.threshold, m.support.hysteresis,
-                   gate_enabled=m.gate.enabled, skill=SkillClock.for_bundle(m.skills))
+                   gate_enabled=m.gate.enabled, skill=SkillClock.for_bundle(m.skills), gate_hold_steps=m.gate.hold_steps)
 
     def reset(self) -> None:
         """A new episode: start from the latent (in-support) policy with the monitor clear (and choose a skill)."""
         self.gate.reset()
         self.support.reset()
+        self._held = None
         if self.skill is not None:
             self.skill.reset()
 
@@ -56,8 +62,12 @@ class DecisionState:
 
         Non-finite numbers are treated as the worst case: NaN advantage -> latent, NaN score -> out of support.
         """
-        gate_raw = self.gate.update(gate_advantage if math.isfinite(gate_advantage) else -math.inf) \
-            and self.gate_enabled
+        if self._held is not None and self._held[1] > 0:
+            gate_raw, self._held = self._held[0], (self._held[0], self._held[1] - 1)
+        else:
+            gate_raw = self.gate.update(gate_advantage if math.isfinite(gate_advantage) else -math.inf) \
+                and self.gate_enabled
+            self._held = (gate_raw, self.gate_hold_steps - 1)
         out_of_support = self.support.update(support_score if not math.isnan(support_score) else math.inf)
         if not gate_raw:
             source: Source = "latent"

@@ -142,6 +142,21 @@ def test_gate_latch_hysteresis_unit():
     assert picks == ["latent", "raw", "raw", "latent", "latent", "latent"]
 
 
+def test_a_held_gate_is_asked_every_n_steps_while_the_support_monitor_judges_every_step():
+    """gate_hold_steps 3 (a rollout gate fitted with --hold-steps 3): answers at steps 0, 3, 6 are held, and a reset
+    asks afresh; a raw answer held through an out-of-support step still falls back there."""
+    state = DecisionState(gate_threshold=0.0, gate_hysteresis=0.0, support_threshold=1.0, support_hysteresis=0.0,
+                          gate_hold_steps=3)
+    advantages = (1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0)
+    scores = (0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0)
+    picks = [state.decide(a, s).source for a, s in zip(advantages, scores, strict=True)]
+    assert picks == ["raw", "raw", "fallback", "latent", "latent", "latent", "raw"]
+    state.reset()
+    assert [state.decide(a, 0.0).source for a in (-1.0, 1.0)] == ["latent", "latent"]
+    plain = DecisionState(gate_threshold=0.0, gate_hysteresis=0.0, support_threshold=1.0, support_hysteresis=0.0)
+    assert [plain.decide(a, 0.0).source for a in advantages[:5]] == ["raw", "latent", "latent", "latent", "raw"]
+
+
 def test_finalize_and_telemetry_hooks_see_every_action(bundle, hopper):
     records = []
 

@@ -339,11 +339,11 @@ def test_gate_fit_with_a_lead_measures_other_differences_on_the_same_states(fitt
     assert fit["per_state"]["difference"] != one_step["per_state"]["difference"]
 
 
-def test_a_held_gate_decides_every_n_steps_of_an_episode_and_export_refuses_what_serve_would_not_hold(fitted_run,
-                                                                                                      tmp_path):
+def test_a_held_gate_decides_every_n_steps_of_an_episode_and_export_carries_the_hold(fitted_run, tmp_path):
     """With hold_steps N the rollout gate is asked at steps 0, N, 2N, ... of each episode and its answer executed in
-    between; a new episode asks afresh. Until the runtime holds decisions too, such a gate is refused at export."""
+    between; a new episode asks afresh. The exported manifest carries N, so the runtime holds as gate fit played."""
     from spaars_robot.envs import make_env
+    from spaars_robot.runtime.decision import DecisionState
     from spaars_robot.train.gate_fit import set_controller
 
     _, run_dir, _ = fitted_run
@@ -374,6 +374,8 @@ def test_a_held_gate_decides_every_n_steps_of_an_episode_and_export_refuses_what
     copy = tmp_path / "seed0"
     shutil.copytree(run_dir, copy)
     save_rollout_gate(copy, fitted, {**record, "settings": {**record["settings"], "hold_steps": 3}})
-    proc = run_cli("export", str(copy), "--gate", "rollout", "--out", str(tmp_path / "bundle"), check=False)
-    assert proc.returncode != 0 and "holds each decision for 3 steps" in proc.stderr + proc.stdout
-    assert not (tmp_path / "bundle").exists()
+    run_cli("export", str(copy), "--gate", "rollout", "--out", str(tmp_path / "bundle"))
+    held = load_bundle(tmp_path / "bundle").manifest
+    assert held.gate.hold_steps == 3 and DecisionState.for_bundle(held).gate_hold_steps == 3  # what serve builds
+    run_cli("export", str(run_dir), "--gate", "rollout", "--out", str(tmp_path / "plain"))
+    assert load_bundle(tmp_path / "plain").manifest.gate.hold_steps == 1
