@@ -103,15 +103,21 @@ def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | No
 
 def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int, gamma: float, noise: float,
                   seed: int, layer: SafetyLayer | None = None, safety=None, obs: np.ndarray | None = None,
-                  lead: str | None = None, lead_steps: int = 1) -> float:
+                  lead: str | None = None, lead_steps: int = 1, gate_open: bool | None = None) -> float:
     """Discounted return of `first_action`, then (with `lead`) that controller for the rest of the first
     `lead_steps` steps, then the deployed policy, with seeded noise after the first action, from (qpos, qvel).
 
     Under a safety layer both branches continue from a copy of the same saved layer state (rate-limit history).
     `horizon` counts every step from the state, lead steps included, so a longer lead costs nothing more.
+    `gate_open`: the deployed critic gate's latch at the state (SavedState.deployed_raw). The continuation is the
+    deployed policy, latch included: a latch reset at every branch would make it re-pass the gate's entry test,
+    which a latching gate rarely does, so the branches would measure a mostly-latent continuation instead (done so
+    before 2026-12-06). During a lead the latch keeps observing, as the deployed one would.
     """
     env.unwrapped.set_state(qpos, qvel)
     agent.begin_episode(evaluation=True)
+    if gate_open is not None:
+        agent.eval_gate.is_open = gate_open
     generator = np.random.default_rng(seed)
     safety = copy.deepcopy(safety)
     total, action = 0.0, first_action
@@ -121,6 +127,8 @@ def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int
         if terminated:
             break
         if lead is not None and t + 1 < lead_steps:
+            if agent.rollout_gate is None:
+                agent.act(obs)  # the critic gate's latch observes the step (deterministic, no random numbers)
             action = agent.controller_action(obs, lead)
         else:
             action, _ = agent.act(obs)
@@ -147,7 +155,7 @@ def branch_differences(task, agent, states: list[SavedState], raw: torch.Tensor,
             seed = 7919 * i + r
             returns = [branch_return(env, agent, state.qpos, state.qvel, first[i].numpy(), horizon, gamma, noise, seed,
                                      layer, state.safety, state.obs, lead=name if lead_steps > 1 else None,
-                                     lead_steps=lead_steps)
+                                     lead_steps=lead_steps, gate_open=state.deployed_raw)
                        for first, name in ((raw, "raw"), (lat, "latent"))]
             diffs[i, r] = returns[0] - returns[1]
         if on_state is not None:

@@ -379,3 +379,36 @@ def test_a_held_gate_decides_every_n_steps_of_an_episode_and_export_carries_the_
     assert held.gate.hold_steps == 3 and DecisionState.for_bundle(held).gate_hold_steps == 3  # what serve builds
     run_cli("export", str(run_dir), "--gate", "rollout", "--out", str(tmp_path / "plain"))
     assert load_bundle(tmp_path / "plain").manifest.gate.hold_steps == 1
+
+
+def test_a_branch_continues_with_the_deployed_gates_latch_not_a_reset_one(fitted_run):
+    """A latch that never passes its entry test but, once open, never closes: a branch from a state where the deployed
+    gate was open must continue raw (the deployed policy), not latent as a reset latch would."""
+    from spaars_robot.envs import make_env
+    from spaars_robot.train.branching import branch_return
+    from spaars_robot.train.gate_fit import set_controller
+
+    _, run_dir, _ = fitted_run
+    config, task, agent, nets, layer = load_gated_agent(run_dir)
+    state = collect_states(agent, task, 3, 4, layer, seed_base=321)[-1]
+    seen = gate_inputs(agent, nets, [state], config.online.gate.kappa)
+    env = make_env(task)
+
+    def branch(**kw):
+        return branch_return(env, agent, state.qpos, state.qvel, seen.raw[0].detach().numpy(), 12, 0.99, 0.1, 7,
+                             layer, state.safety, state.obs, **kw)
+
+    expected = {}
+    for name in ("raw", "latent"):
+        set_controller(agent, name, None)
+        expected[name] = branch()
+    set_controller(agent, "critic_gate", None)
+    agent.eval_gate.tau_rel, agent.eval_gate.hysteresis_rel = 1e9, 2e9  # entry never passes, an open latch stays
+    # approx: MuJoCo's solver warm start carries from the previous branch, ~1e-15 apart
+    assert branch(gate_open=True) == pytest.approx(expected["raw"], abs=1e-9)
+    assert branch(gate_open=False) == pytest.approx(expected["latent"], abs=1e-9)
+    assert branch() == pytest.approx(expected["latent"], abs=1e-9)  # unset: a reset latch, as before
+    assert abs(branch(gate_open=True, lead="latent", lead_steps=4)
+               - branch(gate_open=False, lead="latent", lead_steps=4)) > 1e-6  # the latch carried through the lead
+    env.close()
+    assert abs(expected["raw"] - expected["latent"]) > 1e-6
