@@ -5,6 +5,7 @@ decide exactly as the trained one did, so both use this class rather than two co
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -22,3 +23,26 @@ class Latch:
 
     def reset(self) -> None:
         self.on = False
+
+
+@dataclass
+class Hold:
+    """A decision asked every `steps` steps of an episode and kept in between (`gate fit --hold-steps`).
+
+    Shared by the training-side agent that `gate fit` plays and the server's per-session state, for the Latch's
+    reason: the served gate must hold exactly as the one that was chosen in simulation."""
+
+    steps: int = 1
+    value: bool | None = None  # the decision in force; None: ask at the next step
+    left: int = 0  # further steps it holds
+
+    def next(self, ask: Callable[[], bool]) -> bool:
+        """The decision for this step: the held one while it lasts, else `ask()`, which is then held."""
+        if self.value is not None and self.left > 0:
+            self.left -= 1
+            return self.value
+        self.value, self.left = ask(), self.steps - 1
+        return self.value
+
+    def reset(self) -> None:
+        self.value, self.left = None, 0

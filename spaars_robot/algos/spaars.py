@@ -29,6 +29,7 @@ import torch
 
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
+from spaars_robot.algos.latch import Hold
 from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
@@ -79,9 +80,8 @@ class SPAARSAgent:
         # a gate fitted to branched rollouts after training (`spaars-robot gate fit`, algos/rollout_gate.py): when set,
         # it decides where the critic's LCB did; it is a run artifact (rollout_gate.pt), not part of the checkpoint
         self.rollout_gate: NeighbourGate | None = None
-        # its decision is held for this many steps (`gate fit --hold-steps`): what a branch with a lead measured
-        self.rollout_gate_hold = 1
-        self._held: tuple[bool, int] | None = None  # (decision, steps it still holds) within the current episode
+        # its decision is held for `rollout_hold.steps` steps (`gate fit --hold-steps`): what a lead measured
+        self.rollout_hold = Hold()
         # gate.critic=held_out: the gate's own ensemble (see GateConfig.critic), fresh weights from a stream of its
         # own so that every other network, and the run up to the switch, is bit for bit the shared-gate run's
         self.held_out: QEnsemble | None = None
@@ -111,7 +111,7 @@ class SPAARSAgent:
     def begin_episode(self, evaluation: bool = False) -> None:
         """Gate hysteresis is per trajectory; evaluation episodes have their own gate state."""
         (self.eval_gate if evaluation else self.gate).reset()
-        self._held = None
+        self.rollout_hold.reset()
 
     @torch.no_grad()
     def _gated_choice(self, s: torch.Tensor, gate: AdvantageGate) -> tuple[bool, torch.Tensor, torch.Tensor]:
@@ -120,12 +120,8 @@ class SPAARSAgent:
         if self.force_raw:
             return True, raw, lat
         if self.rollout_gate is not None:  # no hysteresis: it predicts the difference itself, not a noisy bound
-            if self._held is not None and self._held[1] > 0:
-                self._held = (self._held[0], self._held[1] - 1)
-                return self._held[0], raw, lat
-            use_raw = bool(self.rollout_gate(gate_features(s, raw, lat))[0] > 0)
-            self._held = (use_raw, self.rollout_gate_hold - 1)
-            return use_raw, raw, lat
+            gate = self.rollout_gate
+            return self.rollout_hold.next(lambda: bool(gate(gate_features(s, raw, lat))[0] > 0)), raw, lat
         lcb = float(gate_lcb(self.gate_critic, s, raw, lat, self.cfg.gate.kappa)[0])
         return gate.decide(lcb, float(self.gate_scale())), raw, lat
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from spaars_robot.algos.latch import Latch
+from spaars_robot.algos.latch import Hold, Latch
 from spaars_robot.export.manifest import BundleManifest
 from spaars_robot.export.skill_clock import SkillClock
 from spaars_robot.runtime.protocol import Source
@@ -35,12 +35,15 @@ class DecisionState:
         self.gate = Latch(gate_threshold, gate_hysteresis)
         # a gate fitted with `gate fit --hold-steps N` is asked every N steps and its answer held in between, as the
         # simulator played it when it was chosen; the support monitor below still judges every step
-        self.gate_hold_steps = gate_hold_steps
-        self._held: tuple[bool, int] | None = None  # (the gate's answer, steps it still holds)
+        self.gate_hold = Hold(gate_hold_steps)
         self.support = Latch(support_threshold, support_hysteresis)
         self.gate_enabled = gate_enabled
         self.skill = skill  # a skill policy's skill in force (export/skill_clock.py); same life as the latches
         self.fallbacks = 0
+
+    @property
+    def gate_hold_steps(self) -> int:
+        return self.gate_hold.steps
 
     @classmethod
     def for_bundle(cls, manifest: BundleManifest) -> DecisionState:
@@ -53,7 +56,7 @@ class DecisionState:
         """A new episode: start from the latent (in-support) policy with the monitor clear (and choose a skill)."""
         self.gate.reset()
         self.support.reset()
-        self._held = None
+        self.gate_hold.reset()
         if self.skill is not None:
             self.skill.reset()
 
@@ -62,12 +65,8 @@ class DecisionState:
 
         Non-finite numbers are treated as the worst case: NaN advantage -> latent, NaN score -> out of support.
         """
-        if self._held is not None and self._held[1] > 0:
-            gate_raw, self._held = self._held[0], (self._held[0], self._held[1] - 1)
-        else:
-            gate_raw = self.gate.update(gate_advantage if math.isfinite(gate_advantage) else -math.inf) \
-                and self.gate_enabled
-            self._held = (gate_raw, self.gate_hold_steps - 1)
+        gate_raw = self.gate_hold.next(lambda: self.gate.update(
+            gate_advantage if math.isfinite(gate_advantage) else -math.inf) and self.gate_enabled)
         out_of_support = self.support.update(support_score if not math.isnan(support_score) else math.inf)
         if not gate_raw:
             source: Source = "latent"

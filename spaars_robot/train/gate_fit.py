@@ -34,6 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
+from spaars_robot.algos.latch import Hold
 from spaars_robot.algos.rollout_gate import (
     MARGINS,
     NEIGHBOURS,
@@ -106,7 +107,7 @@ def set_controller(agent, name: str, gate: NeighbourGate | None, hold_steps: int
     agent.phase = "latent" if name == "latent" else "gated"
     agent.force_raw = name == "raw"
     agent.rollout_gate = gate if name == "rollout_gate" else None
-    agent.rollout_gate_hold = hold_steps
+    agent.rollout_hold = Hold(hold_steps)
 
 
 def paired(a: list[float], b: list[float]) -> dict:
