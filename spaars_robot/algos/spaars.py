@@ -161,7 +161,8 @@ class SPAARSAgent:
     # -- learning ----------------------------------------------------------------------------------
     def _next_action(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Critic target action at s': the latent controller's (a decoded sample, or with `critic_target_action:
-        mean` the decoded mean it deploys) or, once gated, the raw mean where the gate opens.
+        mean` the decoded mean it deploys) or, once gated, the raw mean where the gate's entry test passes
+        (`gated_target: entry`) or everywhere (`gated_target: raw`).
 
         Why `mean` exists: the gate ranks the deployed raw action against the deployed latent action, but with
         sampled targets the critic values a continuation that explores; if that noise blurs what one action does,
@@ -175,7 +176,9 @@ class SPAARSAgent:
         if self.phase == "latent":
             return latent
         raw = self.raw_policy.mean_action(next_obs)
-        if self.force_raw:
+        if self.force_raw or self.cfg.gated_target == "raw":
+            # raw: the latched gate executes raw on ~99 % of post-switch steps, so the continuation worth valuing is
+            # raw's; the per-state entry test would value a mostly latent one (docs/spaars.md, "The critic's target")
             return raw
         lcb = gate_lcb(self.gate_critic, next_obs, raw, self.nets.decoded_latent_mean(next_obs), self.cfg.gate.kappa)
         return torch.where(self.gate.batch_open(lcb, self.gate_scale()).unsqueeze(-1), raw, latent)

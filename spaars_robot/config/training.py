@@ -139,6 +139,13 @@ class OnlineConfig(_Strict):
                           "latent actions (bc, the paper's), or the gated phase's TD3+BC against the shared critic "
                           "(td3bc: the raw actor improves off-policy from the latent phase's data, so it arrives at "
                           "the switch trained, not only cloned; needs concurrent_bc)")
+    gated_target: Literal["entry", "raw"] = Field(
+        "entry", description="spaars, gated phase: the action at s' in the shared critic's TD target: raw where the "
+                             "gate's entry test (LCB > tau x scale, no latch) passes and the latent action elsewhere "
+                             "(entry: the committed runs' target; there the latched gate executed raw on ~99 % of "
+                             "steps while the entry test passed on ~25 % of states, so the critic valued a mostly "
+                             "latent continuation the deployed policy did not follow), or the raw mean everywhere "
+                             "(raw: the critic values the raw continuation, as raw fine-tuning's critic does)")
     rnd_feature_dim: int = Field(64, ge=1)
     target_subset: int | None = Field(None, ge=1, description="online critic targets: min over this many members "
                                                               "sampled per update; None = min over all")
@@ -266,6 +273,9 @@ class TrainConfig(_Strict):
             raise ValueError(f"online.latent_phase_raw={self.online.latent_phase_raw}: only spaars with concurrent BC "
                              f"and the AWR raw policy has a latent-phase raw update to change (algo {self.algo}, "
                              f"concurrent_bc {self.online.concurrent_bc}, raw_init {self.online.raw_init})")
+        if self.online.gated_target != "entry" and self.algo != "spaars":
+            raise ValueError(f"online.gated_target={self.online.gated_target}: only spaars has a gated phase whose "
+                             f"critic target the gate chooses (algo {self.algo})")
         if self.online.gate.critic != "shared" and self.algo != "spaars":
             raise ValueError(f"online.gate.critic={self.online.gate.critic}: only spaars's gate reads a held-out "
                              f"critic (algo {self.algo}: its gate never decides, or it has another agent)")
@@ -339,6 +349,7 @@ _ADDED_NEUTRAL: dict[str, Any] = {
     "pretrain.observation_dims": None,
     "online.update_precision": "fp32",
     "online.latent_phase_raw": "bc",
+    "online.gated_target": "entry",
 }
 
 

@@ -165,6 +165,39 @@ def test_critic_targets_follow_the_gate_state_by_state():
         assert torch.equal(target_actions[row], raw[row]) == raw_expected, row
 
 
+def test_gated_target_raw_values_the_raw_continuation_everywhere():
+    """`online.gated_target=raw`: once gated, every TD-target action is the raw mean, also where the entry test keeps
+    latent; the latent phase's target is untouched; refused where no gated phase chooses; the default stays out of the
+    tag so that earlier runs keep their names."""
+    from spaars_robot.algos.spaars import SPAARSAgent
+    from spaars_robot.errors import ConfigError
+    from spaars_robot.config.training import hyperparameter_tag, resolve_config
+
+    next_obs = torch.stack([torch.as_tensor(_obs(f)) for f in (1.0, -1.0, 2.0, -0.5)])
+    _, nets = _agent()
+    raw = nets.raw_policy.mean_action(next_obs)
+    sets = ["online.gate.hysteresis_rel=0", "online.gate.kappa=1", "online.critic_target_action=mean"]
+    entry = SPAARSAgent(nets, resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "spaars",
+                                                        "seed": 0}, sets), torch.Generator().manual_seed(0))
+    config = resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "spaars", "seed": 0},
+                            [*sets, "online.gated_target=raw"])
+    agent = SPAARSAgent(nets, config, torch.Generator().manual_seed(0))
+    entry.phase = agent.phase = "gated"
+    assert [torch.equal(row, r) for row, r in zip(entry._next_action(next_obs), raw)] == [True, False, True, False]
+    assert torch.equal(agent._next_action(next_obs), raw)
+    agent.phase = "latent"
+    assert torch.equal(agent._next_action(next_obs), nets.decoded_latent_mean(next_obs))
+    for algo in ("latent", "raw"):
+        with pytest.raises(ConfigError, match="gated_target"):
+            resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": algo, "seed": 0},
+                           ["online.gated_target=raw"])
+    base = resolve_config("short", {"task": "hopper", "dataset": "x"})
+    assert hyperparameter_tag(resolve_config("short", {"task": "hopper", "dataset": "x"},
+                                             ["online.gated_target=entry"]), base) == ""
+    assert hyperparameter_tag(resolve_config("short", {"task": "hopper", "dataset": "x"},
+                                             ["online.gated_target=raw"]), base).startswith("set-")
+
+
 def test_critic_target_latent_action_is_a_sample_or_the_deployed_mean():
     """`online.critic_target_action`: sampled targets explore (two draws differ, neither is the deployed action);
     `mean` targets are the decoded mean the latent controller deploys, in both phases; the tag of earlier runs
