@@ -170,8 +170,8 @@ def test_gated_target_raw_values_the_raw_continuation_everywhere():
     latent; the latent phase's target is untouched; refused where no gated phase chooses; the default stays out of the
     tag so that earlier runs keep their names."""
     from spaars_robot.algos.spaars import SPAARSAgent
-    from spaars_robot.errors import ConfigError
     from spaars_robot.config.training import hyperparameter_tag, resolve_config
+    from spaars_robot.errors import ConfigError
 
     next_obs = torch.stack([torch.as_tensor(_obs(f)) for f in (1.0, -1.0, 2.0, -0.5)])
     _, nets = _agent()
