@@ -3,7 +3,7 @@
 Before 2026-12-06 every branch (train/branching.py) began with the continuation's critic-gate latch reset to closed,
 so after the first action the "deployed policy" had to re-pass the gate's entry test, which a latching gate rarely
 does: the continuation was more latent than the policy that was deployed. Branches now continue from the deployed
-latch at the state (`gate_open=SavedState.deployed_raw`). This branches the same states both ways, with the same
+latch at the state (`gate_open=SavedState.gate_latch`). This branches the same states both ways, with the same
 common random numbers, and reports how many states' measured difference (raw first action minus latent, H-step
 discounted return) changed, how many changed sign, and the mean difference each way -- so the committed results
 measured with the reset latch (benchmarks/gate_accuracy.py's, round 1 of `gate fit` on critic-gate runs) can be read
@@ -47,7 +47,7 @@ def main() -> None:
         seen = gate_inputs(agent, nets, states, config.online.gate.kappa)
         measured = {}
         for name, latch in (("reset_latch", False), ("deployed_latch", True)):
-            kept = states if latch else [s._replace(deployed_raw=None) for s in states]  # None: a reset latch
+            kept = states if latch else [s._replace(gate_latch=None) for s in states]  # None: a reset latch
             measured[name] = branch_differences(task, agent, kept, seen.raw, seen.lat, args.horizon,
                                                 config.online.gamma, 0.1, args.repeats, layer).mean(1)
     old, new = measured["reset_latch"], measured["deployed_latch"]

@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# The support monitor's hysteresis as a fraction of |threshold|: what export writes to a bundle's manifest by default
+# and what training's monitor (`online.support_monitor`) uses, so the trained and the served monitor veto alike.
+SUPPORT_HYSTERESIS_REL = 0.1
+
 
 @dataclass
 class Latch:

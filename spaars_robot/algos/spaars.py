@@ -29,7 +29,7 @@ import torch
 
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
-from spaars_robot.algos.latch import Hold
+from spaars_robot.algos.latch import SUPPORT_HYSTERESIS_REL, Hold, Latch
 from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
@@ -82,6 +82,9 @@ class SPAARSAgent:
         self.rollout_gate: NeighbourGate | None = None
         # its decision is held for `rollout_hold.steps` steps (`gate fit --hold-steps`): what a lead measured
         self.rollout_hold = Hold()
+        # online.support_monitor: the runtime's veto of out-of-support raw actions, one latch per trajectory kind
+        # like the gate's (its threshold is read when it decides: the pretraining sets it after construction)
+        self.support_latch, self.eval_support_latch = Latch(math.inf, 0.0), Latch(math.inf, 0.0)
         # gate.critic=held_out: the gate's own ensemble (see GateConfig.critic), fresh weights from a stream of its
         # own so that every other network, and the run up to the switch, is bit for bit the shared-gate run's
         self.held_out: QEnsemble | None = None
@@ -111,6 +114,7 @@ class SPAARSAgent:
     def begin_episode(self, evaluation: bool = False) -> None:
         """Gate hysteresis is per trajectory; evaluation episodes have their own gate state."""
         (self.eval_gate if evaluation else self.gate).reset()
+        (self.eval_support_latch if evaluation else self.support_latch).reset()
         self.rollout_hold.reset()
 
     @torch.no_grad()
@@ -125,25 +129,43 @@ class SPAARSAgent:
         lcb = float(gate_lcb(self.gate_critic, s, raw, lat, self.cfg.gate.kappa)[0])
         return gate.decide(lcb, float(self.gate_scale())), raw, lat
 
+    def _out_of_support(self, s: torch.Tensor, action: torch.Tensor, latch: Latch) -> bool:
+        """The runtime's support monitor (runtime/decision.py) on the raw action about to be sent; False when off.
+
+        Updated only where the gate chose raw, as the server's monitor only matters there."""
+        if not self.cfg.support_monitor:
+            return False
+        threshold = float(self.nets.support_threshold)
+        latch.threshold, latch.hysteresis = threshold, SUPPORT_HYSTERESIS_REL * abs(threshold)
+        score = float(self.nets.cvae.support_score(s, action)[0])
+        return latch.update(score if not math.isnan(score) else math.inf)
+
     @torch.no_grad()
     def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
-        """Behaviour action for training: stochastic latent, or gated raw with Gaussian noise."""
+        """Behaviour action for training: stochastic latent, or gated raw with Gaussian noise (with
+        `support_monitor`, vetoed back to the latent sample where that noisy action is out of support)."""
         s = self._s(obs)
+        source = "latent"
         if self.phase == "gated":
             use_raw, raw, _ = self._gated_choice(s, self.gate)
             if use_raw:
                 noise = torch.randn(raw.shape, generator=self.generator, device=raw.device)
-                noise = noise * self.cfg.raw_explore_noise
-                return (raw + noise).clamp(-1.0, 1.0)[0].cpu().numpy(), "raw"
+                noisy = (raw + noise * self.cfg.raw_explore_noise).clamp(-1.0, 1.0)
+                if not self._out_of_support(s, noisy, self.support_latch):
+                    return noisy[0].cpu().numpy(), "raw"
+                source = "fallback"
         z = self.nets.latent_policy.sample(s, self.generator)[0]
-        return self.nets.cvae.decode(s, z)[0].cpu().numpy(), "latent"
+        return self.nets.cvae.decode(s, z)[0].cpu().numpy(), source
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> tuple[np.ndarray, str]:
-        """Deterministic deployed policy: gated choice between mu_raw(s) and D(s, mean z(s))."""
+        """Deterministic deployed policy: gated choice between mu_raw(s) and D(s, mean z(s)), and with
+        `support_monitor` the server's veto of an out-of-support raw action."""
         s = self._s(obs)
         if self.phase == "gated":
             use_raw, raw, lat = self._gated_choice(s, self.eval_gate)
+            if use_raw and self._out_of_support(s, raw, self.eval_support_latch):
+                return lat[0].cpu().numpy(), "fallback"
             return (raw if use_raw else lat)[0].cpu().numpy(), "raw" if use_raw else "latent"
         return self.nets.decoded_latent_mean(s)[0].cpu().numpy(), "latent"
 
@@ -321,6 +343,7 @@ class SPAARSAgent:
             "rnd_opt": self.rnd_opt.state_dict(), "q_scale": self.q_scale.clone(),
             "adv_scale": self.adv_scale.clone(),
             "phase": self.phase, "force_raw": self.force_raw, "gate_open": self.gate.is_open,
+            "support_latch_on": self.support_latch.on,
             "transition": self.transition.state_dict(), "switch_log": list(self.switch_log),
             **({"spar": self.rectified.state_dict()} if self.rectified is not None else {}),
             **({"gate_critic": self.held_out.state_dict(), "gate_critic_target": self.held_out_target.state_dict(),
@@ -341,6 +364,7 @@ class SPAARSAgent:
         for name in ("critic_opt", "latent_opt", "raw_opt", "alpha_opt", "rnd_opt"):
             getattr(self, name).load_state_dict(state[name])
         self.phase, self.force_raw, self.gate.is_open = state["phase"], state["force_raw"], state["gate_open"]
+        self.support_latch.on = bool(state.get("support_latch_on", False))  # absent before online.support_monitor
         self.transition.load_state_dict(state["transition"])
         self.switch_log = list(state["switch_log"])
         if self.held_out is not None:

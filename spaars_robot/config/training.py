@@ -146,6 +146,11 @@ class OnlineConfig(_Strict):
                              "steps while the entry test passed on ~25 % of states, so the critic valued a mostly "
                              "latent continuation the deployed policy did not follow), or the raw mean everywhere "
                              "(raw: the critic values the raw continuation, as raw fine-tuning's critic does)")
+    support_monitor: bool = Field(
+        False, description="spaars, gated phase: the deployed runtime's support monitor in the loop: a raw action "
+                           "about to be executed (in training the noisy one) whose dataset-CVAE support score is "
+                           "out of range (the export's latch: threshold, hysteresis 0.1 x |threshold|) is replaced "
+                           "by the latent action, in training and evaluation, as `serve` replaces it")
     rnd_feature_dim: int = Field(64, ge=1)
     target_subset: int | None = Field(None, ge=1, description="online critic targets: min over this many members "
                                                               "sampled per update; None = min over all")
@@ -276,6 +281,9 @@ class TrainConfig(_Strict):
         if self.online.gated_target != "entry" and self.algo != "spaars":
             raise ValueError(f"online.gated_target={self.online.gated_target}: only spaars has a gated phase whose "
                              f"critic target the gate chooses (algo {self.algo})")
+        if self.online.support_monitor and self.algo != "spaars":
+            raise ValueError(f"online.support_monitor: only spaars's gated phase has a latent action to fall back to "
+                             f"(algo {self.algo})")
         if self.online.gate.critic != "shared" and self.algo != "spaars":
             raise ValueError(f"online.gate.critic={self.online.gate.critic}: only spaars's gate reads a held-out "
                              f"critic (algo {self.algo}: its gate never decides, or it has another agent)")
@@ -350,6 +358,7 @@ _ADDED_NEUTRAL: dict[str, Any] = {
     "online.update_precision": "fp32",
     "online.latent_phase_raw": "bc",
     "online.gated_target": "entry",
+    "online.support_monitor": False,
 }
 
 

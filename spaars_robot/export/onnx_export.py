@@ -22,6 +22,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from spaars_robot.algos.latch import SUPPORT_HYSTERESIS_REL
 from spaars_robot.config.tasks import load_task
 from spaars_robot.data.files import atomic_write_bytes, sha256_file
 from spaars_robot.errors import SpaarsError
@@ -149,7 +150,7 @@ def build_manifest(info: RunExportInfo, parity: ParityReport, support_hysteresis
         raise ExportError("a skill policy's export needs the skill horizon (RunExportInfo.skill_horizon)")
     stack_outputs = OUTPUT_NAMES if skill_dim is None else (*OUTPUT_NAMES, SKILL_OUTPUT)
     if support_hysteresis is None:
-        support_hysteresis = 0.1 * abs(info.support_threshold)
+        support_hysteresis = SUPPORT_HYSTERESIS_REL * abs(info.support_threshold)
     return BundleManifest(
         task=info.task,
         control_rate_hz=info.control_rate_hz,

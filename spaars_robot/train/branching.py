@@ -65,8 +65,13 @@ class SavedState(NamedTuple):
     qvel: np.ndarray
     obs: np.ndarray
     safety: object  # the safety layer's state (rate-limit history), None without a layer
-    deployed_raw: bool  # what the deployed gate executed here: its latch carries hysteresis along the trajectory
+    deployed_raw: bool  # the deployed policy executed the raw action here
     episode: int  # which collected episode: states of one episode are correlated, so held-out splits keep them whole
+    # the deployed latches after this state's decision, which branches continue from: the critic gate's (None: reset,
+    # as branches did before 2026-12-06) and the support monitor's (`online.support_monitor`). With the monitor the
+    # gate can be open where the executed action was the latent fallback, so deployed_raw cannot stand in for it
+    gate_latch: bool | None = None
+    support_latch: bool = False
 
 
 def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | None, *,
@@ -93,7 +98,8 @@ def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | No
                                                      np.asarray(obs, dtype=np.float64).copy(), copy.deepcopy(safety))
             action, source = agent.act(obs)
             if saved:
-                states.append(SavedState(qpos, qvel, kept_obs, kept_safety, source == "raw", episode))
+                states.append(SavedState(qpos, qvel, kept_obs, kept_safety, source == "raw", episode,
+                                         agent.eval_gate.is_open, agent.eval_support_latch.on))
             obs, _, terminated, truncated, _ = env.step(applied(layer, safety, action, obs))
             done, t = terminated or truncated, t + 1
         episode += 1
@@ -103,13 +109,14 @@ def collect_states(agent, task, count: int, stride: int, layer: SafetyLayer | No
 
 def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int, gamma: float, noise: float,
                   seed: int, layer: SafetyLayer | None = None, safety=None, obs: np.ndarray | None = None,
-                  lead: str | None = None, lead_steps: int = 1, gate_open: bool | None = None) -> float:
+                  lead: str | None = None, lead_steps: int = 1, gate_open: bool | None = None,
+                  support_on: bool = False) -> float:
     """Discounted return of `first_action`, then (with `lead`) that controller for the rest of the first
     `lead_steps` steps, then the deployed policy, with seeded noise after the first action, from (qpos, qvel).
 
     Under a safety layer both branches continue from a copy of the same saved layer state (rate-limit history).
     `horizon` counts every step from the state, lead steps included, so a longer lead costs nothing more.
-    `gate_open`: the deployed critic gate's latch at the state (SavedState.deployed_raw). The continuation is the
+    `gate_open`, `support_on`: the deployed critic gate's and support monitor's latches (SavedState). The continuation is the
     deployed policy, latch included: a latch reset at every branch would make it re-pass the gate's entry test,
     which a latching gate rarely does, so the branches would measure a mostly-latent continuation instead (done so
     before 2026-12-06). During a lead the latch keeps observing, as the deployed one would.
@@ -118,6 +125,7 @@ def branch_return(env, agent, qpos, qvel, first_action: np.ndarray, horizon: int
     agent.begin_episode(evaluation=True)
     if gate_open is not None:
         agent.eval_gate.is_open = gate_open
+    agent.eval_support_latch.on = support_on
     generator = np.random.default_rng(seed)
     safety = copy.deepcopy(safety)
     total, action = 0.0, first_action
@@ -155,7 +163,8 @@ def branch_differences(task, agent, states: list[SavedState], raw: torch.Tensor,
             seed = 7919 * i + r
             returns = [branch_return(env, agent, state.qpos, state.qvel, first[i].numpy(), horizon, gamma, noise, seed,
                                      layer, state.safety, state.obs, lead=name if lead_steps > 1 else None,
-                                     lead_steps=lead_steps, gate_open=state.deployed_raw)
+                                     lead_steps=lead_steps, gate_open=state.gate_latch,
+                                     support_on=state.support_latch)
                        for first, name in ((raw, "raw"), (lat, "latent"))]
             diffs[i, r] = returns[0] - returns[1]
         if on_state is not None:

@@ -198,6 +198,48 @@ def test_gated_target_raw_values_the_raw_continuation_everywhere():
                                              ["online.gated_target=raw"]), base).startswith("set-")
 
 
+def test_support_monitor_vetoes_an_out_of_support_raw_action_like_the_server():
+    """`online.support_monitor`: where the gate chose raw and the action's support score is over the threshold, the
+    latent action is executed instead (source "fallback"), in evaluation (the raw mean is judged) and in training
+    (the noisy action); the latch keeps vetoing within the export's hysteresis band; a new episode clears it; off,
+    the same states execute raw; other algorithms refuse it."""
+    from spaars_robot.algos.latch import SUPPORT_HYSTERESIS_REL
+    from spaars_robot.algos.spaars import SPAARSAgent
+    from spaars_robot.config.training import resolve_config
+    from spaars_robot.errors import ConfigError
+
+    _, nets = _agent()
+    config = resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "spaars", "seed": 0},
+                            ["online.gate.hysteresis_rel=0", "online.gate.kappa=1", "online.support_monitor=true"])
+    agent = SPAARSAgent(nets, config, torch.Generator().manual_seed(0))
+    agent.phase = "gated"
+    obs = _obs(1.0)  # the critic prefers raw here
+    s = agent._s(obs)
+    with torch.no_grad():
+        score = float(nets.cvae.support_score(s, nets.raw_policy.mean_action(s))[0])
+    assert score > 0
+    nets.support_threshold.fill_(score * 0.9)  # the raw mean is out of support
+    agent.begin_episode(evaluation=True)
+    action, source = agent.act(obs)
+    assert source == "fallback" and torch.allclose(torch.as_tensor(action), nets.decoded_latent_mean(s)[0])
+    # inside the band (threshold - hysteresis < score <= threshold) an engaged monitor keeps vetoing
+    band_threshold = score / (1 - 0.5 * SUPPORT_HYSTERESIS_REL)  # score = threshold - half the hysteresis
+    nets.support_threshold.fill_(band_threshold)
+    assert agent.act(obs)[1] == "fallback"
+    agent.begin_episode(evaluation=True)  # a clear monitor lets the same score through
+    assert agent.act(obs)[1] == "raw"
+    nets.support_threshold.fill_(-1.0)  # every action out of support: training falls back to the latent sample
+    agent.begin_episode()
+    assert agent.explore(obs)[1] == "fallback"
+    off, _ = _agent()  # the monitor off: the same out-of-support raw action is executed
+    off.nets.support_threshold.fill_(-1.0)
+    off.begin_episode(evaluation=True)
+    assert off.act(obs)[1] == "raw" and off.explore(obs)[1] == "raw"
+    with pytest.raises(ConfigError, match="support_monitor"):
+        resolve_config("smoke", {"task": "hopper", "dataset": "unused", "algo": "raw", "seed": 0},
+                       ["online.support_monitor=true"])
+
+
 def test_critic_target_latent_action_is_a_sample_or_the_deployed_mean():
     """`online.critic_target_action`: sampled targets explore (two draws differ, neither is the deployed action);
     `mean` targets are the decoded mean the latent controller deploys, in both phases; the tag of earlier runs

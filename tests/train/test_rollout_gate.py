@@ -412,3 +412,25 @@ def test_a_branch_continues_with_the_deployed_gates_latch_not_a_reset_one(fitted
                - branch(gate_open=False, lead="latent", lead_steps=4)) > 1e-6  # the latch carried through the lead
     env.close()
     assert abs(expected["raw"] - expected["latent"]) > 1e-6
+
+
+def test_saved_states_keep_the_gates_latch_apart_from_what_the_support_monitor_let_through(fitted_run):
+    """With `online.support_monitor` the gate can be open where the executed action was the latent fallback: the saved
+    state keeps both latches, so a branch continues with an open gate and an engaged monitor, as deployed."""
+    from spaars_robot.envs import make_env
+    from spaars_robot.train.branching import branch_return
+
+    _, run_dir, _ = fitted_run
+    config, task, agent, nets, layer = load_gated_agent(run_dir)
+    agent.cfg = agent.cfg.model_copy(update={"support_monitor": True})
+    agent.eval_gate.tau_rel, agent.eval_gate.hysteresis_rel = -1e9, 0.0  # the gate always chooses raw
+    nets.support_threshold.fill_(-1.0)  # and the monitor vetoes every raw action
+    states = collect_states(agent, task, 3, 4, layer, seed_base=321)
+    assert all(s.gate_latch and s.support_latch and not s.deployed_raw for s in states)
+    env = make_env(task)
+    agent.eval_support_latch.on = False
+    state = states[-1]
+    branch_return(env, agent, state.qpos, state.qvel, nets.decoded_latent_mean(agent._s(state.obs))[0].detach().numpy(),
+                  0, 0.99, 0.1, 7, layer, state.safety, state.obs, gate_open=True, support_on=True)
+    env.close()  # horizon 0: no step decided anything, so the latches are what the branch restored after its reset
+    assert agent.eval_support_latch.on and agent.eval_gate.is_open
