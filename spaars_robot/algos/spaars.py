@@ -200,7 +200,7 @@ class SPAARSAgent:
         raw = self.raw_policy.mean_action(next_obs)
         if self.force_raw or self.cfg.gated_target == "raw":
             # raw: the latched gate executes raw on ~99 % of post-switch steps, so the continuation worth valuing is
-            # raw's; the per-state entry test would value a mostly latent one (docs/spaars.md, "The critic's target")
+            # raw's; the per-state entry test would value a mostly latent one (docs/spaars.md, `online.gated_target`)
             return raw
         lcb = gate_lcb(self.gate_critic, next_obs, raw, self.nets.decoded_latent_mean(next_obs), self.cfg.gate.kappa)
         return torch.where(self.gate.batch_open(lcb, self.gate_scale()).unsqueeze(-1), raw, latent)
