@@ -5,6 +5,7 @@ decide exactly as the trained one did, so both use this class rather than two co
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,3 +51,10 @@ class Hold:
 
     def reset(self) -> None:
         self.value, self.left = None, 0
+
+
+def monitor_support(latch: Latch, score: float) -> bool:
+    """The support monitor's decision on one support score, a NaN counting as the worst case (out of support): one rule
+    for the server's per-session monitor and training's (`online.support_monitor`)."""
+    return latch.update(score if not math.isnan(score) else math.inf)
+

@@ -29,7 +29,7 @@ import torch
 
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
-from spaars_robot.algos.latch import SUPPORT_HYSTERESIS_REL, Hold, Latch
+from spaars_robot.algos.latch import SUPPORT_HYSTERESIS_REL, Hold, Latch, monitor_support
 from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
@@ -137,8 +137,7 @@ class SPAARSAgent:
             return False
         threshold = float(self.nets.support_threshold)
         latch.threshold, latch.hysteresis = threshold, SUPPORT_HYSTERESIS_REL * abs(threshold)
-        score = float(self.nets.cvae.support_score(s, action)[0])
-        return latch.update(score if not math.isnan(score) else math.inf)
+        return monitor_support(latch, float(self.nets.cvae.support_score(s, action)[0]))
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray) -> tuple[np.ndarray, str]:

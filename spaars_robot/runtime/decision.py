@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from spaars_robot.algos.latch import Hold, Latch
+from spaars_robot.algos.latch import Hold, Latch, monitor_support
 from spaars_robot.export.manifest import BundleManifest
 from spaars_robot.export.skill_clock import SkillClock
 from spaars_robot.runtime.protocol import Source
@@ -67,7 +67,7 @@ class DecisionState:
         """
         gate_raw = self.gate_hold.next(lambda: self.gate.update(
             gate_advantage if math.isfinite(gate_advantage) else -math.inf) and self.gate_enabled)
-        out_of_support = self.support.update(support_score if not math.isnan(support_score) else math.inf)
+        out_of_support = monitor_support(self.support, support_score)
         if not gate_raw:
             source: Source = "latent"
         elif out_of_support:

@@ -274,3 +274,15 @@ def test_hello_with_inconsistent_dims_rate_or_version_field_is_refused_as_docume
     reply = raw_exchange(live_server.bound[0], _hello_frame(task_schema(hopper), **changes))
     assert isinstance(reply, p.ErrorReply) and reply.code == code, reply
     assert not live_server.sessions  # a refused hello creates no session
+
+
+def test_a_nan_support_score_counts_as_out_of_support_in_the_server_and_in_training():
+    """One rule (algos/latch.monitor_support) for both monitors: NaN is the worst case, a finite score in range passes."""
+    from spaars_robot.algos.latch import Latch, monitor_support
+
+    state = DecisionState(gate_threshold=0.0, gate_hysteresis=0.0, support_threshold=1.0, support_hysteresis=0.0)
+    assert state.decide(1.0, float("nan")).source == "fallback"
+    state.reset()
+    assert state.decide(1.0, 0.5).source == "raw"
+    latch = Latch(1.0, 0.0)
+    assert monitor_support(latch, float("nan")) and not monitor_support(latch, 0.5)
