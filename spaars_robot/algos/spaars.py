@@ -330,7 +330,10 @@ class SPAARSAgent:
         return signals
 
     def run_summary(self) -> dict:
-        return {"switch": list(self.switch_log)}
+        # the transition settings beside the switch log: with the curve's signals they let `transition replay`
+        # re-decide the switch from the summary alone; a latent-only run's checks are SPAARS's latent phase continued
+        return {"switch": list(self.switch_log),
+                **({"transition": self.transition.config.model_dump(mode="json")} if self.variant != "raw" else {})}
 
     # -- checkpoint --------------------------------------------------------------------------------
     def state_dict(self) -> dict:

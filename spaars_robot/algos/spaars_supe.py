@@ -170,7 +170,7 @@ class SPAARSSUPEAgent(SUPEAgent):
         return signals
 
     def run_summary(self) -> dict:
-        return {"switch": list(self.switch_log)}
+        return {"switch": list(self.switch_log), "transition": self.transition.config.model_dump(mode="json")}
 
     # -- checkpoint --------------------------------------------------------------------------------
     def _modules(self) -> dict:

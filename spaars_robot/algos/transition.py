@@ -18,6 +18,9 @@ import numpy as np
 
 from spaars_robot.config.training import TransitionConfig
 
+# The evaluation record's fields that TransitionMonitor.update reads, in its argument order. The runner logs them
+# in metrics.csv and the summary's curve, which is all `transition replay` needs to re-decide a run's switch.
+TRANSITION_SIGNALS = ("return_mean", "novelty", "bc_error", "gate_rate_recent")
 
 def slope_t(values: list[float]) -> float:
     """t statistic of the least-squares slope of `values` against their index (residual-based standard error).

@@ -1,7 +1,7 @@
 """One module per stage of the pipeline; each adds its commands to `app` on import (order: app.PIPELINE)."""
 import importlib
 
-MODULES = ("data", "train", "gate", "sweep", "report", "runtime", "safety", "record")
+MODULES = ("data", "train", "gate", "transition", "sweep", "report", "runtime", "safety", "record")
 
 
 def register_all() -> None:

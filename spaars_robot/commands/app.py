@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-PIPELINE = ("data", "train", "gate", "sweep", "plot", "report", "export", "serve", "sim", "demo", "dashboard", "keys", "sign")
+PIPELINE = ("data", "train", "gate", "transition", "sweep", "plot", "report", "export", "serve", "sim", "demo", "dashboard", "keys", "sign")
 
 
 class PipelineGroup(TyperGroup):

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from spaars_robot.algos.base import Agent
+from spaars_robot.algos.transition import TRANSITION_SIGNALS
 from spaars_robot.config.tasks import TaskSpec, load_task
 from spaars_robot.config.training import TrainConfig
 from spaars_robot.data.dataset import OfflineDataset
@@ -195,6 +196,7 @@ class Runner:
         cfg = self.config
         last = (rows[1:] or rows)[-FINAL_EVALUATIONS:]  # online evaluations only (not the offline start)
         early = [r for r in rows[1:] if r["step"] <= min(cfg.eval.early_steps, cfg.online.env_steps)]
+        decisions = agent.run_summary()
         early_steps = sum(cfg.eval.every for _ in early) or 1
         return {
             "task": cfg.task, "algo": cfg.algo, "seed": cfg.seed, "protocol": cfg.protocol,
@@ -210,12 +212,15 @@ class Runner:
                                                 / early_steps) if all(r["out_of_support_rate"] != "" for r in early)
                                            else None),
             "early_falls": int(sum(r["falls"] for r in early)),
-            "switch": agent.run_summary().get("switch", []),
+            "switch": decisions.get("switch", []),
+            **({"transition": decisions["transition"]} if "transition" in decisions else {}),
             "pretrain_updates_per_second": pre_info.get("updates_per_second"),
             "pretrain_cache_hit": pre_info.get("cache_hit"),
             "wall_seconds": rows[-1]["wall_seconds"],
-            "curve": [{k: r[k] for k in ("step", "phase", "normalized_mean", "train_raw_rate", "eval_raw_rate",
-                                         "out_of_support_rate", "falls", "adv_mean") if k in r} for r in rows],
+            "curve": [{**{k: r[k] for k in ("step", "phase", "normalized_mean", "train_raw_rate", "eval_raw_rate",
+                                            "out_of_support_rate", "falls", "adv_mean") if k in r},
+                       # what the transition rule read, so `transition replay` works on a compact summary too
+                       **{k: r[k] for k in TRANSITION_SIGNALS if r.get(k, "") != ""}} for r in rows],
             "config": cfg.model_dump(mode="json"),
         }
 

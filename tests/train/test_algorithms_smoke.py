@@ -214,3 +214,62 @@ def test_latent_phase_td3bc_is_refused_where_it_would_be_ignored(tiny_hopper_dat
         assert out.returncode != 0
         assert "latent_phase_raw" in out.stderr and "Traceback" not in out.stderr
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("checkpoint.pt"))
+
+
+def test_transition_replay_reproduces_the_run_and_answers_for_another_rule(smoke_run, tmp_path):
+    """`transition replay` on a real smoke run, from its run directory and from its compact summary: the run's own
+    settings reproduce its logged switch word for word, a candidate rule is decided on the same rows, and rows that
+    no longer match the logged decision are refused instead of replayed."""
+    import shutil
+
+    run_dir, results = smoke_run("spaars")
+    (summary_file,) = results.glob("*.json")
+    answers = []
+    for source in (run_dir, summary_file):
+        out = tmp_path / f"replay-{source.name}.json"
+        proc = run_cli("transition", "replay", str(source), "--set", "online.transition.t_max=200", "--set",
+                       "t_min=0", "--out", str(out))
+        assert "own rule, reproduced: step" in proc.stdout
+        (result,) = json.loads(out.read_text())["runs"]
+        assert result["candidate"]["step"] == 200 and "hard cap t_max=200" in result["candidate"]["reason"]
+        assert result["candidate"]["config"]["t_max"] == 200 and not result["fired_before_t_max"]
+        answers.append({k: result[k] for k in ("own", "candidate")})
+    assert answers[0] == answers[1]  # the summary's curve carries exactly what metrics.csv has
+    switch = json.loads(summary_file.read_text())["switch"][0]
+    assert answers[0]["own"]["step"] == switch["step"] and answers[0]["own"]["reason"] == switch["reason"]
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(run_dir, tampered)
+    rows = _rows(tampered)
+    switching_row = [int(r["step"]) for r in rows].index(switch["step"])
+    rows[switching_row]["bc_error"] = "123.0"  # the switching row's BC error, which its logged reason quotes
+    with open(tampered / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    proc = run_cli("transition", "replay", str(tampered), check=False)
+    assert proc.returncode == 2 and "does not reproduce its logged switch" in proc.stderr
+
+    proc = run_cli("transition", "replay", str(smoke_run("raw")[0]), check=False)
+    assert proc.returncode == 2 and "has no latent phase" in proc.stderr
+
+
+def test_a_latent_only_run_logs_spaars_latent_phase_continued(smoke_run, tmp_path):
+    """The latent-only ablation's logged checks are SPAARS's, bit for bit, up to SPAARS's switch (the raw policy is
+    cloned there too and never acts), so `transition replay` on a latent-only summary decides a rule with a later
+    t_max exactly as it would have decided inside SPAARS's run."""
+    spaars_dir, _ = smoke_run("spaars")
+    latent_dir, latent_results = smoke_run("latent")
+    switched = [int(r["step"]) for r in _rows(spaars_dir)].index(
+        json.loads((spaars_dir / "summary.json").read_text())["switch"][0]["step"])
+    keys = ("step", "return_mean", "novelty", "bc_error", "gate_rate_recent")
+    assert ([{k: r[k] for k in keys} for r in _rows(latent_dir)[:switched + 1]]
+            == [{k: r[k] for k in keys} for r in _rows(spaars_dir)[:switched + 1]])
+    (summary_file,) = latent_results.glob("*.json")
+    out = tmp_path / "latent.json"
+    proc = run_cli("transition", "replay", str(summary_file), "--set", "t_max=600", "--out", str(out))
+    assert "latent-only run" in proc.stdout
+    (result,) = json.loads(out.read_text())["runs"]
+    assert result["own"] is None and result["candidate"]["replayed_up_to"] == 600
+    assert [c["step"] for c in result["candidate"]["checks"]] == [int(r["step"]) for r in _rows(latent_dir)][
+        :len(result["candidate"]["checks"])]
