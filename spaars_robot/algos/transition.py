@@ -22,6 +22,7 @@ from spaars_robot.config.training import TransitionConfig
 # in metrics.csv and the summary's curve, which is all `transition replay` needs to re-decide a run's switch.
 TRANSITION_SIGNALS = ("return_mean", "novelty", "bc_error", "gate_rate_recent")
 
+
 def slope_t(values: list[float]) -> float:
     """t statistic of the least-squares slope of `values` against their index (residual-based standard error).
 

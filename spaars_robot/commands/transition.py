@@ -14,15 +14,13 @@ app.add_typer(transition_app, name="transition")
 
 
 def seed_runs(paths: list[Path]) -> list[Path]:
-    """Each path as given when it is a summary file or a seed run (has config.yaml), else every `seed*/` below it."""
+    """Each path as given when it is a summary file, else the seed runs it is or holds."""
     from spaars_robot.errors import SpaarsError
+    from spaars_robot.export.from_run import seed_run_dirs
 
     out: list[Path] = []
     for path in paths:
-        if path.is_file() or (path / "config.yaml").exists():
-            out.append(path)
-            continue
-        found = sorted((p.parent for p in path.glob("seed*/config.yaml")), key=lambda p: (len(p.name), p.name))
+        found = [path] if path.is_file() else seed_run_dirs(path)
         if not found:
             raise SpaarsError(f"{path}: not a run directory (no config.yaml, no seed*/config.yaml below it)")
         out.extend(found)
@@ -56,7 +54,7 @@ def replay(
         if checks:
             for step, reason in result.candidate.checks:
                 console.print(f"    {step:>7}: {reason}", highlight=False, soft_wrap=True)
-    fired = sum(r.candidate.step is not None and r.candidate.step < r.candidate_config.t_max for r in results)
+    fired = sum(r.fired_before_cap for r in results)
     console.print(f"replayed rule fired before t_max in {fired} of {len(results)} runs", highlight=False)
     if out is not None:
         atomic_write_json(out, {"overrides": overrides, "runs": [as_json(r) for r in results]})

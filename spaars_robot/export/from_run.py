@@ -15,6 +15,13 @@ from spaars_robot.export.stack import PolicyStack, RunExportInfo, SkillPolicySta
 CALIBRATION_OBSERVATIONS = 256
 
 
+def seed_run_dirs(run_dir: Path) -> list[Path]:
+    """[run_dir] when it is a seed run (has config.yaml), else its `seed*/` runs in seed order (maybe none)."""
+    if (run_dir / "config.yaml").exists():
+        return [run_dir]
+    return sorted((p.parent for p in run_dir.glob("seed*/config.yaml")), key=lambda p: (len(p.name), p.name))
+
+
 def seed_run_dir(run_dir: Path | str) -> Path:
     """The one seed run a directory names: itself (it has config.yaml), or its only `seed*/` run.
 
@@ -22,9 +29,9 @@ def seed_run_dir(run_dir: Path | str) -> Path:
     the choice of policy is theirs, and the error lists the seed directories to pass instead.
     """
     run_dir = Path(run_dir)
-    if (run_dir / "config.yaml").exists():
+    seeds = seed_run_dirs(run_dir)
+    if seeds == [run_dir]:
         return run_dir
-    seeds = sorted((p.parent for p in run_dir.glob("seed*/config.yaml")), key=lambda p: (len(p.name), p.name))
     if len(seeds) == 1:
         return seeds[0]
     if len(seeds) > 1:

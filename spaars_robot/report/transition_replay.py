@@ -64,6 +64,11 @@ class RunReplay:
     candidate: Decision
     candidate_config: TransitionConfig
 
+    @property
+    def fired_before_cap(self) -> bool:
+        """The candidate switched on evidence, before its t_max forced it (what issue 16 counts)."""
+        return self.candidate.step is not None and self.candidate.step < self.candidate_config.t_max
+
 
 def _number(value: object, where: str, key: str) -> float:
     try:
@@ -226,5 +231,4 @@ def as_json(result: RunReplay) -> dict:
     return {"source": str(result.source), "seed": result.seed,
             "own": None if result.own is None else one(result.own),
             "candidate": {**one(result.candidate), "config": result.candidate_config.model_dump(mode="json")},
-            "fired_before_t_max": (result.candidate.step is not None
-                                   and result.candidate.step < result.candidate_config.t_max)}
+            "fired_before_t_max": result.fired_before_cap}
