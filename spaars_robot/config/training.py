@@ -310,9 +310,23 @@ COMMAND_FIELDS = frozenset({"protocol", "task", "dataset", "algo", "seed", "tag"
                             "safety_spec_sha256"})
 
 
+def parse_set(item: str) -> tuple[str, Any]:
+    """One `--set key.path=value` string -> (key path, YAML-parsed value); malformed is a ConfigError."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc.__class__.__name__}: "
+                          f"{str(exc).splitlines()[0]})") from exc
+
+
 def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None) -> TrainConfig:
     """Protocol YAML + explicit fields + `--set a.b=value` strings (YAML-parsed values) -> TrainConfig."""
-    import yaml
     from pydantic import ValidationError
 
     from spaars_robot.config.loading import format_validation_error
@@ -325,18 +339,10 @@ def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None
     base.pop("description", None)
     tree: dict = {**base, "protocol": path.stem, **overrides}
     for item in sets or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, value = parse_set(item)
         if key.split(".")[0] in COMMAND_FIELDS:
             raise ConfigError(f"--set {key}: {key.split('.')[0]} comes from the command line "
                               f"(--task, --dataset, --algo, --seeds, --protocol), not from --set")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0]})") from exc
         _set_path(tree, key, value)
     try:
         return TrainConfig.model_validate(tree)

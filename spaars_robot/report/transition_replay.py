@@ -22,12 +22,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from spaars_robot.algos.transition import TRANSITION_SIGNALS, TransitionMonitor
-from spaars_robot.config.training import TransitionConfig
+from spaars_robot.config.loading import format_validation_error
+from spaars_robot.config.training import TransitionConfig, parse_set
 from spaars_robot.errors import SpaarsError
 
 
@@ -174,21 +176,19 @@ def replay(rows: list[CheckRow], config: TransitionConfig) -> Decision:
     return Decision(None, checks[-1][1], rows[-1].step, tuple(checks))
 
 
-def with_overrides(config: TransitionConfig, overrides: dict[str, str]) -> TransitionConfig:
-    """`config` with fields replaced from `--set field=value` text (validated as the config file would be)."""
+def with_overrides(config: TransitionConfig, overrides: dict[str, Any]) -> TransitionConfig:
+    """`config` with fields replaced (values as `parse_sets` gives them), validated as the config file would be."""
     unknown = sorted(set(overrides) - set(TransitionConfig.model_fields))
     if unknown:
         raise SpaarsError(f"transition replay: unknown transition field(s) {', '.join(unknown)}; "
                           f"known: {', '.join(TransitionConfig.model_fields)}")
     try:
-        return TransitionConfig.model_validate({**config.model_dump(), **{k: yaml.safe_load(v) for k, v in
-                                                                          overrides.items()}})
+        return TransitionConfig.model_validate({**config.model_dump(), **overrides})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise SpaarsError(f"transition replay: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise SpaarsError(format_validation_error("transition replay --set", exc)) from None
 
 
-def replay_run(source: Path, overrides: dict[str, str]) -> RunReplay:
+def replay_run(source: Path, overrides: dict[str, Any]) -> RunReplay:
     """Check that the run's own rule reproduces its logged switch, then replay the candidate rule on its rows."""
     algo, own_config, seed, rows = load_checks(source)
     candidate_config = with_overrides(own_config, overrides)
@@ -206,15 +206,9 @@ def replay_run(source: Path, overrides: dict[str, str]) -> RunReplay:
     return RunReplay(source, seed, own, replay(rows, candidate_config), candidate_config)
 
 
-def parse_sets(items: list[str]) -> dict[str, str]:
-    """`field=value` pairs; the `online.transition.` prefix that `train --set` takes is accepted too."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SpaarsError(f"transition replay: --set {item!r}: expected field=value, e.g. rule=evidence")
-        out[key.strip().removeprefix("online.transition.")] = value.strip()
-    return out
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`field=value` pairs parsed as `train --set` parses them; its `online.transition.` prefix is accepted too."""
+    return {key.removeprefix("online.transition."): value for key, value in map(parse_set, items)}
 
 
 def describe(decision: Decision) -> str:

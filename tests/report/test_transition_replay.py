@@ -32,11 +32,13 @@ def test_a_rule_that_has_not_fired_when_the_rows_end_says_how_far_it_was_replaye
 
 
 def test_overrides_are_validated_like_the_config_file():
-    assert with_overrides(RELATIVE, {"t_max": "40", "significance": "0.1"}).t_max == 40
+    assert with_overrides(RELATIVE, parse_sets(["t_max=40", "significance=0.1"])).t_max == 40
     with pytest.raises(SpaarsError, match="unknown transition field"):
-        with_overrides(RELATIVE, {"gate_kappa": "1"})
+        with_overrides(RELATIVE, parse_sets(["gate_kappa=1"]))
     with pytest.raises(SpaarsError, match="significance"):
-        with_overrides(RELATIVE, {"significance": "0.7"})
-    assert parse_sets(["online.transition.rule=evidence", "t_min = 5"]) == {"rule": "evidence", "t_min": "5"}
-    with pytest.raises(SpaarsError, match="expected field=value"):
+        with_overrides(RELATIVE, parse_sets(["significance=0.7"]))
+    assert parse_sets(["online.transition.rule=evidence", "t_min = 5"]) == {"rule": "evidence", "t_min": 5}
+    with pytest.raises(SpaarsError, match="expected key.path=value"):
         parse_sets(["rule"])
+    with pytest.raises(SpaarsError, match="not valid YAML"):  # a value YAML cannot parse is one line, not a crash
+        parse_sets(["rule=["])
