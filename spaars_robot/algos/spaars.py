@@ -16,7 +16,8 @@ Baselines through this same class (same networks, data, updates and evaluation):
   latent  never switches (PLAS-style online fine-tuning in the latent space),
   raw     starts in the gated phase with the gate forced open (raw fine-tuning from the start),
 and the ablations `concurrent_bc=False` and `hard_switch=True` (force the gate open after the switch).
-With `online.raw_init=spar` the raw policy is SPAR's rectified policy (algos/spar.py: a frozen BC anchor plus a
+With `online.raw_form=latent_residual` the raw policy is the latent controller plus a bounded residual
+(algos/latent_residual.py), trained by the same losses. With `online.raw_init=spar` the raw policy is SPAR's rectified policy (algos/spar.py: a frozen BC anchor plus a
 bounded residual), and it improves by Latent Self-Imitation in both phases instead of concurrent BC / TD3+BC.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
 from spaars_robot.algos.latch import SUPPORT_HYSTERESIS_REL, Hold, Latch, monitor_support
+from spaars_robot.algos.latent_residual import make_latent_residual
 from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
@@ -51,7 +53,13 @@ class SPAARSAgent:
         # online.raw_init=spar: the raw policy is SPAR's rectified policy (anchor + bounded residual), improved by
         # Latent Self-Imitation in both phases; otherwise the pretraining's AWR policy, as the paper builds it
         self.rectified = rectified
-        self.raw_policy = rectified if rectified is not None else nets.raw_policy
+        # online.raw_form=latent_residual: the raw controller is the latent one plus a bounded residual
+        # (algos/latent_residual.py); its residual is the only raw parameter set, trained by the same TD3+BC loss
+        self.latent_residual = (make_latent_residual(nets.latent_policy, nets.cvae, nets.obs_dim, nets.action_dim,
+                                                     self.cfg.hidden, self.cfg.raw_residual_bound).to(nets.device)
+                                if self.cfg.raw_form == "latent_residual" else None)
+        self.raw_policy = (rectified if rectified is not None else
+                           self.latent_residual if self.latent_residual is not None else nets.raw_policy)
         self.variant = config.algo  # spaars | latent | raw
         self.critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
         gate_cfg = self.cfg.gate
@@ -68,8 +76,8 @@ class SPAARSAgent:
         lr = self.cfg.lr
         self.critic_opt = fused_adam(nets.critic.parameters(), lr)
         self.latent_params = list(nets.latent_policy.parameters())
-        self.raw_params = (rectified.residual_parameters() if rectified is not None
-                           else list(nets.raw_policy.parameters()))
+        self.raw_params = (self.raw_policy.residual_parameters() if rectified is not None
+                           or self.latent_residual is not None else list(nets.raw_policy.parameters()))
         self.latent_opt = fused_adam(self.latent_params, lr)
         self.raw_opt = fused_adam(self.raw_params, lr)
         self.alpha_opt = fused_adam([self.log_alpha], lr)
@@ -271,7 +279,11 @@ class SPAARSAgent:
         metrics.update({"online/critic_loss": critic_loss.detach(), "online/q": q.mean().detach(),
                         "online/latent_loss": latent_loss.detach(), "online/alpha": alpha})
         with torch.no_grad():
-            anchor = nets.cvae.decode(obs, z_mean.detach())
+            # latent_residual: the anchor is the latent controller as it is now (after this update's latent step),
+            # so the BC term is the residual itself and stays exactly zero at zero; the one-step-old decoded mean
+            # would make the residual chase the latent policy's last step
+            anchor = (self.latent_residual.anchor_action(obs) if self.latent_residual is not None
+                      else nets.cvae.decode(obs, z_mean.detach()))
         with torch.set_grad_enabled(self.rectified is None):  # rectified: bc is a metric only, no graph needed
             raw = self.raw_policy.mean_action(obs)
         bc = (raw - anchor).pow(2).sum(-1).mean()
@@ -348,6 +360,8 @@ class SPAARSAgent:
             "support_latch_on": self.support_latch.on,
             "transition": self.transition.state_dict(), "switch_log": list(self.switch_log),
             **({"spar": self.rectified.state_dict()} if self.rectified is not None else {}),
+            **({"raw_residual": self.latent_residual.residual_state_dict()}
+               if self.latent_residual is not None else {}),
             **({"gate_critic": self.held_out.state_dict(), "gate_critic_target": self.held_out_target.state_dict(),
                 "gate_critic_opt": self.held_out_opt.state_dict(),
                 "gate_critic_generator": self.held_out_generator.get_state()} if self.held_out is not None else {}),
@@ -357,6 +371,8 @@ class SPAARSAgent:
         self.nets.load_state_dict(state["nets"])
         if self.rectified is not None:
             self.rectified.load_state_dict(state["spar"])
+        if self.latent_residual is not None:
+            self.latent_residual.load_residual_state_dict(state["raw_residual"])
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])

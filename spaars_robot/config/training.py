@@ -151,6 +151,14 @@ class OnlineConfig(_Strict):
                            "about to be executed (in training the noisy one) whose dataset-CVAE support score is "
                            "out of range (the export's latch: threshold, hysteresis 0.1 x |threshold|) is replaced "
                            "by the latent action, in training and evaluation, as `serve` replaces it")
+    raw_form: Literal["free", "latent_residual"] = Field(
+        "free", description="spaars/raw: the raw policy's form: free (the pretraining's AWR policy, TD3+BC online) or "
+                            "latent_residual (the latent controller D(s, mean z(s)) plus a bounded residual "
+                            "eps * tanh(Delta), zero at the start, trained by the same TD3+BC loss; algos/"
+                            "latent_residual.py says why)")
+    raw_residual_bound: float = Field(
+        0.3, gt=0, le=2, description="raw_form=latent_residual: eps, |raw - latent action| <= eps per action "
+                                     "dimension (SPAR's residual_bound default: one trust region for both residuals)")
     rnd_feature_dim: int = Field(64, ge=1)
     target_subset: int | None = Field(None, ge=1, description="online critic targets: min over this many members "
                                                               "sampled per update; None = min over all")
@@ -284,6 +292,14 @@ class TrainConfig(_Strict):
         if self.online.support_monitor and self.algo != "spaars":
             raise ValueError(f"online.support_monitor: only spaars's gated phase has a latent action to fall back to "
                              f"(algo {self.algo})")
+        if self.online.raw_form != "free" and (self.algo not in ("spaars", "raw") or self.online.raw_init != "awr"):
+            raise ValueError(f"online.raw_form={self.online.raw_form}: only spaars and raw execute a raw policy whose "
+                             f"form this sets, and not with SPAR's rectified policy (algo {self.algo}, raw_init "
+                             f"{self.online.raw_init})")
+        bound_default = OnlineConfig.model_fields["raw_residual_bound"].default
+        if self.online.raw_residual_bound != bound_default and self.online.raw_form != "latent_residual":
+            raise ValueError(f"online.raw_residual_bound={self.online.raw_residual_bound}: only "
+                             f"online.raw_form=latent_residual has that residual (raw_form {self.online.raw_form})")
         if self.online.gate.critic != "shared" and self.algo != "spaars":
             raise ValueError(f"online.gate.critic={self.online.gate.critic}: only spaars's gate reads a held-out "
                              f"critic (algo {self.algo}: its gate never decides, or it has another agent)")
@@ -365,6 +381,8 @@ _ADDED_NEUTRAL: dict[str, Any] = {
     "online.latent_phase_raw": "bc",
     "online.gated_target": "entry",
     "online.support_monitor": False,
+    "online.raw_form": "free",
+    "online.raw_residual_bound": 0.3,
 }
 
 

@@ -2,7 +2,8 @@
 
 forward(obs [B, obs_dim], raw observation) ->
     raw_action     [B, act_dim]  deterministic raw policy  mu_raw(s) (spar/bc runs: the rectified policy
-                                 pi_base(s) + bounded residual, algos/spar.py)
+                                 pi_base(s) + bounded residual, algos/spar.py; online.raw_form=latent_residual:
+                                 the latent action + bounded residual, algos/latent_residual.py)
     latent_action  [B, act_dim]  decoded latent policy      D(s, z_max * tanh(mu_z(s)))
     gate_advantage [B]           lower confidence bound of Q(s, a_raw) - Q(s, a_lat) over the ensemble,
                                  in units of the gate's scale (`gate_scale`: the running mean |Q|, or
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from spaars_robot.algos.gate import gate_lcb
+from spaars_robot.algos.latent_residual import LatentResidualPolicy
 from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy
 from spaars_robot.algos.supe import SQUASH_EPS, skill_of
@@ -51,7 +53,8 @@ class PolicyStack(nn.Module):
     input_names: tuple[str, ...] = ("obs",)
     output_names: tuple[str, ...] = OUTPUT_NAMES
 
-    def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy | RectifiedPolicy,
+    def __init__(self, normalizer: ObsNormalizer,
+                 raw_policy: TanhGaussianPolicy | RectifiedPolicy | LatentResidualPolicy,
                  latent_policy: TanhGaussianPolicy,
                  cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0,
                  state_gate: NeighbourGate | None = None) -> None:
