@@ -101,3 +101,18 @@ def test_its_bundle_serves_the_latent_action_plus_residual(residual_run, tmp_pat
     raw, latent_out = session.run(None, {session.get_inputs()[0].name: obs})[:2]
     np.testing.assert_allclose(raw, expected, atol=1e-5)
     np.testing.assert_allclose(latent_out, latent, atol=1e-5)
+
+
+def test_raw_fine_tuning_runs_the_residual_form_from_the_first_step(tiny_hopper_dataset, tmp_path):
+    """`--algo raw` with the residual form: raw fine-tuning of latent + residual (the latent policy still learns
+    by SAC underneath), executed on every evaluation step from the start."""
+    run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--algo", "raw", "--protocol",
+            "smoke", "--safety-spec", "none", *FLAG, "--runs-root", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "res"), env={"SPAARS_CACHE": str(tmp_path / "cache")})
+    (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/seed0/metrics.csv")]
+    with open(run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["phase"] for r in rows} == {"gated"} and all(float(r["eval_raw_rate"]) == 1.0 for r in rows)
+    agent = safe_torch_load(run_dir / "checkpoint.pt")["agent"]
+    last = [v for k, v in agent["raw_residual"].items() if k.endswith("weight")][-1]
+    assert float(last.abs().max()) > 0
