@@ -60,6 +60,13 @@ def data_collect(
         typer.Option(help="A kept SAC actor (a behaviour run's policy_step*.pt) to roll out instead of training "
                           "one (medium, expert; diverse: an ant-goal actor, in place of the scripted Ant)."),
     ] = None,
+    safety_spec: Annotated[
+        str | None,
+        typer.Option(help="Collect under this safety spec (a name under safety/, e.g. the task's, or a path): the "
+                          "behaviour policy trains, is evaluated and rolls out through the SafetyLayer serve runs, "
+                          "and the dataset stores the applied actions, as <task>-<quality>-safe-v0 (the task's own "
+                          "spec) or <task>-<quality>-safe-<spec>-v0. Default: no layer."),
+    ] = None,
 ) -> None:
     """Train a behaviour policy to a quality level (as D4RL did) and roll out a dataset; resumable."""
     from pydantic import ValidationError
@@ -83,7 +90,7 @@ def data_collect(
     except ValidationError as exc:
         raise ConfigError(format_validation_error("command-line options", exc)) from exc
     path = collect(spec, quality.value, root or datasets_root(), cfg, threads=threads,  # type: ignore[arg-type]
-                   behaviour_policy=behaviour_policy)
+                   behaviour_policy=behaviour_policy, safety_spec=safety_spec)
     print_summary(summarize(path))
 
 

@@ -8,6 +8,15 @@ rolled out by a scripted controller instead of a learned one (train/scripted_kit
 antmaze-*-diverse) by a scripted goal-reaching Ant (train/scripted_ant.py; or a kept `ant-goal` SAC actor) steered
 along maze waypoints (train/maze_waypoints.py).
 
+Under a safety spec (`data collect --safety-spec hopper`) the behaviour policy trains, is evaluated and is rolled out
+through the same SafetyLayer that `serve` runs (train/safety_in_loop.py), and the dataset stores the *applied* actions:
+the data then lives inside the limits a deployed policy will meet, which is what a policy cloned or decoded from it
+needs (BENCHMARKS "Trained under the spec": 47 % of the unconstrained hopper-medium's steps, 87 % of walker2d's,
+command torques the soft zone bends, so a CVAE fitted to them emits actions the layer changes). Such a dataset is
+named `<task>-<quality>-safe-v0` (the task's own spec) or `<task>-<quality>-safe-<spec>-v0`, and its behaviour run and
+rollout shards live apart from the unconstrained ones, keyed by the spec's SHA-256, so a changed spec never resumes
+work made under other limits.
+
 Everything is resumable and deterministic: training checkpoints are written at episode boundaries
 (each episode resets from a seed derived from its index), rollouts are written in shards of whole
 episodes, and the dataset directory appears only when complete. Behaviour-policy checkpoints are kept,
@@ -18,9 +27,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+import gymnasium as gym
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,8 +45,10 @@ from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.envs import env_spec, make_env
 from spaars_robot.envs.evaluation import run_episodes
 from spaars_robot.errors import SpaarsError
+from spaars_robot.export.safety_binding import spec_path
 from spaars_robot.train.online_loop import EPISODE_SEED_STRIDE, OnlineLoop, StepInfo
 from spaars_robot.train.progress import ProgressDisplay, make_progress
+from spaars_robot.train.safety_in_loop import resolve_training_spec, spec_env_factory
 
 Quality = Literal["random", "medium", "expert", "medium-replay", "medium-expert", "mixed", "diverse"]
 NAMESPACE = "spaars"
@@ -54,17 +68,57 @@ class CollectConfig(BaseModel):
     sac: SACConfig = SACConfig()
 
 
-def dataset_id(task: TaskSpec, quality: str) -> str:
-    return f"{NAMESPACE}/{task.name}-{quality}-v0"
+@dataclass(frozen=True)
+class Limits:
+    """The safety spec a collection runs under (none: `file` is None): where its environments come from, and the
+    names that keep its dataset, behaviour run and shards apart from unconstrained ones."""
+
+    task: TaskSpec
+    file: str | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def of(cls, task: TaskSpec, given: str | None) -> Limits:
+        """`--safety-spec given` (a name under safety/ or a path; None or `none`: no layer), checked against the task."""
+        if given is None:
+            return cls(task)
+        file, sha = resolve_training_spec(task, given)
+        return cls(task, file, sha)
+
+    @property
+    def name_suffix(self) -> str:
+        """'' | '-safe' (the task's own spec) | '-safe-<spec stem>'."""
+        if self.file is None:
+            return ""
+        own = spec_path(self.task.name)
+        return "-safe" if own.exists() and Path(self.file).resolve() == own.resolve() else f"-safe-{Path(self.file).stem}"
+
+    @property
+    def work_suffix(self) -> str:
+        """The name suffix plus the spec's hash: work made under other bytes of the spec is never resumed."""
+        return "" if self.sha256 is None else f"{self.name_suffix}-{self.sha256[:12]}"
+
+    def make_env(self) -> Callable[[], gym.Env]:
+        return spec_env_factory(self.task, self.file)
+
+    def metadata(self) -> dict:
+        return {} if self.file is None else {"spaars_safety_spec": Path(self.file).name,
+                                             "spaars_safety_spec_sha256": self.sha256}
 
 
-def behaviour_dir(root: Path, task: TaskSpec, seed: int) -> Path:
-    return Path(root) / NAMESPACE / "_behaviour" / f"{task.name}-seed{seed}"
+def dataset_id(task: TaskSpec, quality: str, limits: Limits | None = None) -> str:
+    return f"{NAMESPACE}/{task.name}-{quality}{limits.name_suffix if limits else ''}-v0"
 
 
-def evaluate_behaviour(sac: SAC, task: TaskSpec, episodes: int) -> dict:
-    """How a behaviour policy is scored, trained here or kept: deterministic actions on the fixed evaluation seeds."""
-    returns, _ = run_episodes(sac.act, task, episodes, EVAL_SEED_BASE)
+def behaviour_dir(root: Path, task: TaskSpec, seed: int, limits: Limits | None = None) -> Path:
+    return Path(root) / NAMESPACE / "_behaviour" / f"{task.name}{limits.work_suffix if limits else ''}-seed{seed}"
+
+
+def evaluate_behaviour(sac: SAC, task: TaskSpec, episodes: int,
+                       make: Callable[[], gym.Env] | None = None) -> dict:
+    """How a behaviour policy is scored, trained here or kept: deterministic actions on the fixed evaluation seeds
+    (under the collection's safety layer when it has one: its quality is what it scores as it will act)."""
+    returns, _ = run_episodes(sac.act, task, episodes, EVAL_SEED_BASE, make=make)
     return {"return_mean": float(np.mean(returns)),
             "normalized": float(np.mean([task.normalized_score(r) for r in returns]))}
 
@@ -72,9 +126,11 @@ def evaluate_behaviour(sac: SAC, task: TaskSpec, episodes: int) -> dict:
 class BehaviourRun:
     """A resumable SAC run whose evaluations define the medium and expert behaviour policies."""
 
-    def __init__(self, root: Path, task: TaskSpec, config: CollectConfig, progress: ProgressDisplay | None) -> None:
+    def __init__(self, root: Path, task: TaskSpec, config: CollectConfig, progress: ProgressDisplay | None,
+                 limits: Limits | None = None) -> None:
         self.task, self.config, self.progress = task, config, progress
-        self.dir = behaviour_dir(root, task, config.seed)
+        self.limits = limits if limits is not None else Limits(task)
+        self.dir = behaviour_dir(root, task, config.seed, self.limits)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / "state.pt"
         self.sac = SAC(task.obs_dim, task.action_dim, config.sac, seed=config.seed,
@@ -116,7 +172,8 @@ class BehaviourRun:
 
     # -- training ----------------------------------------------------------------------------------
     def _evaluate(self) -> dict:
-        record = {"step": self.step, **evaluate_behaviour(self.sac, self.task, self.config.eval_episodes)}
+        record = {"step": self.step, **evaluate_behaviour(self.sac, self.task, self.config.eval_episodes,
+                                                          self.limits.make_env())}
         self.evals.append(record)
         atomic_torch_save(self.policy_path(self.step), self.sac.actor.state_dict())
         return record
@@ -134,7 +191,7 @@ class BehaviourRun:
         next_checkpoint = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         stop = False
         t0, steps0 = time.perf_counter(), self.step
-        loop = OnlineLoop(make_env(task), self.sac, self.replay,
+        loop = OnlineLoop(self.limits.make_env()(), self.sac, self.replay,
                           lambda: self.replay.sample(cfg.sac.batch_size, self.sac.generator),
                           seed=cfg.seed, update_after=cfg.random_steps)
         loop.step, loop.episode = self.step, self.episode
@@ -268,7 +325,8 @@ def scripted_behaviour(task: TaskSpec) -> Behaviour:
         env.close()
 
 
-def kept_actor(task: TaskSpec, path: Path, config: CollectConfig) -> tuple[torch.nn.Module, dict]:
+def kept_actor(task: TaskSpec, path: Path, config: CollectConfig,
+               make: Callable[[], gym.Env] | None = None) -> tuple[torch.nn.Module, dict]:
     """A SAC actor kept from an earlier behaviour run (`_behaviour/<task>-seed<N>/policy_step*.pt`) instead of a SAC
     run here: hours of SAC (the goal-reaching Ant's several 100k steps) become seconds, and the rollout is the one
     that training would give from the same checkpoint. It is evaluated as a freshly trained one is, so the
@@ -283,7 +341,7 @@ def kept_actor(task: TaskSpec, path: Path, config: CollectConfig) -> tuple[torch
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpaarsError(f"behaviour policy {path} is not a SAC actor of task {task.name} ({task.obs_dim} "
                           f"observation dims, {task.action_dim} action dims): {first}") from exc
-    normalized = evaluate_behaviour(sac, task, config.eval_episodes)["normalized"]
+    normalized = evaluate_behaviour(sac, task, config.eval_episodes, make)["normalized"]
     return sac.actor, {"spaars_behaviour_checkpoint": str(path), "spaars_behaviour_sha256": sha256_file(path),
                        "spaars_behaviour_eval_normalized": normalized}
 
@@ -307,8 +365,11 @@ def maze_behaviour(task: TaskSpec, config: CollectConfig, kept: Path | None = No
 
 
 def rollout(task: TaskSpec, behaviour: Behaviour, steps: int, seed: int, shard_dir: Path,
-            shard_steps: int, progress: ProgressDisplay | None) -> list[Episode]:
-    """Roll out `steps` transitions of `behaviour`.
+            shard_steps: int, progress: ProgressDisplay | None,
+            make: Callable[[], gym.Env] | None = None) -> list[Episode]:
+    """Roll out `steps` transitions of `behaviour` (in `make()`'s env; default the task's, no safety layer).
+
+    The stored action is the one the simulator executed: under a safety layer its `applied_action`, not the command.
 
     Shards of whole episodes are written atomically, so a killed rollout resumes at its last shard;
     each episode's reset seed and action noise depend only on (seed, episode index), which is what
@@ -323,7 +384,7 @@ def rollout(task: TaskSpec, behaviour: Behaviour, steps: int, seed: int, shard_d
                 episodes.append(Episode(z[f"obs_{i}"], z[f"act_{i}"], z[f"rew_{i}"], z[f"term_{i}"],
                                         z[f"trunc_{i}"], int(z["seeds"][i])))
     done_steps = sum(len(e) for e in episodes)
-    env = make_env(task)
+    env = make() if make is not None else make_env(task)
     bar = progress.add_task(f"rollout {task.name}", total=steps, completed=done_steps) if progress else None
     pending: list[Episode] = []
 
@@ -350,8 +411,9 @@ def rollout(task: TaskSpec, behaviour: Behaviour, steps: int, seed: int, shard_d
         observations, actions, rewards, terms, truncs = [obs], [], [], [], []
         while True:
             action = behaviour.act(obs, generator)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            observations.append(obs); actions.append(action); rewards.append(reward)  # noqa: E702
+            obs, reward, terminated, truncated, info = env.step(action)
+            applied = info.get("applied_action", action)
+            observations.append(obs); actions.append(applied); rewards.append(reward)  # noqa: E702
             cut = done_steps + len(rewards) >= steps
             terms.append(terminated); truncs.append(truncated or (cut and not terminated))  # noqa: E702
             if terminated or truncated or cut:
@@ -376,49 +438,58 @@ KEPT_POLICY_QUALITIES = ("medium", "expert", "diverse")  # rolled out from one a
 
 
 def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig, threads: int = 2,
-            behaviour_policy: Path | None = None) -> Path:
-    """Produce `<root>/spaars/<task>-<quality>-v0` (resuming any interrupted work) and return its path.
+            behaviour_policy: Path | None = None, safety_spec: str | None = None) -> Path:
+    """Produce `<root>/spaars/<task>-<quality>[-safe...]-v0` (resuming any interrupted work) and return its path.
 
     `behaviour_policy`: a kept SAC actor (`kept_actor`) rolled out instead of training one; for `diverse`, the
-    goal-reaching Ant's."""
+    goal-reaching Ant's. `safety_spec`: collect under that spec's SafetyLayer (`Limits`); None: without one."""
     torch.set_num_threads(threads)
     root = Path(root)
+    limits = Limits.of(task, safety_spec)
+    make = limits.make_env()
     if behaviour_policy is not None and quality not in KEPT_POLICY_QUALITIES:
         raise SpaarsError(f"a kept behaviour policy makes {', '.join(KEPT_POLICY_QUALITIES)} datasets; '{quality}' "
                           "is made from " + ("the SAC run's replay buffer" if quality == "medium-replay" else
                                              "no learned policy" if quality in ("random", "mixed") else
                                              "two datasets: collect medium and expert first"))
-    out = dataset_dir(root, dataset_id(task, quality))
+    out = dataset_dir(root, dataset_id(task, quality, limits))
     if (out / "data" / "metadata.json").exists():
+        made_under = json.loads((out / "data" / "metadata.json").read_text()).get("spaars_safety_spec_sha256")
+        if made_under != limits.sha256:
+            raise SpaarsError(f"{out} was made under safety spec sha256 {str(made_under)[:12]}..., and "
+                              f"{limits.file} is now {str(limits.sha256)[:12]}...: restore the spec, or move the "
+                              "dataset away to collect it again under the new limits")
         return out
     if quality in ("medium", "expert", "random", "mixed", "diverse") and quality not in task.quality:
         raise SpaarsError(f"task {task.name} defines no '{quality}' quality target in its YAML")
     t_start = time.perf_counter()
-    work = root / NAMESPACE / "_work" / f"{task.name}-{quality}-seed{config.seed}"
-    extra: dict = {"spaars_quality": quality, "spaars_seed": config.seed, "spaars_task": task.name}
+    work = root / NAMESPACE / "_work" / f"{task.name}-{quality}{limits.work_suffix}-seed{config.seed}"
+    extra: dict = {"spaars_quality": quality, "spaars_seed": config.seed, "spaars_task": task.name,
+                   **limits.metadata()}
     with make_progress() as progress:
         if quality == "medium-expert":
-            parts = [collect(task, q, root, config, threads) for q in ("medium", "expert")]
+            parts = [collect(task, q, root, config, threads, safety_spec=safety_spec) for q in ("medium", "expert")]
             episodes = [ep for p in parts for ep in iter_episodes(p)]
             extra["spaars_sources"] = [str(p) for p in parts]
         elif quality == "random":
             episodes = rollout(task, UniformBehaviour(task.action_dim), config.steps, config.seed, work,
-                               config.shard_steps, progress)
+                               config.shard_steps, progress, make)
         elif quality == "diverse":
             behaviour, facts = maze_behaviour(task, config, behaviour_policy)
             extra |= facts
-            episodes = rollout(task, behaviour, config.steps, config.seed + 1, work, config.shard_steps, progress)
+            episodes = rollout(task, behaviour, config.steps, config.seed + 1, work, config.shard_steps, progress,
+                               make)
         elif quality == "mixed":
             episodes = rollout(task, scripted_behaviour(task), config.steps, config.seed, work, config.shard_steps,
-                               progress)
+                               progress, make)
             extra["spaars_behaviour"] = "scripted (train/scripted_kitchen.py)"
         elif behaviour_policy is not None:
-            actor, facts = kept_actor(task, behaviour_policy, config)
+            actor, facts = kept_actor(task, behaviour_policy, config, make)
             extra |= facts
             episodes = rollout(task, ActorBehaviour(actor), config.steps, config.seed + 1, work, config.shard_steps,
-                               progress)
+                               progress, make)
         else:
-            run = BehaviourRun(root, task, config, progress)
+            run = BehaviourRun(root, task, config, progress, limits)
             base = "medium" if quality == "medium-replay" else quality
             run.train_until(base)  # type: ignore[arg-type]
             step = run.chosen_step(base)  # type: ignore[arg-type]
@@ -430,9 +501,9 @@ def collect(task: TaskSpec, quality: Quality, root: Path, config: CollectConfig,
             else:
                 run.sac.actor.load_state_dict(safe_torch_load(run.policy_path(step)))
                 episodes = rollout(task, ActorBehaviour(run.sac.actor), config.steps, config.seed + 1, work,
-                                   config.shard_steps, progress)
+                                   config.shard_steps, progress, make)
     extra["spaars_collection_seconds"] = round(time.perf_counter() - t_start, 1)
-    write_dataset(out, episodes, dataset_id=dataset_id(task, quality), obs_dim=task.obs_dim,
+    write_dataset(out, episodes, dataset_id=dataset_id(task, quality, limits), obs_dim=task.obs_dim,
                   action_dim=task.action_dim, env_id=task.env_id if task.backend == "gymnasium" else None,
                   ref_min_score=task.ref_min_score, ref_max_score=task.ref_max_score, extra_metadata=extra,
                   env_spec=env_spec(task))

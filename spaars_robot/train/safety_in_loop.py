@@ -57,9 +57,15 @@ def check_unchanged(config: TrainConfig) -> None:
 
 def env_factory(config: TrainConfig, task: TaskSpec) -> Callable[[], gym.Env]:
     """make_env(task), wrapped in the run's safety layer when it has one: training and evaluation use it alike."""
-    if config.safety_spec is None:
+    return spec_env_factory(task, config.safety_spec)
+
+
+def spec_env_factory(task: TaskSpec, spec_file: str | None) -> Callable[[], gym.Env]:
+    """make_env(task) behind the SafetyLayer of `spec_file` (None: no layer); training runs and data collection
+    under a spec (`data collect --safety-spec`) build their environments here, so both apply the same layer."""
+    if spec_file is None:
         return lambda: make_env(task)
-    spec = load_safety_spec(Path(config.safety_spec))
+    spec = load_safety_spec(Path(spec_file))
 
     def make() -> gym.Env:
         return SafetyLayerEnv(make_env(task), SafetyLayer(spec, task.action_dim, task.obs_dim))
