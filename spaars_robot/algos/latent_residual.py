@@ -64,8 +64,3 @@ class LatentResidualPolicy(nn.Module):
     def load_residual_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.residual_net.load_state_dict(state)
 
-
-def make_latent_residual(latent_policy: TanhGaussianPolicy, cvae: CVAE, obs_dim: int, action_dim: int,
-                         hidden: tuple[int, ...], bound: float) -> LatentResidualPolicy:
-    """The one constructor training and export share, so an exported bundle computes what the run executed."""
-    return LatentResidualPolicy(latent_policy, cvae, obs_dim, action_dim, hidden, bound)

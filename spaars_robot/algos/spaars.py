@@ -31,7 +31,7 @@ import torch
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
 from spaars_robot.algos.latch import SUPPORT_HYSTERESIS_REL, Hold, Latch, monitor_support
-from spaars_robot.algos.latent_residual import make_latent_residual
+from spaars_robot.algos.latent_residual import LatentResidualPolicy
 from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy, lsi_loss
@@ -55,7 +55,7 @@ class SPAARSAgent:
         self.rectified = rectified
         # online.raw_form=latent_residual: the raw controller is the latent one plus a bounded residual
         # (algos/latent_residual.py); its residual is the only raw parameter set, trained by the same TD3+BC loss
-        self.latent_residual = (make_latent_residual(nets.latent_policy, nets.cvae, nets.obs_dim, nets.action_dim,
+        self.latent_residual = (LatentResidualPolicy(nets.latent_policy, nets.cvae, nets.obs_dim, nets.action_dim,
                                                      self.cfg.hidden, self.cfg.raw_residual_bound).to(nets.device)
                                 if self.cfg.raw_form == "latent_residual" else None)
         self.raw_policy = (rectified if rectified is not None else

@@ -111,10 +111,10 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
         raw_policy = make_rectified(task.obs_dim, task.action_dim, nets.latent_dim, config.spar)
         raw_policy.load_state_dict(agent["spar"])
     elif "raw_residual" in agent:  # spaars/raw with online.raw_form=latent_residual: the latent controller + residual
-        from spaars_robot.algos.latent_residual import make_latent_residual
+        from spaars_robot.algos.latent_residual import LatentResidualPolicy
 
         online = config.online
-        raw_policy = make_latent_residual(nets.latent_policy, nets.cvae, task.obs_dim, task.action_dim, online.hidden,
+        raw_policy = LatentResidualPolicy(nets.latent_policy, nets.cvae, task.obs_dim, task.action_dim, online.hidden,
                                           online.raw_residual_bound)
         raw_policy.load_residual_state_dict(agent["raw_residual"])
     rollout_gate, gate_fit, hold = None, None, 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spaars_robot.algos.latent_residual import make_latent_residual
+from spaars_robot.algos.latent_residual import LatentResidualPolicy
 from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.config.training import ConfigError, PretrainConfig, load_run_config, resolve_config
 from spaars_robot.data.files import safe_torch_load
@@ -27,7 +27,7 @@ def _nets() -> OfflineNets:
 
 def test_the_raw_controller_starts_as_the_latent_one_and_never_leaves_the_bound():
     nets = _nets()
-    policy = make_latent_residual(nets.latent_policy, nets.cvae, 11, 3, (32, 32), bound=0.2)
+    policy = LatentResidualPolicy(nets.latent_policy, nets.cvae, 11, 3, (32, 32), bound=0.2)
     s = torch.randn(256, 11)
     with torch.no_grad():
         assert torch.equal(policy.mean_action(s), nets.decoded_latent_mean(s))  # zero residual at initialisation
@@ -41,7 +41,7 @@ def test_the_raw_controller_starts_as_the_latent_one_and_never_leaves_the_bound(
 
 def test_the_raw_actor_loss_moves_only_the_residual():
     nets = _nets()
-    policy = make_latent_residual(nets.latent_policy, nets.cvae, 11, 3, (32, 32), bound=0.3)
+    policy = LatentResidualPolicy(nets.latent_policy, nets.cvae, 11, 3, (32, 32), bound=0.3)
     nets.critic(torch.randn(8, 11), policy.mean_action(torch.randn(8, 11))).mean().backward()
     assert all(p.grad is None for p in nets.latent_policy.parameters())
     assert all(p.grad is None for p in nets.cvae.parameters())
@@ -88,7 +88,7 @@ def test_its_bundle_serves_the_latent_action_plus_residual(residual_run, tmp_pat
     state = safe_torch_load(residual_run / "checkpoint.pt")["agent"]
     nets = OfflineNets(11, 3, config.pretrain)
     nets.load_state_dict(state["nets"])
-    policy = make_latent_residual(nets.latent_policy, nets.cvae, 11, 3, config.online.hidden,
+    policy = LatentResidualPolicy(nets.latent_policy, nets.cvae, 11, 3, config.online.hidden,
                                   config.online.raw_residual_bound)
     policy.load_residual_state_dict(state["raw_residual"])
     normalizer = ObsNormalizer(state["nets"]["normalizer.mean"], state["nets"]["normalizer.std"])
