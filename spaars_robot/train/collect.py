@@ -131,6 +131,8 @@ class BehaviourRun:
         self.task, self.config, self.progress = task, config, progress
         self.limits = limits if limits is not None else Limits(task)
         self.dir = behaviour_dir(root, task, config.seed, self.limits)
+        # the spec is read once: a file edited mid-run must not change the limits under the hash the run is keyed by
+        self.make_env = self.limits.make_env()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_path = self.dir / "state.pt"
         self.sac = SAC(task.obs_dim, task.action_dim, config.sac, seed=config.seed,
@@ -173,7 +175,7 @@ class BehaviourRun:
     # -- training ----------------------------------------------------------------------------------
     def _evaluate(self) -> dict:
         record = {"step": self.step, **evaluate_behaviour(self.sac, self.task, self.config.eval_episodes,
-                                                          self.limits.make_env())}
+                                                          self.make_env)}
         self.evals.append(record)
         atomic_torch_save(self.policy_path(self.step), self.sac.actor.state_dict())
         return record
@@ -191,7 +193,7 @@ class BehaviourRun:
         next_checkpoint = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         stop = False
         t0, steps0 = time.perf_counter(), self.step
-        loop = OnlineLoop(self.limits.make_env()(), self.sac, self.replay,
+        loop = OnlineLoop(self.make_env(), self.sac, self.replay,
                           lambda: self.replay.sample(cfg.sac.batch_size, self.sac.generator),
                           seed=cfg.seed, update_after=cfg.random_steps)
         loop.step, loop.episode = self.step, self.episode
