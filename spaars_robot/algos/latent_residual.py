@@ -51,7 +51,10 @@ class LatentResidualPolicy(nn.Module):
         return self.bound * torch.tanh(self.residual_net(torch.cat([s, anchor], -1)))
 
     def mean_action(self, s: torch.Tensor) -> torch.Tensor:
-        anchor = self.anchor_action(s)
+        return self.action_from(s, self.anchor_action(s))
+
+    def action_from(self, s: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """mu_raw(s) for an anchor already decoded (the update step has it for the BC term: one decoder pass)."""
         return (anchor + self.residual(s, anchor)).clamp(-1.0, 1.0)
 
     def residual_parameters(self) -> list[nn.Parameter]:

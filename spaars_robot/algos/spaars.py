@@ -285,7 +285,8 @@ class SPAARSAgent:
             anchor = (self.latent_residual.anchor_action(obs) if self.latent_residual is not None
                       else nets.cvae.decode(obs, z_mean.detach()))
         with torch.set_grad_enabled(self.rectified is None):  # rectified: bc is a metric only, no graph needed
-            raw = self.raw_policy.mean_action(obs)
+            raw = (self.latent_residual.action_from(obs, anchor) if self.latent_residual is not None
+                   else self.raw_policy.mean_action(obs))
         bc = (raw - anchor).pow(2).sum(-1).mean()
         if self.rectified is not None:
             raw_loss, lsi_metrics = lsi_loss(self.rectified, nets.cvae, nets.critic, obs, self.config.spar,
