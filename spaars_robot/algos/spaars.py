@@ -55,11 +55,13 @@ class SPAARSAgent:
         self.rectified = rectified
         # online.raw_form=latent_residual: the raw controller is the latent one plus a bounded residual
         # (algos/latent_residual.py); its residual is the only raw parameter set, trained by the same TD3+BC loss
+        # or, with raw_residual_objective=q, by the normalised Q alone inside its bound
         self.latent_residual = (LatentResidualPolicy(nets.latent_policy, nets.cvae, nets.obs_dim, nets.action_dim,
                                                      self.cfg.hidden, self.cfg.raw_residual_bound).to(nets.device)
                                 if self.cfg.raw_form == "latent_residual" else None)
         self.raw_policy = (rectified if rectified is not None else
                            self.latent_residual if self.latent_residual is not None else nets.raw_policy)
+        self.residual_q_only = self.latent_residual is not None and self.cfg.raw_residual_objective == "q"
         self.variant = config.algo  # spaars | latent | raw
         self.critic_target = copy.deepcopy(nets.critic).requires_grad_(False)
         gate_cfg = self.cfg.gate
@@ -295,7 +297,9 @@ class SPAARSAgent:
         elif self.phase == "gated" or cfg.latent_phase_raw == "td3bc":
             q_raw = nets.critic(obs, raw).mean(0)
             lam = cfg.alpha_bc / q_raw.abs().mean().detach().clamp_min(1e-6)
-            raw_loss = -lam * q_raw.mean() + bc
+            # raw_residual_objective=q: the residual's bound is its trust region (BCQ / PLAS perturbation), so
+            # no BC term; in the latent phase (latent_phase_raw=bc) concurrent BC holds the residual at zero
+            raw_loss = -lam * q_raw.mean() + (0.0 if self.residual_q_only else bc)
         elif cfg.concurrent_bc:
             raw_loss = bc
         else:

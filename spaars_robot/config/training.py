@@ -159,6 +159,11 @@ class OnlineConfig(_Strict):
     raw_residual_bound: float = Field(
         0.3, gt=0, le=2, description="raw_form=latent_residual: eps, |raw - latent action| <= eps per action "
                                      "dimension (SPAR's residual_bound default: one trust region for both residuals)")
+    raw_residual_objective: Literal["td3bc", "q"] = Field(
+        "td3bc", description="raw_form=latent_residual, gated phase: the residual's loss. td3bc: the free raw "
+                             "policy's TD3+BC loss, whose BC term anchored on the latent action holds the residual "
+                             "near lambda * dQ/da / 2 (~0.003 on hopper, far inside the bound); q: the normalised Q "
+                             "alone, the bound being the trust region (BCQ's and PLAS's perturbation layer)")
     rnd_feature_dim: int = Field(64, ge=1)
     target_subset: int | None = Field(None, ge=1, description="online critic targets: min over this many members "
                                                               "sampled per update; None = min over all")
@@ -300,6 +305,9 @@ class TrainConfig(_Strict):
         if self.online.raw_residual_bound != bound_default and self.online.raw_form != "latent_residual":
             raise ValueError(f"online.raw_residual_bound={self.online.raw_residual_bound}: only "
                              f"online.raw_form=latent_residual has that residual (raw_form {self.online.raw_form})")
+        if self.online.raw_residual_objective != "td3bc" and self.online.raw_form != "latent_residual":
+            raise ValueError(f"online.raw_residual_objective={self.online.raw_residual_objective}: only "
+                             f"online.raw_form=latent_residual has that residual (raw_form {self.online.raw_form})")
         if self.online.gate.critic != "shared" and self.algo != "spaars":
             raise ValueError(f"online.gate.critic={self.online.gate.critic}: only spaars's gate reads a held-out "
                              f"critic (algo {self.algo}: its gate never decides, or it has another agent)")
@@ -383,6 +391,7 @@ _ADDED_NEUTRAL: dict[str, Any] = {
     "online.support_monitor": False,
     "online.raw_form": "free",
     "online.raw_residual_bound": 0.3,
+    "online.raw_residual_objective": "td3bc",
 }
 
 
