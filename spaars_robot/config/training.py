@@ -162,7 +162,7 @@ class OnlineConfig(_Strict):
     raw_residual_objective: Literal["td3bc", "q"] = Field(
         "td3bc", description="raw_form=latent_residual, gated phase: the residual's loss. td3bc: the free raw "
                              "policy's TD3+BC loss, whose BC term anchored on the latent action holds the residual "
-                             "near lambda * dQ/da / 2 (~0.003 on hopper, far inside the bound); q: the normalised Q "
+                             "near lambda * dQ/da / 2 (0.004 on hopper, far inside the bound); q: the normalised Q "
                              "alone, the bound being the trust region (BCQ's and PLAS's perturbation layer)")
     rnd_feature_dim: int = Field(64, ge=1)
     target_subset: int | None = Field(None, ge=1, description="online critic targets: min over this many members "
