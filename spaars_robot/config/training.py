@@ -301,13 +301,13 @@ class TrainConfig(_Strict):
             raise ValueError(f"online.raw_form={self.online.raw_form}: only spaars and raw execute a raw policy whose "
                              f"form this sets, and not with SPAR's rectified policy (algo {self.algo}, raw_init "
                              f"{self.online.raw_init})")
-        bound_default = OnlineConfig.model_fields["raw_residual_bound"].default
-        if self.online.raw_residual_bound != bound_default and self.online.raw_form != "latent_residual":
-            raise ValueError(f"online.raw_residual_bound={self.online.raw_residual_bound}: only "
-                             f"online.raw_form=latent_residual has that residual (raw_form {self.online.raw_form})")
-        if self.online.raw_residual_objective != "td3bc" and self.online.raw_form != "latent_residual":
-            raise ValueError(f"online.raw_residual_objective={self.online.raw_residual_objective}: only "
-                             f"online.raw_form=latent_residual has that residual (raw_form {self.online.raw_form})")
+        if self.online.raw_form != "latent_residual":
+            changed = [f"online.{name}={getattr(self.online, name)}"
+                       for name in ("raw_residual_bound", "raw_residual_objective")
+                       if getattr(self.online, name) != OnlineConfig.model_fields[name].default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)}: only online.raw_form=latent_residual has that residual "
+                                 f"(raw_form {self.online.raw_form})")
         if self.online.gate.critic != "shared" and self.algo != "spaars":
             raise ValueError(f"online.gate.critic={self.online.gate.critic}: only spaars's gate reads a held-out "
                              f"critic (algo {self.algo}: its gate never decides, or it has another agent)")
