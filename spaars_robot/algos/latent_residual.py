@@ -8,9 +8,11 @@ fine-tuning's first half, so a switch at 50k handed control to a controller with
 and the critic could not rank it against the latent action (BENCHMARKS "Issue 16, 2026-12-06 (second sitting)").
 A residual on the latent action inherits everything the latent phase learned (and everything the latent policy
 keeps learning after the switch), starts the gated phase as the latent controller itself when the residual is
-zero (no dip, BC error 0 by construction, which is what concurrent BC only approximates), and cannot leave the
-latent action by more than eps per dimension: the gate then compares two nearby actions, a local difference of the
-critic, and the support given back after the switch is bounded by the trust region. It is SPAR's parameterisation
+zero (the executed controller does not change at the switch; BC error 0 by construction, which is what concurrent
+BC only approximates), and cannot leave the latent action by more than eps per dimension: the gate then compares
+two nearby actions, a local difference of the critic, and the support given back after the switch is bounded by the
+trust region (with the default TD3+BC objective the BC term, not eps, is what binds: docs/spaars.md, "The residual's
+objective"). It is SPAR's parameterisation
 (algos/spar.py) with the latent controller as the anchor instead of a frozen BC policy; the latent controller is
 not frozen, so the residual corrects a moving anchor, as the paper's raw policy follows a moving latent policy.
 
