@@ -21,6 +21,8 @@ from spaars_robot.config.training import TransitionConfig
 # The evaluation record's fields that TransitionMonitor.update reads, in its argument order. The runner logs them
 # in metrics.csv and the summary's curve, which is all `transition replay` needs to re-decide a run's switch.
 TRANSITION_SIGNALS = ("return_mean", "novelty", "bc_error", "gate_rate_recent")
+# How a switch forced by t_max begins its reason (the report tells a cap from a decision on evidence by it).
+CAP_REASON = "hard cap"
 
 
 def slope_t(values: list[float]) -> float:
@@ -89,7 +91,7 @@ class TransitionMonitor:
         checks = self._checks(bc_error, gate_rate) if step >= cfg.t_min and len(self.returns) >= cfg.window else {}
         summary = "; ".join(f"{name} {'ok' if ok else 'FAILED'}" for name, ok in checks.items())
         if step >= cfg.t_max:  # the hard cap still records where every check stood
-            return True, f"hard cap t_max={cfg.t_max} reached at step {step}" + (f"; checks: {summary}" if checks else "")
+            return True, f"{CAP_REASON} t_max={cfg.t_max} reached at step {step}" + (f"; checks: {summary}" if checks else "")
         if step < cfg.t_min:
             return False, f"before t_min={cfg.t_min}"
         if not checks:

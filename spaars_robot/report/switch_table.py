@@ -1,0 +1,80 @@
+"""The hand-over, per seed: when it fired and on what, the dip it caused, and what the gated phase did.
+
+Issue 16 asks whether the transition fires on evidence before its cap (in 4 of 5 seeds) and whether safety
+is kept after the switch, not only before it; issue 19 compares SPAARS's raw policies by their dip at the
+switch and their out-of-support rate after it. These are per-seed facts that a group mean hides (one seed's
+dip of 60 points averages away), so the table lists seeds. Evaluation rows after the switch step are the
+gated phase's: each covers the `eval.every` training steps before it (report/run_metrics.py).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spaars_robot.algos.transition import CAP_REASON
+from spaars_robot.report.runs import Run
+from spaars_robot.report.tables import Groups
+from spaars_robot.train.summaries import mean_ci95
+
+
+def switch_facts(run: Run) -> dict | None:
+    """The first switch of a run and the evaluations around it; None for a run that never switched."""
+    switches = run.summary.get("switch") or []
+    if not switches:
+        return None
+    first = switches[0]
+    step = int(first["step"])
+    curve = run.summary["curve"]
+    before = [r for r in curve if r["step"] <= step]
+    after = [r for r in curve if r["step"] > step]
+    facts = {"step": step, "on_evidence": not str(first.get("reason", "")).startswith(CAP_REASON),
+             "last_latent": before[-1]["normalized_mean"] if before else None,
+             "first_gated": after[0]["normalized_mean"] if after else None}
+    if after:
+        facts["raw_share_after"] = sum(r["eval_raw_rate"] for r in after) / len(after)
+        rates = [r["out_of_support_rate"] for r in after]
+        if all(v not in ("", None) for v in rates):
+            facts["oos_after"] = sum(rates) / len(rates)
+    return facts
+
+
+def _seeds(runs: list[Run], facts: list[dict], text: Callable[[dict], str]) -> str:
+    return " / ".join(f"s{r.seed} {text(f)}" for r, f in zip(runs, facts, strict=True))
+
+
+def _mean(values: list[float], scale: float = 1.0, unit: str = "", sign: str = "") -> str:
+    """Mean with its 95 % t-interval (the mean alone for one seed); `sign` '+' for a change."""
+    if not values:
+        return "n/a"
+    mean, half = mean_ci95([scale * v for v in values])
+    point = f"{mean:{sign}.1f}"
+    return f"{point}{unit}" if half != half else f"{point} ± {half:.1f}{unit}"
+
+
+def switch_table(groups: Groups) -> list[str]:
+    """One row per group that switched: per-seed switch step (cap or evidence), the last latent-phase evaluation
+    against the first gated one, and the gated phase's raw share and out-of-support rate."""
+    lines = []
+    for (task, protocol, label), runs in groups.items():
+        pairs = [(r, f) for r in runs if (f := switch_facts(r)) is not None]
+        if not pairs:
+            continue
+        switched = [r for r, _ in pairs]
+        facts = [f for _, f in pairs]
+        when = _seeds(switched, facts, lambda f: f"{f['step'] // 1000}k{'' if f['on_evidence'] else ' (cap)'}")
+        dip = _seeds(switched, facts, lambda f: "n/a" if f["first_gated"] is None
+                     else f"{f['last_latent']:.1f} -> {f['first_gated']:.1f}")
+        dips = [f["first_gated"] - f["last_latent"] for f in facts if f["first_gated"] is not None]
+        raw = _mean([f["raw_share_after"] for f in facts if "raw_share_after" in f], 100, "%")
+        oos = _mean([f["oos_after"] for f in facts if "oos_after" in f], 100, "%")
+        evidence = sum(f["on_evidence"] for f in facts)
+        lines.append(f"| {task} | {protocol} | {label} | {when} | {evidence} of {len(runs)} | {dip} | "
+                     f"{_mean(dips, sign='+')} | {raw} | {oos} |")
+    if not lines:
+        return []
+    return ["", "The switch per seed: its step ('(cap)': t_max decided, not the evidence); the last evaluation of "
+            "the latent phase and the first of the gated one, and their mean change (95% t-interval); over the "
+            "gated phase's evaluations, the raw share of evaluation steps and the out-of-support rate of training "
+            "steps.", "",
+            "| task | protocol | algorithm | switch step per seed | fired before the cap | last latent -> first "
+            "gated | change at the switch | raw share after the switch | out-of-support after the switch |",
+            "|---|---|---|---|---|---|---|---|---|", *lines]
