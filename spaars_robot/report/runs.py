@@ -17,7 +17,7 @@ from spaars_robot.train.summaries import summary_label, summary_name
 
 SUMMARY_KEYS = ("task", "algo", "protocol", "seed", "variant", "final_normalized", "offline_normalized",
                 "early_out_of_support_rate", "early_falls", "curve")
-CURVE_KEYS = ("step", "normalized_mean", "train_raw_rate", "out_of_support_rate", "falls")
+CURVE_KEYS = ("step", "normalized_mean", "train_raw_rate", "eval_raw_rate", "out_of_support_rate", "falls")
 COMPACT_PATTERN = "*_seed*.json"  # summary_name(): <task>_<label>_<protocol>_seed<N>.json
 
 
@@ -94,6 +94,10 @@ def read_summary(path: Path) -> dict:
     variant = summary["variant"]
     if not isinstance(variant, dict) or not {"concurrent_bc", "hard_switch"} <= set(variant):
         raise SpaarsError(f"{path}: not a run summary ('variant' must hold concurrent_bc and hard_switch)")
+    switches = summary.get("switch") or []
+    if not isinstance(switches, list) or not all(isinstance(e, dict) and isinstance(e.get("step"), int)
+                                                 for e in switches):
+        raise SpaarsError(f"{path}: not a run summary ('switch' must be a list of records with an integer step)")
     numbers = [summary["final_normalized"], summary["offline_normalized"],
                *(row[k] for row in curve for k in ("step", "normalized_mean", "train_raw_rate"))]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):

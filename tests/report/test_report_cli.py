@@ -84,6 +84,7 @@ def test_the_same_run_with_different_results_is_refused(tmp_path):
     ("corrupt", '{"task": "hopper", "curve": [', "not a run summary (JSONDecodeError"),
     ("missing-fields", '{"task": "hopper", "algo": "spaars", "seed": 0}', "missing protocol, variant"),
     ("bad-curve", None, "curve rows lack normalized_mean"),
+    ("bad-switch", None, "'switch' must be a list of records with an integer step"),
     ("empty-dir", "", "no finished runs here"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, case, content, message):
@@ -92,6 +93,10 @@ def test_bad_input_is_one_clear_line(tmp_path, case, content, message):
     if case == "bad-curve":
         summary = json.loads((COMMITTED / "hopper_spaars_short_seed0.json").read_text())
         summary["curve"][3].pop("normalized_mean")
+        content = json.dumps(summary)
+    if case == "bad-switch":  # the switch table reads its step: a hand-edited summary must not be a traceback
+        summary = json.loads((COMMITTED / "hopper_spaars_short_seed0.json").read_text())
+        summary["switch"] = [{"step": "50k", "reason": "hard cap"}]
         content = json.dumps(summary)
     if case != "empty-dir":
         (folder / "hopper_spaars_short_seed0.json").write_text(content)
