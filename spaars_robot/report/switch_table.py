@@ -26,7 +26,9 @@ def switch_facts(run: Run) -> dict | None:
     curve = run.summary["curve"]
     before = [r for r in curve if r["step"] <= step]
     after = [r for r in curve if r["step"] > step]
-    facts = {"step": step, "on_evidence": not str(first.get("reason", "")).startswith(CAP_REASON),
+    reason = str(first.get("reason") or first.get("transition_check") or "")
+    # a record without a reason is not counted as a decision on evidence: only a logged one is
+    facts = {"step": step, "on_evidence": bool(reason) and not reason.startswith(CAP_REASON), "reason": reason,
              "last_latent": before[-1]["normalized_mean"] if before else None,
              "first_gated": after[0]["normalized_mean"] if after else None}
     if after:
@@ -39,6 +41,12 @@ def switch_facts(run: Run) -> dict | None:
 
 def _seeds(runs: list[Run], facts: list[dict], text: Callable[[dict], str]) -> str:
     return " / ".join(f"s{r.seed} {text(f)}" for r, f in zip(runs, facts, strict=True))
+
+
+def _cause(facts: dict) -> str:
+    if not facts["reason"]:
+        return " (no reason logged)"
+    return "" if facts["on_evidence"] else " (cap)"
 
 
 def _mean(values: list[float], scale: float = 1.0, unit: str = "", sign: str = "") -> str:
@@ -60,7 +68,7 @@ def switch_table(groups: Groups) -> list[str]:
             continue
         switched = [r for r, _ in pairs]
         facts = [f for _, f in pairs]
-        when = _seeds(switched, facts, lambda f: f"{f['step'] // 1000}k{'' if f['on_evidence'] else ' (cap)'}")
+        when = _seeds(switched, facts, lambda f: f"{f['step'] // 1000}k{_cause(f)}")
         dip = _seeds(switched, facts, lambda f: "n/a" if f["first_gated"] is None
                      else f"{f['last_latent']:.1f} -> {f['first_gated']:.1f}")
         dips = [f["first_gated"] - f["last_latent"] for f in facts if f["first_gated"] is not None]

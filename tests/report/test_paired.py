@@ -91,3 +91,7 @@ def test_switch_table_tells_a_cap_from_a_decision_and_measures_the_dip(committed
     assert "| s0 40k / s1 50k (cap) | 1 of 2 | s0 80.0 -> 50.0 / s1 50.0 -> 50.0 | -15.0 ± 190.6 | 50.0 ± 0.0% |" \
         in line
     assert switch_facts(_run(template, "raw", 0, 1.0, switch=[])) is None
+    # a switch record without a logged reason is not counted as a decision on evidence
+    unlogged = _run(template, "spaars", 2, 50.0, curve=curve, switch=[{"step": 40000}])
+    assert not switch_facts(unlogged)["on_evidence"]
+    assert "s2 40k (no reason logged)" in switch_table(group_runs([unlogged]))[-1]
