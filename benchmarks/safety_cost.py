@@ -8,7 +8,8 @@ Every variant runs the real server request path (`ActionServer.handle`: decode, 
 support monitor, safety layer, encode) without sockets, under the controller's watchdog on simulated
 time (`run_sim(realtime=False)`), on the same episode seeds, so the only difference between two rows is
 the safety spec. A variant overrides fields of the spec's `action` section; `none` serves with no
-safety layer at all (the policy as trained). Episode seeds start at --seed (default 100: not the
+safety layer at all (the policy as trained); `--spec NAME=PATH` adds a whole spec file as a row (a different
+device, e.g. joint position limits instead of the torque soft zone). Episode seeds start at --seed (default 100: not the
 training-evaluation seeds). Results: mean and 95 % t-interval over episodes, limit counts, JSON.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from spaars_robot.runtime import protocol as p
 from spaars_robot.runtime.server import ActionServer
 from spaars_robot.runtime.sim_client import run_sim
 from spaars_robot.safety.limits import SafetyLayer
-from spaars_robot.safety.spec import SafetySpec
+from spaars_robot.safety.spec import SafetySpec, load_safety_spec
 from spaars_robot.train.summaries import mean_ci95
 
 DEFAULT_VARIANTS = {
@@ -101,6 +102,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[],
                         help='NAME={"field": value, ...} overriding the spec\'s action section; repeatable '
                              "(default: shipped, no soft zone, no margin and no soft zone, no rate limit)")
+    parser.add_argument("--spec", action="append", default=[], metavar="NAME=PATH",
+                        help="a whole spec file as one more row (e.g. 'joint limits=safety/hopper-joint-limits.yaml'); "
+                             "repeatable")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "safety_cost.json")
     args = parser.parse_args()
 
@@ -113,10 +117,14 @@ def main() -> None:
             name, _, body = item.partition("=")
             variants[name] = json.loads(body)
     results: dict = {"command": "benchmarks/safety_cost.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if k not in ("out", "variant")),
+        f"--{k} {v}" for k, v in vars(args).items() if k not in ("out", "variant", "spec")),
+        "spec_files": args.spec,
         "bundle": str(args.bundle), "bundle_sha256": bundle.sha256, "episode_seeds": [args.seed, args.seed + args.episodes - 1],
         "rows": {}}
     rows = {"none (no safety layer)": None} | {name: with_overrides(base, o) for name, o in variants.items()}
+    for item in args.spec:
+        name, _, path = item.partition("=")
+        rows[name] = load_safety_spec(Path(path))
     baseline = None
     for name, spec in rows.items():
         row = evaluate(bundle, spec, args.episodes, args.seed)

@@ -12,11 +12,13 @@ previous applied action exactly and skips steps 3-6: that action already passed 
 would move it (the soft zone is not idempotent: a held 0.92 crept 0.920 -> 0.900 -> 0.890 -> 0.885).
 3. soft zone (Polymetis-style push-back): inside `soft_zone` of the hard bound the penetration is
    scaled by `1 - soft_stiffness`, a virtual spring that keeps commands off the hard limit;
-4. hard bounds: clamp to `[low + margin, high - margin]`;
+4. hard bounds: clamp to `[low + margin, high - margin]`; then, for torque commands with `joint_limits`,
+   the effort bound of each joint's position and velocity (`safety/joint_limits.py`, ros_control's soft
+   limits), which lies inside the hard bound;
 5. jerk -> acceleration -> rate limits relative to the previous *applied* action, in that order, as
    libfranka's `limitRate` does (the higher derivative constrains the lower one);
-6. a final hard clamp, because a jerk/acceleration limit may carry the action past a bound while
-   decelerating; the bound always wins over smoothness.
+6. a final clamp to this step's bounds (hard, and the joints' effort bounds), because a rate limit may carry
+   the action past a bound while decelerating; the bound always wins over smoothness.
 
 Every limit that changes the action is reported by kind and counted, per client and in total.
 The layer is pure numpy on a handful of floats; the common path (nothing acts) costs a few
@@ -30,9 +32,10 @@ from typing import NamedTuple
 import numpy as np
 
 from spaars_robot.errors import SafetySpecMismatch, UnsafeActionError
+from spaars_robot.safety.joint_limits import EffortBounds
 from spaars_robot.safety.spec import SafetySpec
 
-LIMIT_KINDS = ("observation_bounds", "nonfinite", "soft_zone", "bounds", "jerk", "accel", "rate")
+LIMIT_KINDS = ("observation_bounds", "nonfinite", "soft_zone", "bounds", "joint_limits", "jerk", "accel", "rate")
 
 
 def _zero_counts() -> dict[str, int]:
@@ -95,6 +98,8 @@ class SafetyLayer:
         self.rate = limits.vector("rate_limit")
         self.accel = limits.vector("accel_limit")
         self.jerk = limits.vector("jerk_limit")
+        self.effort = None if limits.joint_limits is None else \
+            EffortBounds(limits.joint_limits, self.dim, self.hard_low, self.hard_high)
         obs = spec.observation
         self.obs_low = None if obs is None else np.full(obs.dim, 0.0) + np.asarray(obs.low, dtype=np.float64)
         self.obs_high = None if obs is None else np.full(obs.dim, 0.0) + np.asarray(obs.high, dtype=np.float64)
@@ -147,7 +152,7 @@ class SafetyLayer:
                 else:
                     a = np.zeros(self.dim)
         if hold and state.prev_action is not None:
-            return self._repeat(state, acted, ood)
+            return self._repeat(state, acted, ood, observation)
         if hold:  # nothing applied yet: the "last safe action" is zeros, which still goes through the limits
             a = np.zeros(self.dim)
         if not ((a >= self.inner_low).all() and (a <= self.inner_high).all()):
@@ -160,6 +165,14 @@ class SafetyLayer:
             if (a > self.hard_high).any() or (a < self.hard_low).any():
                 acted.append("bounds")
                 a = np.minimum(np.maximum(a, self.hard_low), self.hard_high)
+        low, high = self.hard_low, self.hard_high
+        if self.effort is not None:
+            if observation is None:
+                raise SafetySpecMismatch("this safety spec's joint limits need the observation with each action")
+            low, high = self.effort(observation)
+            if (a > high).any() or (a < low).any():
+                acted.append("joint_limits")
+                a = np.minimum(np.maximum(a, low), high)
         prev = state.prev_action
         d1 = None
         if self.rate is not None and prev is not None:
@@ -180,10 +193,11 @@ class SafetyLayer:
                 d1 = np.minimum(np.maximum(d1, -self.rate), self.rate)
             if len(acted) > acted_before:
                 a = prev + d1
-                if (a > self.hard_high).any() or (a < self.hard_low).any():
-                    if "bounds" not in acted:
-                        acted.append("bounds")
-                    a = np.minimum(np.maximum(a, self.hard_low), self.hard_high)
+                if (a > high).any() or (a < low).any():
+                    kind = "bounds" if (a > self.hard_high).any() or (a < self.hard_low).any() else "joint_limits"
+                    if kind not in acted:
+                        acted.append(kind)
+                    a = np.minimum(np.maximum(a, low), high)
                     d1 = a - prev
         if d1 is not None and self.accel is not None:
             state.prev_d2 = None if state.prev_d1 is None else d1 - state.prev_d1
@@ -203,9 +217,21 @@ class SafetyLayer:
             return self.apply(np.zeros(self.dim), state)._replace(observation_ood=observation_ood, held=True)
         return self._repeat(state, [], observation_ood)
 
-    def _repeat(self, state: ClientSafetyState, acted: list[str], ood: bool) -> SafetyResult:
-        """The previous applied action, unchanged; the rate history records a standstill."""
+    def _repeat(self, state: ClientSafetyState, acted: list[str], ood: bool,
+                observation: np.ndarray | None = None) -> SafetyResult:
+        """The previous applied action, unchanged; the rate history records a standstill.
+
+        With joint limits and an observation, the repeated torque is still clamped to this step's effort bound
+        (a clamp is idempotent, unlike the soft zone): a torque that was safe a step ago may drive the joint
+        into its limit now. Without an observation (unreadable) there is no state to bound it by.
+        """
         a = state.prev_action.copy()  # type: ignore[union-attr]
+        if self.effort is not None and observation is not None:
+            low, high = self.effort(observation)
+            if (a > high).any() or (a < low).any():
+                acted = [*acted, "joint_limits"]
+                a = np.minimum(np.maximum(a, low), high)
+                state.prev_action = a.copy()
         if self.accel is not None and state.prev_d1 is not None:
             state.prev_d2 = -state.prev_d1
         if self.accel is not None:

@@ -38,6 +38,43 @@ def _vector(value: PerDim | None, dim: int, what: str) -> np.ndarray | None:
     return np.full(dim, float(value), dtype=np.float64)
 
 
+class JointSoftLimits(BaseModel):
+    """Soft position limits of torque-commanded joints (ros_control's soft limits for effort joints).
+
+    One entry per action dimension, each the joint that dimension drives; the bound it implies is computed in
+    `safety/joint_limits.py` from the joint's position and velocity, read from the observation at the given
+    indices, in the observation's own units (rad and rad/s for a hinge). `lower`/`upper` belong inside the
+    joint's physical range, so the joint is slowed before its hard stop.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    position_index: list[int] = Field(description="Observation index of each action dim's joint position.")
+    velocity_index: list[int] = Field(description="Observation index of each action dim's joint velocity.")
+    lower: PerDim = Field(description="Soft lower position limit, scalar or one per dim.")
+    upper: PerDim = Field(description="Soft upper position limit, scalar or one per dim.")
+    k_position: PerDim = Field(description="Velocity allowed towards a limit per unit of distance to it (1/s).")
+    k_velocity: PerDim = Field(description="Braking effort per unit of velocity beyond the allowed one "
+                               "(action units per velocity unit).")
+    max_velocity: PerDim = Field(description="Velocity bound far from the limits (velocity units).")
+
+    def vector(self, name: str, dim: int) -> np.ndarray:
+        return _vector(getattr(self, name), dim, f"joint_limits.{name}")  # type: ignore[return-value]
+
+    def check(self, dim: int) -> None:
+        """Shapes and signs against the action dim (the model alone does not know it)."""
+        for name in ("position_index", "velocity_index"):
+            indices = getattr(self, name)
+            if len(indices) != dim:
+                raise ValueError(f"joint_limits.{name} has {len(indices)} entries but action dim is {dim}")
+            if any(i < 0 for i in indices):
+                raise ValueError(f"joint_limits.{name} must hold observation indices >= 0")
+        if (self.vector("lower", dim) >= self.vector("upper", dim)).any():
+            raise ValueError("joint_limits.lower must be below joint_limits.upper for every dim")
+        for name in ("k_position", "k_velocity", "max_velocity"):
+            if (self.vector(name, dim) <= 0).any():
+                raise ValueError(f"joint_limits.{name} must be > 0")
+
+
 class ActionLimits(BaseModel):
     """Where and how fast the commanded action may go."""
 
@@ -62,6 +99,10 @@ class ActionLimits(BaseModel):
     rate_limit: PerDim | None = Field(default=None, description="Max |a_t - a_{t-1}| per step; None = off.")
     accel_limit: PerDim | None = Field(default=None, description="Max |second difference| per step^2.")
     jerk_limit: PerDim | None = Field(default=None, description="Max |third difference| per step^3.")
+    joint_limits: JointSoftLimits | None = Field(
+        default=None, description="Torque commands only: effort bounded by each joint's position and velocity "
+        "near its soft position limits (ros_control's soft limits); None = off."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ActionLimits:
@@ -87,6 +128,12 @@ class ActionLimits(BaseModel):
             raise ValueError("jerk_limit needs accel_limit (libfranka limits jerk -> accel -> rate in that order)")
         if self.accel_limit is not None and self.rate_limit is None:
             raise ValueError("accel_limit needs rate_limit")
+        if self.joint_limits is not None:
+            if self.kind != "torque":
+                raise ValueError("joint_limits bound torque commands (a position command is bounded directly)")
+            if not ((hard_low < 0) & (hard_high > 0)).all():
+                raise ValueError("joint_limits need a hard torque range around 0 (a passive joint gets zero torque)")
+            self.joint_limits.check(self.dim)
         return self
 
     def hard_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +207,23 @@ class SafetySpec(BaseModel):
                 f"safety spec {self.robot!r} bounds {self.observation.dim} observation dims, but the "
                 f"{source} has observation dim {obs_dim}"
             )
+        joints = self.action.joint_limits
+        if joints is not None and max(joints.position_index + joints.velocity_index) >= obs_dim:
+            raise SafetySpecMismatch(
+                f"safety spec {self.robot!r} reads joint state at observation index "
+                f"{max(joints.position_index + joints.velocity_index)}, but the {source} has observation dim {obs_dim}"
+            )
+
+    @model_validator(mode="after")
+    def _joint_state_observed(self) -> SafetySpec:
+        """Joint limits read the observation: with bounds on it, its indices must exist there."""
+        joints = self.action.joint_limits
+        if self.observation is not None and joints is not None:
+            highest = max(joints.position_index + joints.velocity_index)
+            if highest >= self.observation.dim:
+                raise ValueError(f"joint_limits read observation index {highest}, but observation.dim is "
+                                 f"{self.observation.dim}")
+        return self
 
 
 def safety_dir() -> Path:
