@@ -9,7 +9,8 @@ Order of operations on each request (after policy, gate and support monitor have
 
 A *hold* (the spec's `hold` / `hold_last`, or `SafetyLayer.hold` for an unreadable observation) repeats the
 previous applied action exactly and skips steps 3-6: that action already passed them, and shaping it again
-would move it (the soft zone is not idempotent: a held 0.92 crept 0.920 -> 0.900 -> 0.890 -> 0.885).
+would move it (the soft zone is not idempotent: a held 0.92 crept 0.920 -> 0.900 -> 0.890 -> 0.885). Under
+`joint_limits` the repeat is still clamped to the step's effort bound, which depends on the joint's new state.
 3. soft zone (Polymetis-style push-back): inside `soft_zone` of the hard bound the penetration is
    scaled by `1 - soft_stiffness`, a virtual spring that keeps commands off the hard limit;
 4. hard bounds: clamp to `[low + margin, high - margin]`; then, for torque commands with `joint_limits`,
