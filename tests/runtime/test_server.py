@@ -13,6 +13,7 @@ from spaars_robot.runtime.server import ActionServer, EndpointError
 from spaars_robot.runtime.sim_client import task_schema
 from spaars_robot.safety.limits import LIMIT_KINDS, SafetyLayer, SafetyResult
 from spaars_robot.safety.spec import load_safety_spec
+from tests.conftest import REPO
 from tests.runtime.runtime_helpers import serving, torch_outputs
 
 pytestmark = pytest.mark.timeout(30)
@@ -286,3 +287,29 @@ def test_a_nan_support_score_counts_as_out_of_support_in_the_server_and_in_train
     assert state.decide(1.0, 0.5).source == "raw"
     latch = Latch(1.0, 0.0)
     assert monitor_support(latch, float("nan")) and not monitor_support(latch, 0.5)
+
+
+def test_joint_limits_bound_each_reply_by_the_observed_joint_state(make_bundle, hopper):
+    """`safety/hopper-joint-limits.yaml` over a real socket: the same commanded torques pass untouched with the knee
+    mid-range and are turned into a braking torque with the knee on its soft limit moving towards it; the reply
+    names `joint_limits`, and the server counts it."""
+    layer = SafetyLayer(load_safety_spec(REPO / "safety" / "hopper-joint-limits.yaml"), 3, 11)
+
+    class PushKnee(ActionServer):
+        def _finalize(self, session, obs, action, decision):
+            return super()._finalize(session, obs, np.array([0.0, 0.9, 0.0]), decision)
+
+    mid = np.zeros(11, np.float32)
+    mid[2:5] = [-1.0, -1.0, 0.0]
+    at_limit = mid.copy()
+    at_limit[3], at_limit[9] = -0.08, 2.0  # knee past its soft upper limit (-0.0873), still extending at 2 rad/s
+    with serving(PushKnee(make_bundle(), ["tcp://127.0.0.1:*"], safety=layer)) as server, \
+            Client(server.bound[0], task_schema(hopper), timeout_s=1.0) as client:
+        free = client.act(mid)
+        braked = client.act(at_limit)
+        stats = server.stats()
+    assert list(free.limits) == [] and free.action[1] == pytest.approx(0.9)
+    # v allowed = -25 * (-0.08 + 0.0873) = -0.18 rad/s; bound 0.2 * (-0.18 - 2.0) = -0.44, 1.34 below the last
+    # torque: the rate limit (1.0 per step) would stop at -0.1, and the bound wins over smoothness
+    assert list(braked.limits) == ["joint_limits", "rate"] and braked.action[1] == pytest.approx(-0.4365, abs=1e-3)
+    assert stats["limits"]["joint_limits"] == 1
