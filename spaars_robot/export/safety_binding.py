@@ -42,10 +42,7 @@ def check_spec_fits(spec: SafetySpec, manifest: BundleManifest, source: str = "b
     """Refuse a spec whose dims, names or action range disagree with the bundle's action/observation space."""
     spec.check_action_space(manifest.action.dim, source)
     spec.check_observation_space(manifest.observation.dim, source)
-    names = spec.action.names
-    if names is not None and names != manifest.action.names:
-        raise SafetySpecMismatch(f"safety spec {spec.robot!r} names actions {names}, the {source} "
-                                 f"{manifest.action.names}")
+    spec.check_action_names(manifest.action.names, source)
     low, high = spec.action.hard_bounds()
     b_low = np.array([-np.inf if v is None else v for v in manifest.action.low])
     b_high = np.array([np.inf if v is None else v for v in manifest.action.high])

@@ -201,6 +201,12 @@ class SafetySpec(BaseModel):
                 f"has action dim {action_dim}; use the spec written for this robot"
             )
 
+    def check_action_names(self, names: list[str], source: str = "bundle") -> None:
+        """Refuse a spec that names its actions differently from the policy's (a swapped joint order)."""
+        if self.action.names is not None and self.action.names != names:
+            raise SafetySpecMismatch(f"safety spec {self.robot!r} names actions {self.action.names}, the {source} "
+                                     f"{names}")
+
     def check_observation_space(self, obs_dim: int, source: str = "bundle") -> None:
         if self.observation is not None and obs_dim != self.observation.dim:
             raise SafetySpecMismatch(

@@ -27,7 +27,7 @@ NO_SPEC = "none"
 def resolve_training_spec(task: TaskSpec, given: str | None) -> tuple[str | None, str | None]:
     """(spec path, SHA-256) for `--safety-spec given`, or (None, None) for `none` / a task with no spec.
 
-    The spec must fit the task (action and observation dims), checked here so a mismatch is one line
+    The spec must fit the task (action and observation dims, action names), checked here so a mismatch is one line
     before any compute rather than an error at the first online step.
     """
     if given is not None and given.lower() == NO_SPEC:
@@ -40,6 +40,7 @@ def resolve_training_spec(task: TaskSpec, given: str | None) -> tuple[str | None
     spec = load_safety_spec(path)
     spec.check_action_space(task.action_dim, f"task {task.name}")
     spec.check_observation_space(task.obs_dim, f"task {task.name}")
+    spec.check_action_names(task.names()[1], f"task {task.name}")  # else export refuses it after the training
     return str(path.resolve()), spec_sha256(path)
 
 
