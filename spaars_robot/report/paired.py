@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from spaars_robot.report.run_metrics import whole_run_safety
 from spaars_robot.report.runs import Run, has_online_steps
-from spaars_robot.report.tables import Groups
+from spaars_robot.report.tables import Groups, fmt_ci
 from spaars_robot.train.summaries import dataset_label, mean_ci95, variant_label
 
 # Algorithm -> the baselines its claims are made against (each compared only where it was run).
@@ -48,10 +48,6 @@ def comparisons(groups: Groups) -> list[tuple[tuple[str, str, str], tuple[str, s
     return pairs
 
 
-def _signed(mean: float, half: float) -> str:
-    return f"{mean:+.1f}" if half != half else f"{mean:+.1f} ± {half:.1f}"
-
-
 def paired_row(runs: list[Run], baseline: list[Run]) -> dict:
     """Per common seed: final minus the baseline's final, whole-run out-of-support rates and falls of each."""
     by_seed = {r.seed: r for r in baseline}
@@ -78,9 +74,9 @@ def paired_table(groups: Groups) -> list[str]:
         row = paired_row(groups[key], groups[base])
         per_seed = " / ".join(f"s{s} {d:+.1f}" for s, d in zip(row["seeds"], row["differences"], strict=True))
         ratio = f"{row['oos_ratio']:.2f}x" if "oos_ratio" in row else "n/a"
-        falls = _signed(*mean_ci95(row["falls"])) if "falls" in row else "n/a"
+        falls = fmt_ci(*mean_ci95(row["falls"]), sign="+") if "falls" in row else "n/a"
         lines.append(f"| {task} | {protocol} | {label} | {base[2]} | {per_seed} | "
-                     f"{_signed(*mean_ci95(row['differences']))} | {row['ahead']} of {len(row['seeds'])} | "
+                     f"{fmt_ci(*mean_ci95(row['differences']), sign='+')} | {row['ahead']} of {len(row['seeds'])} | "
                      f"{ratio} | {falls} |")
     if not lines:
         return []

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from spaars_robot.algos.transition import CAP_REASON
 from spaars_robot.report.runs import Run
-from spaars_robot.report.tables import Groups
+from spaars_robot.report.tables import Groups, fmt_ci, percent_ci
 from spaars_robot.train.summaries import mean_ci95
 
 
@@ -49,15 +49,6 @@ def _cause(facts: dict) -> str:
     return "" if facts["on_evidence"] else " (cap)"
 
 
-def _mean(values: list[float], scale: float = 1.0, unit: str = "", sign: str = "") -> str:
-    """Mean with its 95 % t-interval (the mean alone for one seed); `sign` '+' for a change."""
-    if not values:
-        return "n/a"
-    mean, half = mean_ci95([scale * v for v in values])
-    point = f"{mean:{sign}.1f}"
-    return f"{point}{unit}" if half != half else f"{point} ± {half:.1f}{unit}"
-
-
 def switch_table(groups: Groups) -> list[str]:
     """One row per group that switched: per-seed switch step (cap or evidence), the last latent-phase evaluation
     against the first gated one, and the gated phase's raw share and out-of-support rate."""
@@ -72,11 +63,12 @@ def switch_table(groups: Groups) -> list[str]:
         dip = _seeds(switched, facts, lambda f: "n/a" if f["first_gated"] is None
                      else f"{f['last_latent']:.1f} -> {f['first_gated']:.1f}")
         dips = [f["first_gated"] - f["last_latent"] for f in facts if f["first_gated"] is not None]
-        raw = _mean([f["raw_share_after"] for f in facts if "raw_share_after" in f], 100, "%")
-        oos = _mean([f["oos_after"] for f in facts if "oos_after" in f], 100, "%")
+        raw = percent_ci([100 * f["raw_share_after"] for f in facts if "raw_share_after" in f])
+        oos = percent_ci([100 * f["oos_after"] for f in facts if "oos_after" in f])
+        change = fmt_ci(*mean_ci95(dips), sign="+") if dips else "n/a"
         evidence = sum(f["on_evidence"] for f in facts)
         lines.append(f"| {task} | {protocol} | {label} | {when} | {evidence} of {len(runs)} | {dip} | "
-                     f"{_mean(dips, sign='+')} | {raw} | {oos} |")
+                     f"{change} | {raw} | {oos} |")
     if not lines:
         return []
     return ["", "The switch per seed: its step ('(cap)': t_max decided, not the evidence); the last evaluation of "

@@ -47,12 +47,15 @@ def group_runs(runs: list[Run]) -> Groups:
     return dict(sorted(groups.items()))
 
 
-def _fmt(mean: float, half: float) -> str:
-    return f"{mean:.1f}" if half != half else f"{mean:.1f} ± {half:.1f}"
+def fmt_ci(mean: float, half: float, sign: str = "") -> str:
+    """'mean ± half' with one decimal, the mean alone for one seed (nan half-width); sign='+' for differences."""
+    point = f"{mean:{sign}.1f}"
+    return point if half != half else f"{point} ± {half:.1f}"
 
 
-def _percent(values: list[float]) -> str:
-    return f"{_fmt(*mean_ci95(values))}%" if values else "n/a"  # sac has no CVAE to score support
+def percent_ci(values: list[float]) -> str:
+    """Mean and 95 % t-interval of percentages, 'n/a' for none (sac has no CVAE to score support)."""
+    return f"{fmt_ci(*mean_ci95(values))}%" if values else "n/a"
 
 
 def results_table(groups: Groups) -> list[str]:
@@ -75,11 +78,11 @@ def results_table(groups: Groups) -> list[str]:
         switches = [str(s["switch"][0]["step"]) for s in summaries if s.get("switch")]
         paper = PAPER_SCORES.get(task, {}).get(label, "")
         per_seed = " / ".join(f"{s['final_normalized']:.1f}" for s in summaries)
-        online = [_percent(early_oos), _fmt(*early_falls), _percent(whole_oos), _fmt(*whole_falls)]
+        online = [percent_ci(early_oos), fmt_ci(*early_falls), percent_ci(whole_oos), fmt_ci(*whole_falls)]
         if not has_online_steps(runs):  # an `offline` protocol run never acted online: 0 % would read as safe
             online = ["n/a (offline)"] * 4
         lines.append(f"| {task} | {protocol} | {label} | {', '.join(str(r.seed) for r in runs)} "
-                     f"| {_fmt(*start)} | {_fmt(*final)} | {paper} | {per_seed} | {' | '.join(online)} | {thirds} | "
+                     f"| {fmt_ci(*start)} | {fmt_ci(*final)} | {paper} | {per_seed} | {' | '.join(online)} | {thirds} | "
                      f"{', '.join(switches) or '-'} |")
     return lines
 
@@ -139,7 +142,7 @@ def aggregate_table(groups: Groups) -> list[str]:
     for (protocol, label), tasks in sorted(by_label.items()):
         finals = [np.array([r.summary["final_normalized"] for r in runs]) for runs in tasks.values()]
         iqm_text, mean_text = (_estimate(finals, statistic) for statistic in (iqm, mean_of_task_means))
-        auc = "; ".join(f"{task} {_fmt(*mean_ci95([area_under_curve(r) for r in runs]))}"
+        auc = "; ".join(f"{task} {fmt_ci(*mean_ci95([area_under_curve(r) for r in runs]))}"
                         if has_online_steps(runs) else f"{task} n/a (offline)" for task, runs in tasks.items())
         counts = ", ".join(f"{task} ({len(runs)})" for task, runs in tasks.items())
         lines.append(f"| {protocol} | {label} | {counts} | {iqm_text} | {mean_text} | {auc} |")

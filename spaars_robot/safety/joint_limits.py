@@ -34,7 +34,7 @@ class EffortBounds:
         self.k_position, self.k_velocity = limits.vector("k_position", dim), limits.vector("k_velocity", dim)
         self.max_velocity = limits.vector("max_velocity", dim)
         self.hard_low, self.hard_high = hard_low, hard_high
-        self.needs = int(max(self.position_index.max(), self.velocity_index.max())) + 1
+        self.needs = limits.highest_index() + 1
 
     def __call__(self, observation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) effort bounds for this observation, inside [hard_low, hard_high]."""

@@ -60,6 +60,10 @@ class JointSoftLimits(BaseModel):
     def vector(self, name: str, dim: int) -> np.ndarray:
         return _vector(getattr(self, name), dim, f"joint_limits.{name}")  # type: ignore[return-value]
 
+    def highest_index(self) -> int:
+        """The largest observation index read: an observation needs more entries than this."""
+        return max(self.position_index + self.velocity_index)
+
     def check(self, dim: int) -> None:
         """Shapes and signs against the action dim (the model alone does not know it)."""
         for name in ("position_index", "velocity_index"):
@@ -214,21 +218,19 @@ class SafetySpec(BaseModel):
                 f"{source} has observation dim {obs_dim}"
             )
         joints = self.action.joint_limits
-        if joints is not None and max(joints.position_index + joints.velocity_index) >= obs_dim:
+        if joints is not None and joints.highest_index() >= obs_dim:
             raise SafetySpecMismatch(
-                f"safety spec {self.robot!r} reads joint state at observation index "
-                f"{max(joints.position_index + joints.velocity_index)}, but the {source} has observation dim {obs_dim}"
+                f"safety spec {self.robot!r} reads joint state at observation index {joints.highest_index()}, "
+                f"but the {source} has observation dim {obs_dim}"
             )
 
     @model_validator(mode="after")
     def _joint_state_observed(self) -> SafetySpec:
         """Joint limits read the observation: with bounds on it, its indices must exist there."""
         joints = self.action.joint_limits
-        if self.observation is not None and joints is not None:
-            highest = max(joints.position_index + joints.velocity_index)
-            if highest >= self.observation.dim:
-                raise ValueError(f"joint_limits read observation index {highest}, but observation.dim is "
-                                 f"{self.observation.dim}")
+        if self.observation is not None and joints is not None and joints.highest_index() >= self.observation.dim:
+            raise ValueError(f"joint_limits read observation index {joints.highest_index()}, but observation.dim "
+                             f"is {self.observation.dim}")
         return self
 
 
