@@ -11,17 +11,19 @@ import numpy as np
 from spaars_robot.report.runs import Run
 
 
-def whole_run_safety(run: Run) -> tuple[float | None, int]:
-    """(out-of-support rate, falls) over every online step of a run (issue 16: safety kept through the run).
-
-    The rate is None for algorithms without a CVAE to score support (sac writes '' in that column).
-    """
-    rows = run.online_curve
-    falls = int(sum(r["falls"] for r in rows))
+def out_of_support_rate(rows: list[dict]) -> float | None:
+    """Out-of-support rate over the training steps that evaluation rows cover (equal spans, so the mean of rows);
+    None for no rows or an algorithm without a CVAE to score support (sac writes '' in that column)."""
     rates = [r["out_of_support_rate"] for r in rows]
     if not rows or any(v in ("", None) for v in rates):
-        return None, falls
-    return sum(rates) / len(rates), falls
+        return None
+    return sum(rates) / len(rates)
+
+
+def whole_run_safety(run: Run) -> tuple[float | None, int]:
+    """(out-of-support rate, falls) over every online step of a run (issue 16: safety kept through the run)."""
+    rows = run.online_curve
+    return out_of_support_rate(rows), int(sum(r["falls"] for r in rows))
 
 
 def steps_to_reach(run: Run, target: float) -> int | None:

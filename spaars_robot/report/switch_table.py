@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spaars_robot.algos.transition import CAP_REASON
+from spaars_robot.report.run_metrics import out_of_support_rate
 from spaars_robot.report.runs import Run
 from spaars_robot.report.tables import Groups, fmt_ci, percent_ci
 from spaars_robot.train.summaries import mean_ci95
@@ -33,9 +34,9 @@ def switch_facts(run: Run) -> dict | None:
              "first_gated": after[0]["normalized_mean"] if after else None}
     if after:
         facts["raw_share_after"] = sum(r["eval_raw_rate"] for r in after) / len(after)
-        rates = [r["out_of_support_rate"] for r in after]
-        if all(v not in ("", None) for v in rates):
-            facts["oos_after"] = sum(rates) / len(rates)
+        oos = out_of_support_rate(after)
+        if oos is not None:
+            facts["oos_after"] = oos
     return facts
 
 
