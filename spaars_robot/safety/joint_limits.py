@@ -15,6 +15,10 @@ closes on a soft limit, the velocity it may have towards it shrinks to zero, and
 faster is cut, down to a braking torque once it is past. `e` is the spec's hard bound, so the effort bound
 always lies inside it. A joint whose position or velocity reading is not finite gets zero torque (passive),
 as unitree_rl_lab's Passive mode: no bound can be computed for a joint whose state is unknown.
+
+It is not free either: on hopper, whose gait presses the knee on its stop, it costs the shipped bundle more than
+the soft zone does (BENCHMARKS "Soft joint limits instead of the torque soft zone"), so it is offered beside the
+soft zone, not in its place.
 """
 from __future__ import annotations
 
