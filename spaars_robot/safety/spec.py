@@ -211,6 +211,14 @@ class SafetySpec(BaseModel):
             raise SafetySpecMismatch(f"safety spec {self.robot!r} names actions {self.action.names}, the {source} "
                                      f"{names}")
 
+    def check_action_range(self, low: np.ndarray, high: np.ndarray, source: str = "bundle") -> None:
+        """Refuse a spec whose hard bounds allow actions outside the policy's range (they would never be limits)."""
+        hard_low, hard_high = self.action.hard_bounds()
+        if (hard_low < low - 1e-9).any() or (hard_high > high + 1e-9).any():
+            raise SafetySpecMismatch(f"safety spec {self.robot!r} allows actions in [{hard_low.min():g}, "
+                                     f"{hard_high.max():g}], outside the {source}'s action range [{low.min():g}, "
+                                     f"{high.max():g}]")
+
     def check_observation_space(self, obs_dim: int, source: str = "bundle") -> None:
         if self.observation is not None and obs_dim != self.observation.dim:
             raise SafetySpecMismatch(

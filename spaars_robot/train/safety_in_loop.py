@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 
 from spaars_robot.config.tasks import TaskSpec
 from spaars_robot.config.training import TrainConfig
@@ -27,7 +28,7 @@ NO_SPEC = "none"
 def resolve_training_spec(task: TaskSpec, given: str | None) -> tuple[str | None, str | None]:
     """(spec path, SHA-256) for `--safety-spec given`, or (None, None) for `none` / a task with no spec.
 
-    The spec must fit the task (action and observation dims, action names), checked here so a mismatch is one line
+    The spec must fit the task (action and observation dims, action names and range), checked here so a mismatch is one line
     before any compute rather than an error at the first online step.
     """
     if given is not None and given.lower() == NO_SPEC:
@@ -40,7 +41,9 @@ def resolve_training_spec(task: TaskSpec, given: str | None) -> tuple[str | None
     spec = load_safety_spec(path)
     spec.check_action_space(task.action_dim, f"task {task.name}")
     spec.check_observation_space(task.obs_dim, f"task {task.name}")
-    spec.check_action_names(task.names()[1], f"task {task.name}")  # else export refuses it after the training
+    # names and range as export checks them (policies act in [-1, 1]), else export refuses the spec after the training
+    spec.check_action_names(task.names()[1], f"task {task.name}")
+    spec.check_action_range(np.full(task.action_dim, -1.0), np.full(task.action_dim, 1.0), f"task {task.name}")
     return str(path.resolve()), spec_sha256(path)
 
 

@@ -58,16 +58,20 @@ def test_a_spec_for_other_dimensions_is_refused_before_any_compute(tiny_hopper_d
     assert not any(tmp_path.iterdir())
 
 
-def test_a_spec_naming_the_actions_differently_is_refused_before_any_compute(tiny_hopper_dataset, tmp_path):
-    """Names are the joint order: a spec naming them otherwise would bound the wrong joints; export refuses it, so
-    train must too, before it spends the run (found with a hand-written spec that trained, then failed export)."""
+@pytest.mark.parametrize("change, message", [
+    ({"names": ["leg_joint_torque", "thigh_joint_torque", "foot_joint_torque"]}, "names actions"),
+    ({"low": -1.5, "high": 1.5}, "outside the task hopper's action range [-1, 1]"),
+])
+def test_a_spec_export_would_refuse_is_refused_before_any_compute(tiny_hopper_dataset, tmp_path, change, message):
+    """Names are the joint order and the range must be the policy's: export refuses a spec that differs, so train
+    must too, before it spends the run (found with a hand-written spec that trained, then failed export)."""
     spec = yaml.safe_load((safety_dir() / "hopper-joint-limits.yaml").read_text())
-    spec["action"]["names"] = ["leg_joint_torque", "thigh_joint_torque", "foot_joint_torque"]
+    spec["action"].update(change)
     spec_file = tmp_path / "swapped.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     proc = run_cli("train", "--task", "hopper", "--dataset", str(tiny_hopper_dataset), "--protocol", "smoke",
                    "--safety-spec", str(spec_file), "--runs-root", str(tmp_path / "runs"), check=False, timeout=120)
-    assert proc.returncode == 2 and "names actions" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
