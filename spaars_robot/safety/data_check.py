@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from spaars_robot.safety.limits import LIMIT_KINDS, SafetyLayer
-from spaars_robot.safety.spec import SafetySpec
+from spaars_robot.safety.spec import JointSoftLimits, SafetySpec
 
 MAX_STEPS = 200_000  # whole episodes from the start of the dataset, up to this many steps: a few seconds
 SAY_ABOVE = 0.05  # the share of changed steps above which the run's log says the spec and the data disagree
@@ -24,13 +24,15 @@ def spec_on_data(spec: SafetySpec, observations: np.ndarray, actions: np.ndarray
     """Each episode's actions in order through a fresh `SafetyLayer` state (rate limits see the real sequence).
 
     Returns the steps replayed, the share of them the layer changed (overall and per limit kind, a step counted
-    once per kind that acted) and the mean and largest absolute change per action dimension.
+    once per kind that acted) and the mean and largest absolute change per action dimension; with joint limits,
+    also each joint's share of steps outside its soft limits (`beyond_soft_limits`, one per action dim).
     """
     layer = SafetyLayer(spec, actions.shape[1], observations.shape[1])
     steps = changed = 0
     by_limit = dict.fromkeys(LIMIT_KINDS, 0)
     total_change, largest = 0.0, 0.0
     episodes = 0
+    replayed: list[np.ndarray] = []
     for start, length in zip(episode_start, episode_length):
         if steps >= max_steps:
             break
@@ -47,10 +49,28 @@ def spec_on_data(spec: SafetySpec, observations: np.ndarray, actions: np.ndarray
                 largest = max(largest, float(change.max()))
         steps += int(length)
         episodes += 1
+        replayed.append(np.arange(int(start), int(start + length)))
     steps = max(steps, 1)
-    return {"steps": steps, "episodes": episodes, "changed_share": changed / steps,
-            "by_limit": {kind: count / steps for kind, count in by_limit.items() if count},
-            "mean_abs_change": total_change / (steps * actions.shape[1]), "max_abs_change": largest}
+    result = {"steps": steps, "episodes": episodes, "changed_share": changed / steps,
+              "by_limit": {kind: count / steps for kind, count in by_limit.items() if count},
+              "mean_abs_change": total_change / (steps * actions.shape[1]), "max_abs_change": largest}
+    joints = spec.action.joint_limits
+    if joints is not None and replayed:
+        result["beyond_soft_limits"] = _beyond_soft_limits(joints, observations[np.concatenate(replayed)])
+    return result
+
+
+def _beyond_soft_limits(joints: JointSoftLimits, observations: np.ndarray) -> list[float]:
+    """Per action dim, the share of the data's steps whose joint sits outside its soft position limits.
+
+    A layer that changes most steps of a dataset may be right (the data's gait leans on its joint stops, as
+    hopper's and walker2d's do in MuJoCo, whose joint limits are soft constraints) or mis-specified (a wrong
+    observation index); the posture per joint tells which before any training.
+    """
+    dim = len(joints.position_index)
+    positions = observations[:, joints.position_index].astype(np.float64)
+    outside = (positions < joints.vector("lower", dim)) | (positions > joints.vector("upper", dim))
+    return [float(share) for share in outside.mean(axis=0)]
 
 
 def describe(result: dict, spec_name: str, dataset_name: str) -> str:
@@ -59,6 +79,9 @@ def describe(result: dict, spec_name: str, dataset_name: str) -> str:
                       sorted(result["by_limit"].items(), key=lambda kv: -kv[1]))
     head = (f"safety spec {spec_name} on {dataset_name}'s actions: changes {100 * result['changed_share']:.1f} % of "
             f"{result['steps']} steps ({kinds or 'no limit acted'}; mean |change| {result['mean_abs_change']:.4f})")
+    if "beyond_soft_limits" in result:
+        head += ("; joints beyond their soft limits on " +
+                 " / ".join(f"{100 * share:.1f}" for share in result["beyond_soft_limits"]) + " % of steps")
     if result["changed_share"] <= SAY_ABOVE:
         return head
     return (head + ": the spec and the data disagree; a policy learnt from this data acts where the layer bends it, "

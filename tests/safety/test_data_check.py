@@ -50,6 +50,26 @@ def test_each_episode_starts_from_rest_and_whole_episodes_are_replayed_up_to_the
     assert capped["episodes"] == 2 and capped["steps"] == 4  # whole episodes: the cap stops before the next one
 
 
+def test_joint_limits_report_the_share_of_steps_each_joint_sits_beyond_its_soft_limits() -> None:
+    # joint 0 reads obs[0], joint 1 obs[1] (velocities obs[2:4], zero); soft limits [-1, 1] on both
+    spec = SafetySpec.model_validate({
+        "robot": "toy",
+        "action": {"kind": "torque", "dim": 2, "low": -1.0, "high": 1.0, "margin": 0.0, "soft_zone": 0.0,
+                   "joint_limits": {"position_index": [0, 1], "velocity_index": [2, 3], "lower": -1.0, "upper": 1.0,
+                                    "k_position": 25.0, "k_velocity": 0.2, "max_velocity": 10.0}},
+        "observation": {"dim": 4, "low": -5.0, "high": 5.0, "on_out_of_bounds": "flag"}})
+    # joint 0 beyond on 3 of 4 steps (two above, one below), joint 1 never; past a limit the layer acts either
+    # way: 0.5 pushing past the upper one is cut, and past the lower one it is raised to the restoring torque
+    positions = [[1.5, 0.0], [0.0, 0.5], [2.0, -0.5], [-1.2, 0.5]]
+    observations = np.array([p + [0.0, 0.0] for p in positions], np.float32)
+    actions = np.full((4, 2), 0.5, np.float32)
+    result = spec_on_data(spec, observations, actions, np.array([0]), np.array([4]))
+    assert result["beyond_soft_limits"] == [pytest.approx(0.75), 0.0]
+    assert result["by_limit"] == {"joint_limits": pytest.approx(0.75)}  # the steps beyond, and only those
+    assert "joints beyond their soft limits on 75.0 / 0.0 % of steps" in describe(result, "toy.yaml", "toy-data")
+    assert "beyond_soft_limits" not in _check([[[0.1, 0.0]]])  # no joint limits in the spec: no posture
+
+
 def test_data_info_replays_a_dataset_through_a_spec_and_refuses_a_spec_of_another_robot(tiny_hopper_dataset):
     from tests.conftest import run_cli
 

@@ -131,3 +131,33 @@ def test_in_mujoco_the_knee_is_eased_onto_its_soft_limit_without_overshoot() -> 
     limited = knee["limited"]
     assert (np.diff(limited) < 0.002).all(), limited  # a glide, no bounce
     assert abs(limited[-1] - upper) < 0.005 and limited.min() > upper - 0.01, (limited, upper)
+
+
+def test_in_mujoco_walker2d_s_light_foot_stops_at_its_soft_limit_where_free_it_passes_its_stop() -> None:
+    """Full foot torque on the real walker2d. Its foot is light (joint-space inertia 0.066 against the thigh's 4.65),
+    so MuJoCo's soft joint limit lets it swing 0.38 rad past the model's +45 degrees; under
+    `safety/walker2d-joint-limits.yaml` (its per-joint velocity gains derived from those inertias) it glides onto the
+    soft limit 5 degrees inside the range and stays within a degree of it. With hopper's single gain (0.2, a per-step
+    gain of 2.4 on this foot) it chatters between 0.61 and 0.69 rad, with 0.5 it passes the stop: both fail here."""
+    from spaars_robot.config.tasks import load_task
+    from spaars_robot.envs.make import make_env
+    from spaars_robot.safety.env_wrapper import SafetyLayerEnv
+
+    spec = load_safety_spec(REPO / "safety" / "walker2d-joint-limits.yaml")
+    upper = spec.action.joint_limits.vector("upper", 6)[2]
+    foot = {}
+    for name, wrap in (("free", False), ("limited", True)):
+        env = make_env(load_task("walker2d"))
+        if wrap:
+            env = SafetyLayerEnv(env, SafetyLayer(spec, 6, 17))
+        env.reset(seed=0)
+        trace = []
+        for _ in range(16):  # the walker topples after ~18 steps of a lone foot push
+            observation, _, terminated, truncated, _ = env.step(np.array([0, 0, 1, 0, 0, 0], dtype=np.float32))
+            assert not (terminated or truncated)
+            trace.append(float(observation[4]))
+        env.close()
+        foot[name] = np.array(trace)
+    assert foot["free"].max() > np.deg2rad(45) + 0.3, foot["free"]  # far past the model's range
+    limited = foot["limited"]
+    assert limited.max() < upper + np.deg2rad(1) and abs(limited[-1] - upper) < np.deg2rad(1), (limited, upper)
