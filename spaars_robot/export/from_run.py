@@ -10,6 +10,7 @@ from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.episodes import read_metadata
 from spaars_robot.data.files import safe_torch_load
 from spaars_robot.errors import SpaarsError
+from spaars_robot.export.manifest import Controller
 from spaars_robot.export.stack import PolicyStack, RunExportInfo, SkillPolicyStack, SupportCalibration
 
 CALIBRATION_OBSERVATIONS = 256
@@ -65,6 +66,27 @@ def export_spec(config: dict, given: str | None) -> tuple[str | None, str | None
 
 
 GATES = ("critic", "rollout")
+# algorithms whose evaluation executes one controller whatever their phase; the SPAARS family reads its checkpoint
+RAW_ONLY, LATENT_ONLY = ("iql", "spar", "bc", "td3bc"), ("supe",)
+
+
+def deployed_controller(algo: str, agent: dict) -> Controller:
+    """The controller the run's own evaluation executed (its agent's `act`), so the bundle serves what was scored.
+
+    Before this, every locomotion bundle was gated by the critic's LCB: a SPAR or IQL bundle served the latent
+    controller wherever the critic did not favour its policy (a walker2d SPAR bundle that scored 59 in training
+    served the latent controller on every step and fell within ten), and a hard switch's bundle was gated though
+    its runs execute raw everywhere.
+    """
+    if algo in RAW_ONLY:
+        return "raw"
+    if algo in LATENT_ONLY:
+        return "latent"
+    if algo not in ("spaars", "latent", "raw", "spaars-supe"):
+        raise SpaarsError(f"export does not know which controller a {algo} run deploys")
+    if agent.get("phase") != "gated":  # latent-only, or SPAARS / SPAARS-SUPE before their switch
+        return "latent"
+    return "raw" if agent.get("force_raw") else "gated"  # raw fine-tuning and a hard switch execute raw everywhere
 
 
 def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
@@ -97,10 +119,9 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
     nets.load_state_dict(agent["nets"])
     gate = config.online.gate
     skill_run = config.algo in ("supe", "spaars-supe")
-    # SUPE has no raw learner, and SPAARS-SUPE deploys the decoder alone until its switch: the gate stays shut
-    gate_enabled = not skill_run or (config.algo == "spaars-supe" and agent.get("phase") == "gated")
+    controller = deployed_controller(config.algo, agent)
     try:
-        gate_scale = float(choose_scale(gate.scale if gate_enabled else "q", agent.get("q_scale", nets.q_scale),
+        gate_scale = float(choose_scale(gate.scale if controller == "gated" else "q", agent.get("q_scale", nets.q_scale),
                                         agent.get("adv_scale")))
     except ValueError as err:
         raise SpaarsError(f"{run_dir}: {err}; export it with a config that says gate.scale: q") from err
@@ -150,7 +171,7 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
             samples=min(config.pretrain.support_samples, len(dataset))),
         run_dir=str(run_dir), algo=config.algo, seed=config.seed,
         train_command=facts.command, config=config.model_dump(mode="json"),
-        calibration_obs=calibration_obs, gate_enabled=gate_enabled,
+        calibration_obs=calibration_obs, controller=controller,
         gate_form="rollout_neighbours" if rollout_gate is not None else "critic_lcb", gate_fit=gate_fit,
         gate_hold_steps=hold,
         skill_horizon=config.supe.horizon if skill_run else None,

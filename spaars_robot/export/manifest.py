@@ -15,6 +15,8 @@ OUTPUT_NAMES = ("raw_action", "latent_action", "gate_advantage", "support_score"
 SKILL_INPUT, CHOOSE_INPUT, SKILL_OUTPUT = "skill", "choose_skill", "skill_out"
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# the controller a bundle deploys: the gate's choice, the raw policy alone, or the latent controller alone
+Controller = Literal["gated", "raw", "latent"]
 
 
 class SupportCalibration(BaseModel):
@@ -49,10 +51,26 @@ class GateSpec(BaseModel):
     """Advantage gate: raw action when gate_advantage > threshold; once raw, stay while > threshold - hysteresis."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_enabled(cls, data: object) -> object:
+        """Bundles written before `controller` said `enabled: false` for a skill decoder alone; they stay loadable."""
+        if isinstance(data, dict) and "enabled" in data and "controller" not in data:
+            enabled = data["enabled"]
+            if not isinstance(enabled, bool):
+                raise ValueError(f"gate.enabled must be true or false, not {enabled!r}")
+            data = {key: value for key, value in data.items() if key != "enabled"}
+            data["controller"] = "gated" if enabled else "latent"
+        return data
     threshold: float
     hysteresis: float = Field(ge=0)
-    enabled: bool = Field(True, description="False: the raw action is never sent (a SUPE run, or SPAARS-SUPE "
-                                            "before its switch: the policy it deploys is the skill decoder alone)")
+    controller: Controller = Field(
+        "gated", description="what the run's own evaluation executed, so the bundle serves the controller that was "
+                             "scored: gated (SPAARS after its switch: the gate decides), raw (the raw policy alone: "
+                             "IQL, SPAR, BC, TD3+BC, raw fine-tuning, a hard switch), latent (the latent controller "
+                             "alone: latent-only, SUPE, SPAARS before its switch). The support monitor still vetoes "
+                             "an out-of-support raw action under gated and raw")
     form: Literal["critic_lcb", "rollout_neighbours"] = Field(
         "critic_lcb", description="what gate_advantage is: the critic ensemble's LCB (relative to the gate scale), or "
                                   "a gate fitted to branched simulator rollouts (`spaars-robot gate fit`)")
@@ -176,7 +194,7 @@ class BundleManifest(BaseModel):
             # Bundles exported before the safety record existed carry no such keys; keep them loadable.
             **({"spaars.safety_robot": self.safety.robot, "spaars.safety_sha256": self.safety.sha256}
                if self.safety is not None else {}),
-            **({"spaars.gate_enabled": str(self.gate.enabled)} if not self.gate.enabled else {}),
+            **({"spaars.controller": self.gate.controller} if self.gate.controller != "gated" else {}),
             **({"spaars.skill_dim": str(self.skills.dim), "spaars.skill_horizon": str(self.skills.horizon)}
                if self.skills is not None else {}),
         }

@@ -158,7 +158,7 @@ def build_manifest(info: RunExportInfo, parity: ParityReport, support_hysteresis
                                  low=[None] * info.obs_dim, high=[None] * info.obs_dim),
         action=TensorSchema(names=action_names or [f"action_{i}" for i in range(info.action_dim)],
                             dim=info.action_dim, low=[-1.0] * info.action_dim, high=[1.0] * info.action_dim),
-        gate=GateSpec(threshold=info.gate_threshold, hysteresis=info.gate_hysteresis, enabled=info.gate_enabled,
+        gate=GateSpec(threshold=info.gate_threshold, hysteresis=info.gate_hysteresis, controller=info.controller,
                       form=info.gate_form, fit=info.gate_fit, hold_steps=info.gate_hold_steps),
         support=SupportSpec(threshold=info.support_threshold, hysteresis=support_hysteresis,
                             calibration=info.support_calibration),

@@ -38,6 +38,7 @@ from spaars_robot.export.manifest import (  # noqa: F401 (SupportCalibration re-
     OUTPUT_NAMES,
     SKILL_INPUT,
     SKILL_OUTPUT,
+    Controller,
     SupportCalibration,
 )
 from spaars_robot.export.skill_clock import SkillClock
@@ -100,7 +101,7 @@ class SkillPolicyStack(nn.Module):
     policy: a new skill every H steps, decided by the runtime's per-client clock); `latent_action` is the skill
     decoder's mean action under the skill in force, `raw_action` the per-step raw policy, `gate_advantage` the LCB
     of Q_lo(s, raw) - Q_lo(s, latent) over the per-step critic (SPAARS-SUPE's gate), `support_score` the dataset
-    CVAE's score of the raw action. A SUPE run has no raw learner: its bundle disables the gate (GateSpec.enabled).
+    CVAE's score of the raw action. A SUPE run has no raw learner: its bundle deploys the latent controller alone (GateSpec.controller).
     """
 
     input_names: tuple[str, ...] = ("obs", SKILL_INPUT, CHOOSE_INPUT)
@@ -200,7 +201,7 @@ class RunExportInfo(BaseModel):
     train_command: str
     config: dict
     calibration_obs: list[list[float]] = []  # recorded dataset observations for parity checks
-    gate_enabled: bool = True  # False: the deployed policy never sends the raw action (SUPE; SPAARS-SUPE pre-switch)
+    controller: Controller = "gated"  # what the run's evaluation executed (manifest GateSpec.controller)
     gate_form: str = "critic_lcb"  # or "rollout_neighbours": the run's fitted rollout gate (export --gate rollout)
     gate_fit: dict | None = None  # the rollout gate's fit record (states, k, cross-validated sign accuracy)
     gate_hold_steps: int = 1  # a rollout gate fitted with --hold-steps: decide every N steps, hold in between

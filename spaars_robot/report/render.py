@@ -79,7 +79,7 @@ def from_checkpoint(run_dir: Path) -> DeployedPolicy:
     clock = None if info.skill_horizon is None else SkillClock(stack.skill_dim, info.skill_horizon)
     decisions = DecisionState(info.gate_threshold, info.gate_hysteresis, info.support_threshold,
                               0.1 * abs(info.support_threshold),  # export's default support hysteresis
-                              gate_enabled=info.gate_enabled, skill=clock, gate_hold_steps=info.gate_hold_steps)
+                              controller=info.controller, skill=clock, gate_hold_steps=info.gate_hold_steps)
     where = "no safety layer (trained without one)" if spec_file is None else f"safety {Path(spec_file).name}"
     return DeployedPolicy(info.task, lambda obs: stack_outputs(stack, obs, clock), decisions, safety,
                           f"checkpoint {run_dir}/checkpoint.pt, {where}")

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from spaars_robot.algos.latch import Hold, Latch, monitor_support
-from spaars_robot.export.manifest import BundleManifest
+from spaars_robot.export.manifest import BundleManifest, Controller
 from spaars_robot.export.skill_clock import SkillClock
 from spaars_robot.runtime.protocol import Source
 
@@ -30,14 +30,14 @@ class DecisionState:
     """Per-client gate + support monitor state; `decide` is called once per observation."""
 
     def __init__(self, gate_threshold: float, gate_hysteresis: float, support_threshold: float,
-                 support_hysteresis: float, gate_enabled: bool = True, skill: SkillClock | None = None,
+                 support_hysteresis: float, controller: Controller = "gated", skill: SkillClock | None = None,
                  gate_hold_steps: int = 1) -> None:
         self.gate = Latch(gate_threshold, gate_hysteresis)
         # a gate fitted with `gate fit --hold-steps N` is asked every N steps and its answer held in between, as the
         # simulator played it when it was chosen; the support monitor below still judges every step
         self.gate_hold = Hold(gate_hold_steps)
         self.support = Latch(support_threshold, support_hysteresis)
-        self.gate_enabled = gate_enabled
+        self.controller = controller  # gated: the latch decides; raw / latent: that controller alone (the manifest's)
         self.skill = skill  # a skill policy's skill in force (export/skill_clock.py); same life as the latches
         self.fallbacks = 0
 
@@ -50,7 +50,7 @@ class DecisionState:
         """A client's fresh state for this bundle: its thresholds, and a skill clock if it is a skill policy."""
         m = manifest
         return cls(m.gate.threshold, m.gate.hysteresis, m.support.threshold, m.support.hysteresis,
-                   gate_enabled=m.gate.enabled, skill=SkillClock.for_bundle(m.skills), gate_hold_steps=m.gate.hold_steps)
+                   controller=m.gate.controller, skill=SkillClock.for_bundle(m.skills), gate_hold_steps=m.gate.hold_steps)
 
     def reset(self) -> None:
         """A new episode: start from the latent (in-support) policy with the monitor clear (and choose a skill)."""
@@ -61,12 +61,16 @@ class DecisionState:
             self.skill.reset()
 
     def decide(self, gate_advantage: float, support_score: float) -> Decision:
-        """Gate first; a raw choice is vetoed while the raw action's support score is out of range.
+        """Gate first (or the bundle's one controller); a raw choice is vetoed while the raw action's support score
+        is out of range.
 
         Non-finite numbers are treated as the worst case: NaN advantage -> latent, NaN score -> out of support.
         """
-        gate_raw = self.gate_hold.next(lambda: self.gate.update(
-            gate_advantage if math.isfinite(gate_advantage) else -math.inf) and self.gate_enabled)
+        if self.controller == "gated":
+            gate_raw = self.gate_hold.next(lambda: self.gate.update(
+                gate_advantage if math.isfinite(gate_advantage) else -math.inf))
+        else:
+            gate_raw = self.controller == "raw"
         out_of_support = monitor_support(self.support, support_score)
         if not gate_raw:
             source: Source = "latent"

@@ -79,3 +79,26 @@ def test_parity_check_names_every_output_beyond_tolerance():
 def test_export_refuses_to_overwrite_without_flag(bundle, stack):
     with pytest.raises(ExportError, match="already exists"):
         export_bundle(stack, hopper_info(), bundle.path)
+
+
+@pytest.mark.parametrize("algo, agent, controller", [
+    ("spar", {}, "raw"), ("iql", {}, "raw"), ("bc", {}, "raw"), ("td3bc", {}, "raw"), ("supe", {"phase": "gated"}, "latent"),
+    ("latent", {"phase": "latent", "force_raw": False}, "latent"),
+    ("raw", {"phase": "gated", "force_raw": True}, "raw"),
+    ("spaars", {"phase": "latent", "force_raw": False}, "latent"),
+    ("spaars", {"phase": "gated", "force_raw": False}, "gated"),
+    ("spaars", {"phase": "gated", "force_raw": True}, "raw"),  # --hard-switch after its switch
+    ("spaars-supe", {"phase": "latent"}, "latent"), ("spaars-supe", {"phase": "gated"}, "gated"),
+])
+def test_the_bundle_deploys_the_controller_the_run_evaluated(algo, agent, controller):
+    from spaars_robot.export.from_run import deployed_controller
+
+    assert deployed_controller(algo, agent) == controller
+
+
+def test_an_algorithm_export_does_not_know_is_refused_rather_than_gated():
+    from spaars_robot.errors import SpaarsError
+    from spaars_robot.export.from_run import deployed_controller
+
+    with pytest.raises(SpaarsError, match="which controller a newalgo run deploys"):
+        deployed_controller("newalgo", {"phase": "gated"})

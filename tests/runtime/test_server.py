@@ -143,6 +143,31 @@ def test_gate_latch_hysteresis_unit():
     assert picks == ["latent", "raw", "raw", "latent", "latent", "latent"]
 
 
+def test_a_bundle_of_one_controller_serves_it_on_every_step_and_the_support_monitor_still_vetoes_raw():
+    """manifest gate.controller raw (a SPAR / IQL / TD3+BC run) or latent (latent-only, SUPE): whatever the
+    advantage says; an out-of-support raw action still falls back."""
+    advantages, scores = (-1e9, float("nan"), 1e9, -1e9), (0.0, 0.0, 0.0, 5.0)
+    raw = DecisionState(gate_threshold=0.0, gate_hysteresis=0.0, support_threshold=1.0, support_hysteresis=0.0,
+                        controller="raw")
+    assert [raw.decide(a, s).source for a, s in zip(advantages, scores, strict=True)] == ["raw", "raw", "raw", "fallback"]
+    latent = DecisionState(gate_threshold=0.0, gate_hysteresis=0.0, support_threshold=1.0, support_hysteresis=0.0,
+                           controller="latent")
+    assert {latent.decide(a, s).source for a, s in zip(advantages, scores, strict=True)} == {"latent"}
+
+
+def test_a_manifest_written_before_controller_existed_loads_as_it_served():
+    """`gate.enabled: false` (SUPE bundles of earlier exports) is the latent controller, `true` the gate."""
+    from spaars_robot.export.manifest import GateSpec
+
+    assert GateSpec.model_validate({"threshold": 0.0, "hysteresis": 0.0, "enabled": False}).controller == "latent"
+    assert GateSpec.model_validate({"threshold": 0.0, "hysteresis": 0.0, "enabled": True}).controller == "gated"
+    assert GateSpec.model_validate({"threshold": 0.0, "hysteresis": 0.0}).controller == "gated"
+    with pytest.raises(ValueError, match="gate.enabled must be true or false"):
+        GateSpec.model_validate({"threshold": 0.0, "hysteresis": 0.0, "enabled": "no"})
+    with pytest.raises(ValueError):
+        GateSpec.model_validate({"threshold": 0.0, "hysteresis": 0.0, "controller": "both"})
+
+
 def test_a_held_gate_is_asked_every_n_steps_while_the_support_monitor_judges_every_step():
     """gate_hold_steps 3 (a rollout gate fitted with --hold-steps 3): answers at steps 0, 3, 6 are held, and a reset
     asks afresh; a raw answer held through an out-of-support step still falls back there."""

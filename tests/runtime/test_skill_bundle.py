@@ -28,9 +28,10 @@ def skill_stack():
 
 @pytest.fixture(scope="module")
 def skill_bundle(tmp_path_factory, skill_stack):
-    def make(gate_enabled: bool):
+    def make(gated: bool):
         out = tmp_path_factory.mktemp("skill") / "bundle"
-        export_bundle(skill_stack, hopper_info(algo="spaars-supe", skill_horizon=HORIZON, gate_enabled=gate_enabled,
+        export_bundle(skill_stack, hopper_info(algo="spaars-supe", skill_horizon=HORIZON,
+                                               controller="gated" if gated else "latent",
                                                gate_threshold=-1e6), out)
         return load_bundle(out)
     return make
@@ -71,7 +72,7 @@ def test_skill_is_held_for_h_steps_and_rechosen_after_reset(skill_bundle, skill_
     assert not np.allclose(onnx_clock.skill, skills[-1])
 
 
-def test_the_gate_stays_shut_when_the_bundle_disables_it(skill_bundle):
+def test_the_gate_stays_shut_when_the_bundle_deploys_the_decoder_alone(skill_bundle):
     shut = DecisionState.for_bundle(skill_bundle(False).manifest)
     open_ = DecisionState.for_bundle(skill_bundle(True).manifest)
     assert shut.decide(1e9, 0.0).source == "latent"

@@ -273,3 +273,21 @@ def test_a_latent_only_run_logs_spaars_latent_phase_continued(smoke_run, tmp_pat
     assert result["own"] is None and result["candidate"]["replayed_up_to"] == 600
     assert [c["step"] for c in result["candidate"]["checks"]] == [int(r["step"]) for r in _rows(latent_dir)][
         :len(result["candidate"]["checks"])]
+
+
+@pytest.mark.parametrize("algo,flags,controller", [
+    ("iql", (), "raw"), ("latent", (), "latent"), ("raw", (), "raw"), ("td3bc", (), "raw"), ("bc", (), "raw"),
+    ("spaars", ("--no-concurrent-bc", "--hard-switch"), "raw"), ("spaars", (), "gated")])
+def test_each_export_deploys_the_controller_its_run_evaluated(algo, flags, controller, smoke_run):
+    """The bundle serves what the run's evaluation scored: the raw policy alone where every evaluation step was raw,
+    the latent controller alone where none was, the gate only for SPAARS after its switch."""
+    from spaars_robot.export.from_run import load_run_for_export
+
+    run_dir, _ = smoke_run(algo, *flags)
+    _, info = load_run_for_export(run_dir)
+    assert info.controller == controller
+    last_raw_rate = float(_rows(run_dir)[-1]["eval_raw_rate"])
+    if controller == "raw":
+        assert last_raw_rate == 1.0
+    elif controller == "latent":
+        assert last_raw_rate == 0.0

@@ -60,3 +60,5 @@ def test_its_bundle_serves_the_rectified_policy(spar_run, tmp_path):
     # served end to end: the real server process, the simulated robot, MuJoCo
     proc = run_cli("demo", "--bundle", str(out), "--episodes", "1", env={"COLUMNS": "200", **os.environ})
     assert "normalised score" in proc.stdout and "server stopped cleanly (exit 0)" in proc.stdout
+    # the rectified policy is what is served (once every SPAR bundle was gated by the critic and served latent actions)
+    assert bundle.manifest.gate.controller == "raw" and "latent 0.0%" in proc.stdout, proc.stdout
