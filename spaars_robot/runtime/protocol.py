@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgpack
 import numpy as np
 
 from spaars_robot.errors import SpaarsError
+from spaars_robot.export.manifest import Controller
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 3  # 1.1: optional `watchdog` report in act; `limits` / `ood` / `safety_us` in action
+PROTOCOL_MINOR = 4  # 1.1: optional `watchdog` report in act; `limits` / `ood` / `safety_us` in action
 # 1.2: optional `outcome` in act (the controller's reward / termination, for recording deployed episodes)
 # 1.3: optional `seq` in hello, echoed by welcome: a client that reconnects under its routing id can tell the
 #      welcome to its latest hello from one to a hello sent on the socket it threw away
+# 1.4: `gate.controller` in welcome: gated, raw or latent (the bundle's manifest); absent from a 1.3 server: gated
+CONTROLLERS: tuple[str, ...] = get_args(Controller)
 MAX_FRAME_BYTES = 64 * 1024  # a Hopper request is ~100 bytes; anything this big is not ours
 WIRE_DTYPE = "<f4"
 
@@ -143,6 +146,7 @@ class Welcome:
     support_hysteresis: float
     version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR)
     seq: int | None = None  # the hello's seq (1.3; None from a 1.2 server or to a hello without one)
+    controller: str = "gated"  # 1.4: what the bundle deploys; the gate thresholds only decide when "gated"
 
 
 @dataclass(frozen=True)
@@ -270,7 +274,8 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, Welcome):
         body = {"v": msg.version[0], "type": "welcome", "version": list(msg.version), "schema": msg.schema.to_wire(),
                 "bundle_sha256": msg.bundle_sha256, "session": msg.session,
-                "gate": {"threshold": msg.gate_threshold, "hysteresis": msg.gate_hysteresis},
+                "gate": {"threshold": msg.gate_threshold, "hysteresis": msg.gate_hysteresis,
+                         "controller": msg.controller},
                 "support": {"threshold": msg.support_threshold, "hysteresis": msg.support_hysteresis},
                 **({} if msg.seq is None else {"seq": msg.seq})}
     elif isinstance(msg, Reset):
@@ -347,7 +352,8 @@ def _decode_map(m: dict) -> Message:
         return Welcome(schema=Schema.from_wire(m.get("schema")), bundle_sha256=_get(m, "bundle_sha256", str),
                        session=_get(m, "session", int), gate_threshold=float(gate["threshold"]),
                        gate_hysteresis=float(gate["hysteresis"]), support_threshold=float(support["threshold"]),
-                       support_hysteresis=float(support["hysteresis"]), version=_version(m), seq=_optional_seq(m))
+                       support_hysteresis=float(support["hysteresis"]), version=_version(m), seq=_optional_seq(m),
+                       controller=_controller(gate))
     if kind == "reset":
         return Reset(seq=_get(m, "seq", int))
     if kind == "reset_ok":
@@ -411,6 +417,14 @@ def _str_list(m: dict, key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise ProtocolError(MALFORMED, f"field {key!r} must be a list of strings")
     return value
+
+
+def _controller(gate: dict) -> str:
+    """welcome.gate.controller (1.4); a 1.3 server's welcome has none and served the gate."""
+    controller = gate.get("controller", "gated")
+    if controller not in CONTROLLERS:
+        raise ProtocolError(MALFORMED, f"gate.controller must be one of {', '.join(CONTROLLERS)}, not {controller!r}")
+    return controller
 
 
 def _optional_seq(m: dict) -> int | None:

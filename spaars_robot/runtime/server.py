@@ -146,7 +146,8 @@ class ActionServer:
         # name so a new session does not count the old misses again (bounded: names are free-form).
         self._misses_by_client: OrderedDict[str, int] = OrderedDict()
         self._welcome_fields = {"gate_threshold": m.gate.threshold, "gate_hysteresis": m.gate.hysteresis,
-                                "support_threshold": m.support.threshold, "support_hysteresis": m.support.hysteresis}
+                                "support_threshold": m.support.threshold, "support_hysteresis": m.support.hysteresis,
+                                "controller": m.gate.controller}
         if safety is not None:
             self._action_low, self._action_high = (b.tolist() for b in safety.spec.action.hard_bounds())
             soft = safety.spec.action.vector("soft_zone")  # the dashboard draws the soft zone on the action bars

@@ -77,7 +77,7 @@ def test_welcome_echoes_the_hellos_seq_and_a_hello_without_one_is_served_as_in_1
     sock = dealer(live_server.bound[0])
     try:
         numbered = p.decode(exchange_frames(sock, [p.encode(p.Hello(schema=task_schema(hopper), seq=7))])[0])
-        assert isinstance(numbered, p.Welcome) and numbered.seq == 7 and numbered.version == (1, 3)
+        assert isinstance(numbered, p.Welcome) and numbered.seq == 7 and numbered.version == (1, 4)
         plain = p.decode(exchange_frames(sock, [hello_frame(hopper)])[0])
         assert isinstance(plain, p.Welcome) and plain.seq is None
         assert "seq" not in msgpack.unpackb(p.encode(plain))
@@ -90,6 +90,24 @@ def test_welcome_echoes_the_hellos_seq_and_a_hello_without_one_is_served_as_in_1
             assert isinstance(error, p.ErrorReply) and error.code == p.MALFORMED and "'seq'" in error.message
     finally:
         sock.close()
+
+
+def test_welcome_says_which_controller_the_bundle_deploys_and_serves_it(make_bundle, hopper):
+    """1.4: a raw-only bundle (SPAR, IQL) says so in its welcome and answers raw whatever the gate thresholds say;
+    a 1.3 welcome without the field reads as gated; an unknown controller is malformed."""
+    bundle = make_bundle(controller="raw", gate_threshold=1e9)  # a gate that would never open
+    with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server, \
+            Client(server.bound[0], task_schema(hopper), timeout_s=2.0) as client:
+        welcome = client.connect()
+        assert welcome.controller == "raw"
+        assert {client.act(np.full(11, 0.01 * i, np.float32)).source for i in range(5)} <= {"raw", "fallback"}
+    wire = msgpack.unpackb(p.encode(welcome))
+    assert wire["gate"]["controller"] == "raw"
+    del wire["gate"]["controller"]
+    assert p.decode(msgpack.packb(wire)).controller == "gated"
+    wire["gate"]["controller"] = "both"
+    with pytest.raises(p.ProtocolError, match="gate.controller must be one of gated, raw, latent"):
+        p.decode(msgpack.packb(wire))
 
 
 def soft_zone_layer(on_out_of_bounds: str = "flag") -> SafetyLayer:
