@@ -70,8 +70,9 @@ GATES = ("critic", "rollout")
 RAW_ONLY, LATENT_ONLY = ("iql", "spar", "bc", "td3bc"), ("supe",)
 
 
-def deployed_controller(algo: str, agent: dict) -> Controller:
-    """The controller the run's own evaluation executed (its agent's `act`), so the bundle serves what was scored.
+def deployed_controller(algo: str, agent: dict, gate_form: str = "critic") -> Controller:
+    """The controller the run's own evaluation executed (its agent's `act`), so the bundle serves what was scored;
+    with `export --gate rollout` the gate fitted by `gate fit` (spaars, latent and raw runs) is what is asked for.
 
     Before this, every locomotion bundle was gated by the critic's LCB: a SPAR or IQL bundle served the latent
     controller wherever the critic did not favour its policy (a walker2d SPAR bundle that scored 59 in training
@@ -84,6 +85,8 @@ def deployed_controller(algo: str, agent: dict) -> Controller:
         return "latent"
     if algo not in ("spaars", "latent", "raw", "spaars-supe"):
         raise SpaarsError(f"export does not know which controller a {algo} run deploys")
+    if gate_form == "rollout":
+        return "gated"
     if agent.get("phase") != "gated":  # latent-only, or SPAARS / SPAARS-SUPE before their switch
         return "latent"
     return "raw" if agent.get("force_raw") else "gated"  # raw fine-tuning and a hard switch execute raw everywhere
@@ -119,7 +122,7 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
     nets.load_state_dict(agent["nets"])
     gate = config.online.gate
     skill_run = config.algo in ("supe", "spaars-supe")
-    controller = deployed_controller(config.algo, agent)
+    controller = deployed_controller(config.algo, agent, gate_form)
     try:
         gate_scale = float(choose_scale(gate.scale if controller == "gated" else "q", agent.get("q_scale", nets.q_scale),
                                         agent.get("adv_scale")))

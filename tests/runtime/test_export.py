@@ -94,6 +94,8 @@ def test_the_bundle_deploys_the_controller_the_run_evaluated(algo, agent, contro
     from spaars_robot.export.from_run import deployed_controller
 
     assert deployed_controller(algo, agent) == controller
+    if algo in ("spaars", "latent", "raw"):  # export --gate rollout: the fitted gate is what is asked for
+        assert deployed_controller(algo, agent, "rollout") == "gated"
 
 
 def test_an_algorithm_export_does_not_know_is_refused_rather_than_gated():

@@ -154,6 +154,7 @@ def test_export_deploys_the_fitted_gate_and_the_runtime_serves_it(fitted_run, tm
     run_cli("export", str(run_dir), "--gate", "rollout", "--out", str(out))
     manifest = load_bundle(out).manifest
     assert (manifest.gate.form, manifest.gate.threshold, manifest.gate.hysteresis) == ("rollout_neighbours", 0.0, 0.0)
+    assert manifest.gate.controller == "gated"
     report = json.loads((run_dir / "rollout_gate.json").read_text())
     assert manifest.gate.fit["choice"] == report["fit"]["choice"] and "per_state" not in manifest.gate.fit
     # the graph's gate output has the sign of the fitted gate's prediction at the agent's own features
