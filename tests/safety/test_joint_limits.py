@@ -103,30 +103,41 @@ def test_a_spec_reading_joint_state_beyond_the_bundles_observation_is_refused_at
         SafetyLayer(spec).apply(np.zeros(2), SafetyLayer(spec).new_state(), np.zeros(3))
 
 
+def _pushed_joint(task: str, spec_file: str, dim: int, steps: int) -> dict[str, np.ndarray]:
+    """Full positive torque on one action dim of the real robot from its reset pose, free and under the spec: the
+    trace of that joint's position (the spec's own observation index) over the first `steps` steps."""
+    from spaars_robot.config.tasks import load_task
+    from spaars_robot.envs.make import make_env
+    from spaars_robot.safety.env_wrapper import SafetyLayerEnv
+
+    spec = load_safety_spec(REPO / "safety" / spec_file)
+    robot = load_task(task)
+    index = spec.action.joint_limits.position_index[dim]
+    push = np.zeros(robot.action_dim, dtype=np.float32)
+    push[dim] = 1.0
+    traces = {}
+    for name, wrap in (("free", False), ("limited", True)):
+        env = make_env(robot)
+        if wrap:
+            env = SafetyLayerEnv(env, SafetyLayer(spec, robot.action_dim, robot.obs_dim))
+        env.reset(seed=0)
+        trace = []
+        for _ in range(steps):
+            observation, _, terminated, truncated, _ = env.step(push)
+            assert not (terminated or truncated)
+            trace.append(float(observation[index]))
+        env.close()
+        traces[name] = np.array(trace)
+    return traces
+
+
 def test_in_mujoco_the_knee_is_eased_onto_its_soft_limit_without_overshoot() -> None:
     """Full knee-extension torque on the real hopper. Without the layer the knee sits pressed on its stop (0 rad);
     under `safety/hopper-joint-limits.yaml` it glides down to the soft limit 5 degrees short of the stop and holds
     there. With gains too stiff for the 8 ms control period (the PR2 URDF's k_position 100, k_velocity 0.5) it
     overshot to -0.143 and bounced, which is what the spec's gains are derived to avoid."""
-    from spaars_robot.config.tasks import load_task
-    from spaars_robot.envs.make import make_env
-    from spaars_robot.safety.env_wrapper import SafetyLayerEnv
-
-    spec = load_safety_spec(REPO / "safety" / "hopper-joint-limits.yaml")
-    upper = spec.action.joint_limits.vector("upper", 3)[1]
-    knee = {}
-    for name, wrap in (("free", False), ("limited", True)):
-        env = make_env(load_task("hopper"))
-        if wrap:
-            env = SafetyLayerEnv(env, SafetyLayer(spec, 3, 11))
-        env.reset(seed=0)
-        trace = []
-        for _ in range(14):  # the first episode: the lone knee push topples the hopper after ~17 steps
-            observation, _, terminated, truncated, _ = env.step(np.array([0.0, 1.0, 0.0], dtype=np.float32))
-            assert not (terminated or truncated)
-            trace.append(float(observation[3]))
-        env.close()
-        knee[name] = np.array(trace)
+    upper = load_safety_spec(REPO / "safety" / "hopper-joint-limits.yaml").action.joint_limits.vector("upper", 3)[1]
+    knee = _pushed_joint("hopper", "hopper-joint-limits.yaml", 1, 14)  # the lone push topples it after ~17 steps
     assert (knee["free"] > -0.01).all(), knee["free"]  # pressed on the stop
     limited = knee["limited"]
     assert (np.diff(limited) < 0.002).all(), limited  # a glide, no bounce
@@ -139,25 +150,8 @@ def test_in_mujoco_walker2d_s_light_foot_stops_at_its_soft_limit_where_free_it_p
     `safety/walker2d-joint-limits.yaml` (its per-joint velocity gains derived from those inertias) it glides onto the
     soft limit 5 degrees inside the range and stays within a degree of it. With hopper's single gain (0.2, a per-step
     gain of 2.4 on this foot) it chatters between 0.61 and 0.69 rad, with 0.5 it passes the stop: both fail here."""
-    from spaars_robot.config.tasks import load_task
-    from spaars_robot.envs.make import make_env
-    from spaars_robot.safety.env_wrapper import SafetyLayerEnv
-
-    spec = load_safety_spec(REPO / "safety" / "walker2d-joint-limits.yaml")
-    upper = spec.action.joint_limits.vector("upper", 6)[2]
-    foot = {}
-    for name, wrap in (("free", False), ("limited", True)):
-        env = make_env(load_task("walker2d"))
-        if wrap:
-            env = SafetyLayerEnv(env, SafetyLayer(spec, 6, 17))
-        env.reset(seed=0)
-        trace = []
-        for _ in range(16):  # the walker topples after ~18 steps of a lone foot push
-            observation, _, terminated, truncated, _ = env.step(np.array([0, 0, 1, 0, 0, 0], dtype=np.float32))
-            assert not (terminated or truncated)
-            trace.append(float(observation[4]))
-        env.close()
-        foot[name] = np.array(trace)
+    upper = load_safety_spec(REPO / "safety" / "walker2d-joint-limits.yaml").action.joint_limits.vector("upper", 6)[2]
+    foot = _pushed_joint("walker2d", "walker2d-joint-limits.yaml", 2, 16)  # it topples after ~18 steps
     assert foot["free"].max() > np.deg2rad(45) + 0.3, foot["free"]  # far past the model's range
     limited = foot["limited"]
     assert limited.max() < upper + np.deg2rad(1) and abs(limited[-1] - upper) < np.deg2rad(1), (limited, upper)
