@@ -74,10 +74,9 @@ def deployed_controller(algo: str, agent: dict, gate_form: str = "critic") -> Co
     """The controller the run's own evaluation executed (its agent's `act`), so the bundle serves what was scored;
     with `export --gate rollout` the gate fitted by `gate fit` (spaars, latent and raw runs) is what is asked for.
 
-    Before this, every locomotion bundle was gated by the critic's LCB: a SPAR or IQL bundle served the latent
-    controller wherever the critic did not favour its policy (a walker2d SPAR bundle that scored 59 in training
-    served the latent controller on every step and fell within ten), and a hard switch's bundle was gated though
-    its runs execute raw everywhere.
+    A bundle gated by the critic whatever the algorithm serves another policy than the one scored: a walker2d SPAR
+    bundle that scored 59 in training served the latent controller on every step and scored 0 (BENCHMARKS.md,
+    "Serving a SPAR bundle").
     """
     if algo in RAW_ONLY:
         return "raw"
@@ -124,8 +123,8 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
     skill_run = config.algo in ("supe", "spaars-supe")
     controller = deployed_controller(config.algo, agent, gate_form)
     try:
-        gate_scale = float(choose_scale(gate.scale if controller == "gated" else "q", agent.get("q_scale", nets.q_scale),
-                                        agent.get("adv_scale")))
+        scale_form = gate.scale if controller == "gated" else "q"  # the thresholds only decide for a gated bundle
+        gate_scale = float(choose_scale(scale_form, agent.get("q_scale", nets.q_scale), agent.get("adv_scale")))
     except ValueError as err:
         raise SpaarsError(f"{run_dir}: {err}; export it with a config that says gate.scale: q") from err
     raw_policy = nets.raw_policy

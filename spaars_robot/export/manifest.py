@@ -51,18 +51,6 @@ class GateSpec(BaseModel):
     """Advantage gate: raw action when gate_advantage > threshold; once raw, stay while > threshold - hysteresis."""
 
     model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_enabled(cls, data: object) -> object:
-        """Bundles written before `controller` said `enabled: false` for a skill decoder alone; they stay loadable."""
-        if isinstance(data, dict) and "enabled" in data and "controller" not in data:
-            enabled = data["enabled"]
-            if not isinstance(enabled, bool):
-                raise ValueError(f"gate.enabled must be true or false, not {enabled!r}")
-            data = {key: value for key, value in data.items() if key != "enabled"}
-            data["controller"] = "gated" if enabled else "latent"
-        return data
     threshold: float
     hysteresis: float = Field(ge=0)
     controller: Controller = Field(
@@ -79,6 +67,18 @@ class GateSpec(BaseModel):
                                                  "the support monitor still checks every step")
     fit: dict | None = Field(None, description="rollout_neighbours: its fit record (states, repeats, the choice and "
                                                "every candidate's cross-validated gain, constants included)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_enabled(cls, data: object) -> object:
+        """Bundles written before `controller` said `enabled: false` for a skill decoder alone; they stay loadable."""
+        if isinstance(data, dict) and "enabled" in data and "controller" not in data:
+            enabled = data["enabled"]
+            if not isinstance(enabled, bool):
+                raise ValueError(f"gate.enabled must be true or false, not {enabled!r}")
+            data = {key: value for key, value in data.items() if key != "enabled"}
+            data["controller"] = "gated" if enabled else "latent"
+        return data
 
 
 class SkillSpec(BaseModel):

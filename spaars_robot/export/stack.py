@@ -101,7 +101,8 @@ class SkillPolicyStack(nn.Module):
     policy: a new skill every H steps, decided by the runtime's per-client clock); `latent_action` is the skill
     decoder's mean action under the skill in force, `raw_action` the per-step raw policy, `gate_advantage` the LCB
     of Q_lo(s, raw) - Q_lo(s, latent) over the per-step critic (SPAARS-SUPE's gate), `support_score` the dataset
-    CVAE's score of the raw action. A SUPE run has no raw learner: its bundle deploys the latent controller alone (GateSpec.controller).
+    CVAE's score of the raw action. A SUPE run has no raw learner: its bundle deploys the latent controller alone
+    (GateSpec.controller).
     """
 
     input_names: tuple[str, ...] = ("obs", SKILL_INPUT, CHOOSE_INPUT)

@@ -50,7 +50,8 @@ class DecisionState:
         """A client's fresh state for this bundle: its thresholds, and a skill clock if it is a skill policy."""
         m = manifest
         return cls(m.gate.threshold, m.gate.hysteresis, m.support.threshold, m.support.hysteresis,
-                   controller=m.gate.controller, skill=SkillClock.for_bundle(m.skills), gate_hold_steps=m.gate.hold_steps)
+                   controller=m.gate.controller, skill=SkillClock.for_bundle(m.skills),
+                   gate_hold_steps=m.gate.hold_steps)
 
     def reset(self) -> None:
         """A new episode: start from the latent (in-support) policy with the monitor clear (and choose a skill)."""

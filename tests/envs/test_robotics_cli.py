@@ -156,7 +156,8 @@ def test_supe_and_spaars_supe_smoke_on_both_tasks(task, algo, datasets, tmp_path
     # the bundle: skill decoder + high level + raw policy + gate + support monitor; the skill is server state
     run_cli("export", str(run_dir), "--onnx", "--out", str(tmp_path / "bundle"))
     bundle = load_bundle(tmp_path / "bundle")
-    assert bundle.manifest.skills.horizon == 4 and bundle.manifest.gate.controller == ("gated" if algo == "spaars-supe" else "latent")
+    assert bundle.manifest.skills.horizon == 4
+    assert bundle.manifest.gate.controller == ("gated" if algo == "spaars-supe" else "latent")
     with serving(ActionServer(bundle, ["tcp://127.0.0.1:*"])) as server:
         sim = run_cli("sim", "--connect", server.bound[0], "--task", task, "--episodes", "1", "--max-steps", "12",
                       "--fast", timeout=180)

@@ -82,7 +82,8 @@ def test_export_refuses_to_overwrite_without_flag(bundle, stack):
 
 
 @pytest.mark.parametrize("algo, agent, controller", [
-    ("spar", {}, "raw"), ("iql", {}, "raw"), ("bc", {}, "raw"), ("td3bc", {}, "raw"), ("supe", {"phase": "gated"}, "latent"),
+    ("spar", {}, "raw"), ("iql", {}, "raw"), ("bc", {}, "raw"), ("td3bc", {}, "raw"),
+    ("supe", {"phase": "gated"}, "latent"),
     ("latent", {"phase": "latent", "force_raw": False}, "latent"),
     ("raw", {"phase": "gated", "force_raw": True}, "raw"),
     ("spaars", {"phase": "latent", "force_raw": False}, "latent"),

@@ -149,7 +149,8 @@ def test_a_bundle_of_one_controller_serves_it_on_every_step_and_the_support_moni
     advantages, scores = (-1e9, float("nan"), 1e9, -1e9), (0.0, 0.0, 0.0, 5.0)
     raw = DecisionState(gate_threshold=0.0, gate_hysteresis=0.0, support_threshold=1.0, support_hysteresis=0.0,
                         controller="raw")
-    assert [raw.decide(a, s).source for a, s in zip(advantages, scores, strict=True)] == ["raw", "raw", "raw", "fallback"]
+    served = [raw.decide(a, s).source for a, s in zip(advantages, scores, strict=True)]
+    assert served == ["raw", "raw", "raw", "fallback"]
     latent = DecisionState(gate_threshold=0.0, gate_hysteresis=0.0, support_threshold=1.0, support_hysteresis=0.0,
                            controller="latent")
     assert {latent.decide(a, s).source for a, s in zip(advantages, scores, strict=True)} == {"latent"}
