@@ -146,7 +146,7 @@ class Welcome:
     support_hysteresis: float
     version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR)
     seq: int | None = None  # the hello's seq (1.3; None from a 1.2 server or to a hello without one)
-    controller: str = "gated"  # 1.4: what the bundle deploys; the gate thresholds only decide when "gated"
+    controller: Controller = "gated"  # 1.4: what the bundle deploys; the gate thresholds only decide when "gated"
 
 
 @dataclass(frozen=True)
@@ -419,7 +419,7 @@ def _str_list(m: dict, key: str) -> list[str]:
     return value
 
 
-def _controller(gate: dict) -> str:
+def _controller(gate: dict) -> Controller:
     """welcome.gate.controller (1.4); a 1.3 server's welcome has none and served the gate."""
     controller = gate.get("controller", "gated")
     if controller not in CONTROLLERS:
