@@ -20,6 +20,7 @@ from spaars_robot.errors import ConfigError
 
 Algo = Literal["spaars", "iql", "latent", "raw", "sac", "spar", "bc", "td3bc", "supe", "spaars-supe"]
 SHARED_CRITIC_ALGOS = ("spaars", "latent", "raw")  # SPAARSAgent and its ablations (algos/spaars.py)
+SKILL_ALGOS = ("supe", "spaars-supe")  # skill policies (algos/supe.py, algos/spaars_supe.py)
 
 
 class _Strict(BaseModel):

@@ -5,7 +5,7 @@ import copy
 from pathlib import Path
 
 from spaars_robot.algos.gate import choose_scale
-from spaars_robot.config.training import load_run_config
+from spaars_robot.config.training import SHARED_CRITIC_ALGOS, SKILL_ALGOS, load_run_config
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.episodes import read_metadata
 from spaars_robot.data.files import safe_torch_load
@@ -82,7 +82,7 @@ def deployed_controller(algo: str, agent: dict, gate_form: str = "critic") -> Co
         return "raw"
     if algo in LATENT_ONLY:
         return "latent"
-    if algo not in ("spaars", "latent", "raw", "spaars-supe"):
+    if algo not in (*SHARED_CRITIC_ALGOS, "spaars-supe"):  # the agents that record their phase
         raise SpaarsError(f"export does not know which controller a {algo} run deploys")
     if gate_form == "rollout":
         return "gated"
@@ -120,7 +120,7 @@ def load_run_for_export(run_dir: Path | str, gate_form: str = "critic"
     nets = OfflineNets(task.obs_dim, task.action_dim, config.pretrain)
     nets.load_state_dict(agent["nets"])
     gate = config.online.gate
-    skill_run = config.algo in ("supe", "spaars-supe")
+    skill_run = config.algo in SKILL_ALGOS
     controller = deployed_controller(config.algo, agent, gate_form)
     try:
         scale_form = gate.scale if controller == "gated" else "q"  # the thresholds only decide for a gated bundle

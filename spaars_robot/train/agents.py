@@ -21,7 +21,7 @@ from spaars_robot.algos.base import Agent
 from spaars_robot.algos.offline import OfflineNets, SupportScorer
 from spaars_robot.algos.spar import RectifiedPolicy
 from spaars_robot.config.tasks import TaskSpec
-from spaars_robot.config.training import TrainConfig
+from spaars_robot.config.training import SKILL_ALGOS, TrainConfig
 from spaars_robot.data.dataset import OfflineDataset
 from spaars_robot.data.replay import ReplayBuffer
 from spaars_robot.nn.device import make_generator
@@ -61,7 +61,7 @@ def build_agent(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset | N
     nets, info = pretrain_cached(dataset, config.pretrain, config.seed, cache_dir, bf16, progress, log,
                                  checkpoint_every=config.eval.checkpoint_every, device=config.device, scalars=scalars)
     offline = normalized_offline_buffer(dataset, nets)
-    if config.algo in ("supe", "spaars-supe"):
+    if config.algo in SKILL_ALGOS:
         return _build_supe(config, task, dataset, nets, offline, info, cache_dir, progress, log)
     rectified = None
     if uses_spar(config):
