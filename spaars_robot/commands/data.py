@@ -36,7 +36,9 @@ class QualityChoice(StrEnum):
 def data_collect(
     task: Annotated[str, typer.Option(help="Task name (sim/tasks/<name>.yaml) or a task YAML path.")],
     quality: Annotated[QualityChoice, typer.Option(help="Behaviour quality, as D4RL's.")] = QualityChoice.medium,
-    steps: Annotated[int, typer.Option(help="Transitions to roll out into the dataset.")] = 1_000_000,
+    steps: Annotated[int | None, typer.Option(
+        help="Transitions to roll out into the dataset. Default: D4RL's size for the task and quality (the task "
+             "file's quality.<q>.steps: kitchen-mixed 140,000), else 1,000,000.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the behaviour run and the rollout.")] = 0,
     train_budget: Annotated[
         int, typer.Option(help="Max SAC env steps for the behaviour policy.")
@@ -72,14 +74,14 @@ def data_collect(
     from pydantic import ValidationError
 
     from spaars_robot.config.loading import format_validation_error
-    from spaars_robot.config.tasks import load_task
+    from spaars_robot.config.tasks import default_dataset_steps, load_task
     from spaars_robot.data.summary import summarize
     from spaars_robot.train.collect import CollectConfig, collect
 
     spec = load_task(task)
     try:
         cfg = CollectConfig(
-            steps=steps,
+            steps=default_dataset_steps(spec, quality.value) if steps is None else steps,
             seed=seed,
             train_budget=train_budget,
             eval_every=eval_every,

@@ -23,12 +23,28 @@ class QualityTarget(BaseModel):
         "None means no training (uniform random actions)."
     )
     band: tuple[float, float] = Field(description="Range the collected dataset's mean score must lie in.")
+    steps: int | None = Field(
+        None, gt=0, description="Transitions in D4RL's dataset of this task and quality: what `data collect` rolls "
+        "out when --steps is not given, so the documented recipe makes the dataset the benchmarks were measured on "
+        "(kitchen-mixed: 140,000, D4RL's 136,950 as whole 280-step episodes). None: 1,000,000, D4RL's locomotion size.")
 
     @model_validator(mode="after")
     def _band_ordered(self) -> QualityTarget:
         if self.band[0] >= self.band[1]:
             raise ValueError(f"band must be [low, high] with low < high, got {list(self.band)}")
         return self
+
+
+DEFAULT_DATASET_STEPS = 1_000_000
+
+
+def default_dataset_steps(task: TaskSpec, quality: str) -> int:
+    """The dataset size `data collect` makes when not told: the quality's `steps`, else D4RL's locomotion 1M.
+
+    medium-replay and medium-expert are made from the medium run, so they read medium's entry."""
+    base = "medium" if quality in ("medium-replay", "medium-expert") else quality
+    target = task.quality.get(base)  # type: ignore[call-overload]
+    return target.steps if target is not None and target.steps is not None else DEFAULT_DATASET_STEPS
 
 
 class MapSpec(BaseModel):

@@ -119,3 +119,27 @@ def test_dims_disagreeing_with_the_simulator(tmp_path: Path) -> None:
     task = TaskSpec.model_validate(raw)
     with pytest.raises(ConfigError, match="config says obs_dim=12, action_dim=3 but Hopper-v5 has 11, 3"):
         make_env(task)
+
+
+def test_collect_defaults_to_the_task_and_quality_d4rl_size(tmp_path: Path) -> None:
+    """The documented recipe (`data collect --task kitchen --quality mixed`, no --steps) must make the dataset the
+    benchmarks were measured on (D4RL kitchen-mixed's 500 x 280 steps), not 1M steps and two hours of scripting."""
+    from spaars_robot.config.tasks import DEFAULT_DATASET_STEPS, default_dataset_steps
+    from spaars_robot.data.summary import summarize
+    from tests.conftest import run_cli
+
+    kitchen = load_task("kitchen")
+    assert default_dataset_steps(kitchen, "mixed") == 140_000 == 500 * kitchen.max_episode_steps
+    hopper = load_task("hopper")
+    for quality in ("random", "medium", "medium-replay", "medium-expert", "expert"):
+        assert default_dataset_steps(hopper, quality) == DEFAULT_DATASET_STEPS == 1_000_000
+    raw = hopper_raw()
+    raw["quality"]["random"]["steps"] = 0
+    with pytest.raises(ConfigError, match="quality.random.steps"):
+        load_task(write(tmp_path, raw, "hopper.yaml"))
+    # through the CLI: a task file whose random quality says 700 steps, collected without --steps
+    raw["quality"]["random"]["steps"] = 700
+    task_file = write(tmp_path, raw, "hopper.yaml")
+    run_cli("data", "collect", "--task", str(task_file), "--quality", "random", "--root", str(tmp_path / "d"),
+            "--threads", "1")
+    assert summarize(tmp_path / "d" / "spaars" / "hopper-random-v0").steps == 700
