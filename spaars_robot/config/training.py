@@ -377,6 +377,15 @@ def resolve_config(protocol: str, overrides: dict, sets: list[str] | None = None
 
 _HYPERPARAMETER_SECTIONS = {"pretrain", "online", "spar", "eval"}
 
+
+def _hyperparameter_sections(config: TrainConfig) -> set[str]:
+    """The sections a run's tag hashes: `supe` too for the skill algorithms, which read it.
+
+    Until 2026-12-06 `supe` was left out, so `--set supe.init_temperature=1.0` wrote the protocol's own run
+    directory and summary name. It is added for the skill algorithms only: the locomotion runs' committed tags
+    (whose algorithms never read `supe`) keep their hashes, and no skill run had been tagged."""
+    return _HYPERPARAMETER_SECTIONS | {"supe"} if config.algo in SKILL_ALGOS else _HYPERPARAMETER_SECTIONS
+
 # Fields added after tags were first committed, with their default: left out of the tag's hash while they hold it,
 # so a run tagged before they existed (e.g. set-e144a1f8) keeps its tag, run directory and summary name.
 _ADDED_NEUTRAL: dict[str, Any] = {
@@ -397,7 +406,7 @@ _ADDED_NEUTRAL: dict[str, Any] = {
 
 
 def _tag_payload(config: TrainConfig) -> dict:
-    tree = config.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS)
+    tree = config.model_dump(mode="json", include=_hyperparameter_sections(config))
     for dotted, neutral in _ADDED_NEUTRAL.items():
         *parents, leaf = dotted.split(".")
         node = tree
@@ -423,8 +432,8 @@ def hyperparameter_changes(config: TrainConfig, protocol_default: TrainConfig) -
 
     Stored with a tagged run's summary so a committed result says what it was run with, not only a hash.
     """
-    mine = _flatten(config.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS))
-    theirs = _flatten(protocol_default.model_dump(mode="json", include=_HYPERPARAMETER_SECTIONS))
+    mine = _flatten(config.model_dump(mode="json", include=_hyperparameter_sections(config)))
+    theirs = _flatten(protocol_default.model_dump(mode="json", include=_hyperparameter_sections(config)))
     return {key: value for key, value in sorted(mine.items()) if theirs.get(key) != value}
 
 

@@ -70,3 +70,22 @@ def test_runs_on_two_datasets_of_a_task_never_share_a_directory_or_summary(tmp_p
     dirs = {plan_new("hopper", name, None, "spar", [0], "smoke", [], [], tmp_path, None, tmp_path / "cache", False,
                      "none")[0].run_dir.parent.name for name in ("hopper-medium", "hopper-medium-replay")}
     assert dirs == {"hopper-spar-smoke", "hopper-spar-on-medium-replay-smoke"}
+
+
+def test_a_skill_run_with_changed_supe_settings_gets_its_own_name():
+    """`--set supe.init_temperature=1.0` (SUPE's kitchen value) used to write the protocol run's directory and summary
+    name, so a grid could count a differently-configured run as done; the locomotion tags keep their hashes."""
+    from spaars_robot.config.training import hyperparameter_changes
+
+    fields = {"task": "kitchen", "dataset": "kitchen-mixed", "algo": "supe", "seed": 0}
+    base = resolve_config("supe-short", fields)
+    hot = resolve_config("supe-short", fields, ["supe.init_temperature=1.0"])
+    assert hyperparameter_tag(base, base) == ""
+    tag = hyperparameter_tag(hot, base)
+    assert tag.startswith("set-") and hyperparameter_changes(hot, base) == {"supe.init_temperature": 1.0}
+    other = resolve_config("supe-short", {**fields, "algo": "spaars-supe"}, ["supe.init_temperature=1.0"])
+    assert hyperparameter_tag(other, resolve_config("supe-short", {**fields, "algo": "spaars-supe"})) == tag
+    # a locomotion run's tag does not read the supe section: its committed hash is unchanged by this fix
+    loco = resolve_config("smoke", FIELDS, ["online.gate.kappa=2"])
+    assert hyperparameter_tag(loco, resolve_config("smoke", FIELDS)) == hyperparameter_tag(
+        loco.model_copy(update={"supe": hot.supe}), resolve_config("smoke", FIELDS))
