@@ -27,7 +27,7 @@ import torch
 from spaars_robot.algos.base import fused_adam, polyak_update
 from spaars_robot.algos.gate import AdvantageGate, choose_scale, gate_lcb, lcb_of, member_advantages
 from spaars_robot.algos.offline import OfflineNets
-from spaars_robot.algos.supe import SUPEAgent, skill_of
+from spaars_robot.algos.supe import SUPEAgent, skill_from_action
 from spaars_robot.algos.transition import TransitionMonitor
 from spaars_robot.config.training import TrainConfig
 from spaars_robot.nn.skills import SkillVAE
@@ -109,7 +109,8 @@ class SPAARSSUPEAgent(SUPEAgent):
         oc = self.online_cfg
         steps = per_step(batch)
         with torch.no_grad():  # the skill in force at every step of every chunk, and its decoded action
-            z = skill_of(self.chunk_skills(batch)).repeat_interleave(self.cfg.horizon, 0)
+            z = skill_from_action(self.skills, self.cfg.skill_space, self.chunk_skills(batch), batch["obs"][:, 0]
+                                  ).repeat_interleave(self.cfg.horizon, 0)
             anchor = self.skills.decode_mean(steps["obs"], z)
         online = steps["online"]
         if online.any():  # Q_lo: TD on online per-step transitions, the environment reward (the data is unlabelled)
@@ -152,7 +153,7 @@ class SPAARSSUPEAgent(SUPEAgent):
         """SPAARS's signals on recently visited states, with the decoder's action of the policy's skill as the
         latent action; the switch when the transition monitor says so."""
         u = self.actor.mean_action(recent_obs)
-        latent = self.skills.decode_mean(recent_obs, skill_of(u))
+        latent = self.skills.decode_mean(recent_obs, skill_from_action(self.skills, self.cfg.skill_space, u, recent_obs))
         raw = self.raw_policy.mean_action(recent_obs)
         advantage = member_advantages(self.q_lo, recent_obs, raw, latent)
         self.adv_scale.fill_(float(advantage.mean(0).abs().mean()) + 1e-8)

@@ -38,8 +38,33 @@ SQUASH_EPS = 1e-5  # SUPE's tanh converter: u clipped to +-(1 - eps) before arct
 
 
 def skill_of(u: torch.Tensor) -> torch.Tensor:
-    """The skill z the decoder takes, from the high level's squashed action u in (-1, 1)."""
+    """The skill z the decoder takes, from the high level's squashed action u in (-1, 1) (SUPE's tanh space)."""
     return torch.atanh(u.clamp(-1 + SQUASH_EPS, 1 - SQUASH_EPS))
+
+
+def skill_from_action(skills: SkillVAE, space: str, u: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:
+    """The skill z for the high level's u chosen at (normalised) state s0, in `supe.skill_space`.
+
+    Why `prior` exists: the skill VAE's learned prior is free to sit anywhere, and after pretraining its means lie
+    at |z| ~ 5 with small spread (kitchen and antmaze, BENCHMARKS "Where the high level's skills land"), so in
+    SUPE's tanh space the data's skills are at the box's corners (tanh(5) = 0.9999) while a tanh-Gaussian actor
+    starts at u ~ 0: its skills were ~70 prior standard deviations from any the decoder was trained on, and
+    97-100 % of their decoded actions were out of the dataset's support. Whitening by the prior puts u = 0 on the
+    prior's mean and the data's skills at |u| ~ 0.3-0.95."""
+    white = skill_of(u)
+    if space == "tanh":
+        return white
+    mean, std = skills.prior_dist(s0)
+    return mean + std * white
+
+
+def action_from_skill(skills: SkillVAE, space: str, z: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:
+    """The high level's u that names skill z at state s0 (inverse of skill_from_action): offline chunks' labels and
+    the executed prior skills are stored in u, the high level's action space."""
+    if space == "tanh":
+        return torch.tanh(z)
+    mean, std = skills.prior_dist(s0)
+    return torch.tanh((z - mean) / std)
 
 
 class SkillHolder:
@@ -112,10 +137,11 @@ class SUPEAgent:
                 mean, std = self.skills.prior_dist(s)
                 holder.z = mean + std * torch.randn(mean.shape, generator=self.generator, device=mean.device)
             else:
-                holder.z = skill_of(self.actor.sample(s, self.generator)[0])
+                holder.z = skill_from_action(self.skills, self.cfg.skill_space,
+                                             self.actor.sample(s, self.generator)[0], s)
             if index < self.skill_started.numel():
                 self.skill_started[index] = True
-                self.executed[index] = torch.tanh(holder.z[0])
+                self.executed[index] = action_from_skill(self.skills, self.cfg.skill_space, holder.z, s)[0]
         if self.phase == "prior" and self.explore_steps > self.cfg.prior_steps:
             self.phase = self.online_phase
         holder.steps += 1
@@ -126,7 +152,7 @@ class SUPEAgent:
         """Deterministic: the policy's mean skill every H steps, the decoder's mean action."""
         s, holder = self._s(obs), self.eval_skill
         if holder.z is None or holder.steps % self.cfg.horizon == 0:
-            holder.z = skill_of(self.actor.mean_action(s))
+            holder.z = skill_from_action(self.skills, self.cfg.skill_space, self.actor.mean_action(s), s)
         holder.steps += 1
         return self.skills.decode_mean(s, holder.z)[0].cpu().numpy(), "latent"
 

@@ -234,6 +234,12 @@ class SUPEConfig(_Strict):
     rnd_coef: float = Field(8.0, ge=0, description="optimism: RND(s, z) bonus added to every high-level reward")
     prior_steps: int = Field(5_000, ge=0, description="env steps of skills sampled from the prior before the "
                                                       "high-level policy acts (and updates start)")
+    skill_space: Literal["tanh", "prior"] = Field(
+        "tanh", description="what the high level's squashed action u in (-1, 1) means (algos/supe.skill_from_action). "
+        "tanh: SUPE's, the skill z = atanh(u). prior: z = mu_p(s) + sigma_p(s) atanh(u), u whitened by the "
+        "learned prior at the state where the skill starts, so u = 0 is the prior's most likely skill and the "
+        "data's skills are not pushed into the corners of the box (docs/supe.md, \"Where the high level's skills "
+        "land\"; not SUPE)")
     offline_reward: Literal["auto", "min", "model", "data"] = Field(
         "auto", description="reward of relabelled offline chunks: model = a reward model r(s, z) fitted on online "
         "chunks (SUPE, kitchen), min = the dataset's minimum reward (SUPE, antmaze), data = the stored rewards "
@@ -389,6 +395,7 @@ def _hyperparameter_sections(config: TrainConfig) -> set[str]:
 # Fields added after tags were first committed, with their default: left out of the tag's hash while they hold it,
 # so a run tagged before they existed (e.g. set-e144a1f8) keeps its tag, run directory and summary name.
 _ADDED_NEUTRAL: dict[str, Any] = {
+    "supe.skill_space": "tanh",
     "online.raw_init": "awr",
     "online.critic_target_action": "sample",
     "online.critic_nstep": 1,

@@ -205,4 +205,4 @@ def _skill_stack(obs_dim: int, action_dim: int, config, agent: dict, nets, gate_
         nets.critic.load_state_dict(agent["q_lo"])
         nets.raw_policy.load_state_dict(agent["raw_policy"])
     return SkillPolicyStack(nets.normalizer, nets.raw_policy, high, skills, nets.cvae, nets.critic,
-                            config.online.gate.kappa, gate_scale=gate_scale).eval()
+                            config.online.gate.kappa, gate_scale=gate_scale, skill_space=cfg.skill_space).eval()

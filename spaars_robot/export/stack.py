@@ -32,7 +32,7 @@ from spaars_robot.algos.gate import gate_lcb
 from spaars_robot.algos.latent_residual import LatentResidualPolicy
 from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy
-from spaars_robot.algos.supe import SQUASH_EPS, skill_of
+from spaars_robot.algos.supe import SQUASH_EPS, skill_from_action, skill_of
 from spaars_robot.export.manifest import (  # noqa: F401 (SupportCalibration re-exported)
     CHOOSE_INPUT,
     OUTPUT_NAMES,
@@ -109,8 +109,10 @@ class SkillPolicyStack(nn.Module):
     output_names: tuple[str, ...] = (*OUTPUT_NAMES, SKILL_OUTPUT)
 
     def __init__(self, normalizer: ObsNormalizer, raw_policy: TanhGaussianPolicy, high_policy: TanhGaussianPolicy,
-                 skills: SkillVAE, cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0) -> None:
+                 skills: SkillVAE, cvae: CVAE, critic: QEnsemble, gate_kappa: float, gate_scale: float = 1.0,
+                 skill_space: str = "tanh") -> None:
         super().__init__()
+        self.skill_space = skill_space  # supe.skill_space of the run: what the high level's action means
         self.register_buffer("gate_scale", torch.tensor(float(gate_scale)))
         self.normalizer, self.raw_policy, self.high_policy = normalizer, raw_policy, high_policy
         self.skills, self.cvae, self.critic = skills, cvae, critic
@@ -124,6 +126,9 @@ class SkillPolicyStack(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         s = self.normalizer(obs)
         chosen = exportable_skill_of(self.high_policy.pre_tanh_mean(s))
+        if self.skill_space == "prior":  # skill_from_action's prior space, in the same exportable form
+            mean, std = self.skills.prior_dist(s)
+            chosen = mean + std * chosen
         z = torch.where(choose.unsqueeze(-1) > 0.5, chosen, skill)
         latent_action = self.skills.decode_mean(s, z)
         raw_action = self.raw_policy.mean_action(s)
@@ -136,7 +141,9 @@ class SkillPolicyStack(nn.Module):
         n = obs.shape[0]
         u = torch.rand(n, self.skill_dim, generator=generator) * 1.9 - 0.95
         choose = (torch.arange(n) % 2).to(torch.float32)
-        return obs, skill_of(u), choose
+        skills = skill_of(u) if self.skill_space == "tanh" else skill_from_action(
+            self.skills, self.skill_space, u, self.normalizer(obs))
+        return obs, skills, choose
 
 
 def stack_outputs(stack: PolicyStack | SkillPolicyStack, obs: np.ndarray, clock: SkillClock | None
@@ -158,7 +165,7 @@ def stack_outputs(stack: PolicyStack | SkillPolicyStack, obs: np.ndarray, clock:
 
 
 def random_skill_stack(obs_dim: int, action_dim: int, skill_dim: int = 3, horizon: int = 4, seed: int = 0,
-                       hidden: tuple[int, ...] = (64, 64)) -> SkillPolicyStack:
+                       hidden: tuple[int, ...] = (64, 64), skill_space: str = "tanh") -> SkillPolicyStack:
     """An untrained skill stack with the real architecture; for tests of export and serving."""
     torch.manual_seed(seed)
     return SkillPolicyStack(
@@ -166,7 +173,7 @@ def random_skill_stack(obs_dim: int, action_dim: int, skill_dim: int = 3, horizo
         TanhGaussianPolicy(obs_dim, action_dim, hidden), TanhGaussianPolicy(obs_dim, skill_dim, hidden),
         SkillVAE(obs_dim, action_dim, skill_dim, horizon, hidden, gru_hidden=16, gru_layers=1, kl_weight=0.1),
         CVAE(obs_dim, action_dim, 2 * action_dim, hidden),
-        QEnsemble(obs_dim, action_dim, hidden, 2, layer_norm=True), gate_kappa=1.0,
+        QEnsemble(obs_dim, action_dim, hidden, 2, layer_norm=True), gate_kappa=1.0, skill_space=skill_space,
     ).eval()
 
 

@@ -115,7 +115,8 @@ def _build_supe(config: TrainConfig, task: TaskSpec, dataset: OfflineDataset, ne
     generator = make_generator(config.seed + 12345, config.device)
     agent = (SPAARSSUPEAgent if config.algo == "spaars-supe" else SUPEAgent)(
         nets, skills, config, generator, offline_min_reward=float(dataset.reward.min()) * float(info["reward_scale"]),
-        offline_labels=label_offline_chunks(skills, offline, starts), offline_reward=offline_reward)
+        offline_labels=label_offline_chunks(skills, offline, starts, space=cfg.skill_space),
+        offline_reward=offline_reward)
     online = config.online
 
     def sample(replay: ReplayBuffer) -> dict[str, torch.Tensor]:  # online: the high-level transitions that happened

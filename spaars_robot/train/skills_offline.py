@@ -106,12 +106,16 @@ def skills_cached(buffer: ReplayBuffer, starts: torch.Tensor, cfg: SUPEConfig, s
 
 @torch.no_grad()
 def label_offline_chunks(skills: SkillVAE, buffer: ReplayBuffer, starts: torch.Tensor,
-                         block: int = LABEL_BLOCK) -> torch.Tensor:
-    """u = tanh(encoder mean) of every dataset chunk, as a [buffer size, k] table indexed by chunk start (zeros
-    where no chunk starts). Fixed blocks, so the labels do not depend on anything but the data and the encoder."""
+                         block: int = LABEL_BLOCK, space: str = "tanh") -> torch.Tensor:
+    """u naming the encoder mean of every dataset chunk (SUPE: tanh of it; `space` as supe.skill_space), as a
+    [buffer size, k] table indexed by chunk start (zeros where no chunk starts). Fixed blocks, so the labels do not
+    depend on anything but the data and the encoder."""
+    from spaars_robot.algos.supe import action_from_skill
+
     labels = torch.zeros(buffer.size, skills.skill_dim, device=buffer.obs.device)
     for i in range(0, starts.numel(), block):
         part = starts[i:i + block]
         chunk = gather_chunks(buffer, part, skills.horizon, 1.0)
-        labels[part] = torch.tanh(skills.encode(chunk["obs"], chunk["action"])[0])
+        labels[part] = action_from_skill(skills, space, skills.encode(chunk["obs"], chunk["action"])[0],
+                                         chunk["obs"][:, 0])
     return labels

@@ -137,3 +137,27 @@ def test_kitchen_skill_bundle_sim_to_sim(tmp_path):
         assert a.steps == b.steps == 3 * HORIZON + 1 and a.sources == b.sources
         assert a.episode_return == pytest.approx(b.episode_return, abs=1e-6)
     assert served.limit_counts == local.limit_counts
+
+
+def test_a_prior_space_bundle_serves_the_skill_training_chose(tmp_path):
+    """supe.skill_space=prior: the exported graph chooses z = mu_p(s) + sigma_p(s) atanh(u) as the agent does
+    (algos/supe.skill_from_action on the high level's mean), onnxruntime agrees with torch, and the chosen skill is
+    not the tanh space's (a graph that ignored the space would serve other skills than training evaluated)."""
+    import torch
+
+    from spaars_robot.algos.supe import skill_from_action
+
+    stack = random_skill_stack(OBS_DIM, ACT_DIM, SKILL_DIM, HORIZON, seed=4, skill_space="prior")
+    export_bundle(stack, hopper_info(algo="supe", skill_horizon=HORIZON, controller="latent"), tmp_path / "b")
+    runner = PolicyRunner(load_bundle(tmp_path / "b"), warmup=1)
+    clock, torch_clock = runner.new_skill_clock(), SkillClock(SKILL_DIM, HORIZON)
+    obs = np.random.default_rng(1).standard_normal(OBS_DIM).astype(np.float32)
+    _, latent, _, _ = runner(obs, clock)
+    _, latent_ref, _, _ = stack_outputs(stack, obs, torch_clock)
+    np.testing.assert_allclose(latent, latent_ref, atol=1e-5)
+    with torch.no_grad():
+        s = stack.normalizer(torch.as_tensor(obs).unsqueeze(0))
+        trained = skill_from_action(stack.skills, "prior", stack.high_policy.mean_action(s), s)[0].numpy()
+        tanh_space = skill_from_action(stack.skills, "tanh", stack.high_policy.mean_action(s), s)[0].numpy()
+    np.testing.assert_allclose(clock.skill, trained, atol=1e-4)
+    assert np.abs(trained - tanh_space).max() > 1e-2

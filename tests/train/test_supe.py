@@ -4,6 +4,7 @@ the relabelling of unlabelled offline chunks, a skill held for H steps, and a ch
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -225,3 +226,29 @@ def test_the_paper_protocol_is_supes_settings_and_300k_steps():
         256, 2, 1_000_000, (256, 256, 256))
     assert cfg.online.env_steps == 300_000
     assert cfg.online.transition.t_min < cfg.online.transition.t_max <= cfg.online.env_steps // 2
+
+
+def test_the_prior_skill_space_centres_the_high_level_on_the_prior():
+    """skill_space=prior: u = 0 is the prior's mean skill at the state, the map inverts (offline labels, executed
+    prior skills), and a skill far out in SUPE's tanh space (|z| ~ 5, tanh = 0.9999) is an ordinary u in the prior's
+    coordinates when the prior sits there (BENCHMARKS "Where the high level's skills land")."""
+    from spaars_robot.algos.supe import action_from_skill, skill_from_action
+    from spaars_robot.nn.skills import SkillVAE
+
+    torch.manual_seed(0)
+    skills = SkillVAE(OBS, ACT, 3, 4, (32, 32), gru_hidden=8, gru_layers=1, kl_weight=0.1)
+    with torch.no_grad():  # a prior whose mean sits at z = 5 with spread 0.1, as the pretrained ones do
+        last = skills.prior[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.cat([torch.full((3,), 5.0), torch.full((3,), -4.6)]))
+    s = torch.randn(6, OBS)
+    mean, std = skills.prior_dist(s)
+    assert torch.allclose(mean, torch.full_like(mean, 5.0)) and (std < 0.2).all()
+    torch.testing.assert_close(skill_from_action(skills, "prior", torch.zeros(6, 3), s), mean)
+    u = torch.rand(6, 3) * 1.8 - 0.9
+    for space in ("tanh", "prior"):
+        z = skill_from_action(skills, space, u, s)
+        torch.testing.assert_close(action_from_skill(skills, space, z, s), u, atol=1e-5, rtol=1e-5)
+    data_skill = mean + std * 0.5  # a skill the data holds, half a prior std from the mean
+    assert (action_from_skill(skills, "tanh", data_skill, s).abs() > 0.9999).all()
+    assert (action_from_skill(skills, "prior", data_skill, s) - math.tanh(0.5)).abs().max() < 1e-5
