@@ -45,12 +45,13 @@ def skill_of(u: torch.Tensor) -> torch.Tensor:
 def skill_from_action(skills: SkillVAE, space: str, u: torch.Tensor, s0: torch.Tensor) -> torch.Tensor:
     """The skill z for the high level's u chosen at (normalised) state s0, in `supe.skill_space`.
 
-    Why `prior` exists: the skill VAE's learned prior is free to sit anywhere, and after pretraining its means lie
-    at |z| ~ 5 with small spread (kitchen and antmaze, BENCHMARKS "Where the high level's skills land"), so in
-    SUPE's tanh space the data's skills are at the box's corners (tanh(5) = 0.9999) while a tanh-Gaussian actor
-    starts at u ~ 0: its skills were ~70 prior standard deviations from any the decoder was trained on, and
-    97-100 % of their decoded actions were out of the dataset's support. Whitening by the prior puts u = 0 on the
-    prior's mean and the data's skills at |u| ~ 0.3-0.95."""
+    Why `prior` exists: nothing anchors a learned prior's scale, and after `supe-short` pretraining (kitchen,
+    antmaze) its means lie at |z| 5-8.5 with a spread of 0.09-0.15 per dimension, the data's skills within ~2 of
+    those standard deviations (BENCHMARKS "Where the high level's skills land"). In SUPE's tanh space that is a
+    small, state-dependent patch of the box (up to half its coordinates saturated, |u| > 0.99), and the trained
+    tanh-Gaussian actor's skills sat ~70 prior standard deviations from it: 97-100 % of their decoded actions were
+    out of the dataset's support. Whitened by the prior at the state, u = 0 is the prior's mean skill and a data
+    skill one standard deviation out is u = tanh(1)."""
     white = skill_of(u)
     if space == "tanh":
         return white

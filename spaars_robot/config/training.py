@@ -238,7 +238,7 @@ class SUPEConfig(_Strict):
         "tanh", description="what the high level's squashed action u in (-1, 1) means (algos/supe.skill_from_action). "
         "tanh: SUPE's, the skill z = atanh(u). prior: z = mu_p(s) + sigma_p(s) atanh(u), u whitened by the "
         "learned prior at the state where the skill starts, so u = 0 is the prior's most likely skill and the "
-        "data's skills are not pushed into the corners of the box (docs/supe.md, \"Where the high level's skills "
+        "actor's box spans the prior's spread, not absolute z (docs/supe.md, \"Where the high level's skills "
         "land\"; not SUPE)")
     offline_reward: Literal["auto", "min", "model", "data"] = Field(
         "auto", description="reward of relabelled offline chunks: model = a reward model r(s, z) fitted on online "
