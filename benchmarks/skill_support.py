@@ -26,9 +26,9 @@ from spaars_robot.algos.supe import action_from_skill, skill_from_action
 from spaars_robot.config.tasks import load_task
 from spaars_robot.config.training import SKILL_ALGOS, load_run_config
 from spaars_robot.data.dataset import OfflineDataset
+from spaars_robot.data.files import safe_torch_load
 from spaars_robot.nn.policies import TanhGaussianPolicy
 from spaars_robot.nn.skills import SkillVAE
-from spaars_robot.data.files import safe_torch_load
 
 
 def _row(skills: SkillVAE, nets: OfflineNets, space: str, s: torch.Tensor, z: torch.Tensor, threshold: float
