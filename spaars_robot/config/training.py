@@ -392,6 +392,7 @@ def _hyperparameter_sections(config: TrainConfig) -> set[str]:
     (whose algorithms never read `supe`) keep their hashes, and no skill run had been tagged."""
     return _HYPERPARAMETER_SECTIONS | {"supe"} if config.algo in SKILL_ALGOS else _HYPERPARAMETER_SECTIONS
 
+
 # Fields added after tags were first committed, with their default: left out of the tag's hash while they hold it,
 # so a run tagged before they existed (e.g. set-e144a1f8) keeps its tag, run directory and summary name.
 _ADDED_NEUTRAL: dict[str, Any] = {
