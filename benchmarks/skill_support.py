@@ -21,22 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spaars_robot.algos.offline import OfflineNets
 from spaars_robot.algos.supe import action_from_skill, skill_from_action
-from spaars_robot.config.tasks import load_task
 from spaars_robot.config.training import SKILL_ALGOS, load_run_config
 from spaars_robot.data.dataset import OfflineDataset
-from spaars_robot.data.files import safe_torch_load
-from spaars_robot.nn.policies import TanhGaussianPolicy
+from spaars_robot.export.from_run import load_run_for_export
+from spaars_robot.nn.cvae import CVAE
 from spaars_robot.nn.skills import SkillVAE
 
 
-def _row(skills: SkillVAE, nets: OfflineNets, space: str, s: torch.Tensor, z: torch.Tensor, threshold: float
+def _row(skills: SkillVAE, cvae: CVAE, space: str, s: torch.Tensor, z: torch.Tensor, threshold: float
          ) -> dict[str, float]:
     mean, std = skills.prior_dist(s)
     u = action_from_skill(skills, space, z, s)
     action = skills.decode_mean(s, z)
-    score = nets.cvae.support_score(s, action)
+    score = cvae.support_score(s, action)
     return {"z_norm_median": float(z.norm(dim=-1).median()),
             "u_saturated_share": float((u.abs() > 0.99).float().mean()),
             "prior_mahalanobis_median": float(((z - mean) / std).norm(dim=-1).median()),
@@ -49,23 +47,17 @@ def measure(run_dir: Path, states: int, seed: int) -> dict:
     config, facts = load_run_config(run_dir)
     if config.algo not in SKILL_ALGOS:
         raise SystemExit(f"{run_dir}: a {config.algo} run has no skills (supe or spaars-supe runs do)")
-    task = load_task(config.task)
-    agent = safe_torch_load(run_dir / "checkpoint.pt")["agent"]
-    nets = OfflineNets(task.obs_dim, task.action_dim, config.pretrain)
-    nets.load_state_dict(agent["nets"])
-    high = TanhGaussianPolicy(task.obs_dim, config.supe.skill_dim, config.supe.high_hidden)
-    high.load_state_dict(agent["actor"])
-    skills = SkillVAE.from_config(task.obs_dim, task.action_dim, config.supe)
-    skills.load_state_dict(agent["skills"])
+    stack, info = load_run_for_export(run_dir)  # the networks as the run's bundle would hold them
+    high, skills = stack.high_policy, stack.skills
     dataset = OfflineDataset.load(facts.dataset_path)
-    horizon, space = config.supe.horizon, config.supe.skill_space
+    horizon, space = config.supe.horizon, stack.skill_space
     starts = dataset.chunk_starts(horizon)
     pick = starts[torch.as_tensor(np.random.default_rng(seed).choice(starts.numel(), states, replace=False))]
     chunk = dataset.chunks(pick, horizon)
-    chunk_obs, chunk_actions = nets.normalizer(chunk["obs"].float()), chunk["action"].float()
+    chunk_obs, chunk_actions = stack.normalizer(chunk["obs"].float()), chunk["action"].float()
     s = chunk_obs[:, 0]
     generator = torch.Generator().manual_seed(seed)
-    threshold = float(nets.support_threshold)
+    threshold = info.support_threshold
     prior_mean, prior_std = skills.prior_dist(s)
     rows = {
         "high level, mean": skill_from_action(skills, space, high.mean_action(s), s),
@@ -74,8 +66,8 @@ def measure(run_dir: Path, states: int, seed: int) -> dict:
         "prior, mean": prior_mean,
         "data's chunks (encoder mean)": skills.encode(chunk_obs, chunk_actions)[0],
     }
-    out = {name: _row(skills, nets, space, s, z, threshold) for name, z in rows.items()}
-    data_score = nets.cvae.support_score(s, chunk_actions[:, 0])
+    out = {name: _row(skills, stack.cvae, space, s, z, threshold) for name, z in rows.items()}
+    data_score = stack.cvae.support_score(s, chunk_actions[:, 0])
     out["dataset actions"] = {"out_of_support_share": float((data_score > threshold).float().mean()),
                               "support_score_median": float(data_score.median())}
     return {"run": str(run_dir), "task": config.task, "algo": config.algo, "seed": config.seed,

@@ -32,7 +32,7 @@ from spaars_robot.algos.gate import gate_lcb
 from spaars_robot.algos.latent_residual import LatentResidualPolicy
 from spaars_robot.algos.rollout_gate import gate_features
 from spaars_robot.algos.spar import RectifiedPolicy
-from spaars_robot.algos.supe import SQUASH_EPS, skill_from_action, skill_of
+from spaars_robot.algos.supe import SQUASH_EPS, skill_from_action
 from spaars_robot.export.manifest import (  # noqa: F401 (SupportCalibration re-exported)
     CHOOSE_INPUT,
     OUTPUT_NAMES,
@@ -141,9 +141,7 @@ class SkillPolicyStack(nn.Module):
         n = obs.shape[0]
         u = torch.rand(n, self.skill_dim, generator=generator) * 1.9 - 0.95
         choose = (torch.arange(n) % 2).to(torch.float32)
-        skills = skill_of(u) if self.skill_space == "tanh" else skill_from_action(
-            self.skills, self.skill_space, u, self.normalizer(obs))
-        return obs, skills, choose
+        return obs, skill_from_action(self.skills, self.skill_space, u, self.normalizer(obs)), choose
 
 
 def stack_outputs(stack: PolicyStack | SkillPolicyStack, obs: np.ndarray, clock: SkillClock | None

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from spaars_robot.algos.base import fused_adam
+from spaars_robot.algos.supe import action_from_skill
 from spaars_robot.config.training import SUPEConfig
 from spaars_robot.data.chunks import gather_chunks, sample_starts
 from spaars_robot.data.files import atomic_torch_save
@@ -110,7 +111,6 @@ def label_offline_chunks(skills: SkillVAE, buffer: ReplayBuffer, starts: torch.T
     """u naming the encoder mean of every dataset chunk (SUPE: tanh of it; `space` as supe.skill_space), as a
     [buffer size, k] table indexed by chunk start (zeros where no chunk starts). Fixed blocks, so the labels do not
     depend on anything but the data and the encoder."""
-    from spaars_robot.algos.supe import action_from_skill
 
     labels = torch.zeros(buffer.size, skills.skill_dim, device=buffer.obs.device)
     for i in range(0, starts.numel(), block):
