@@ -38,7 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from spaars_robot.algos.sac import SAC, SACConfig
-from spaars_robot.config.tasks import TaskSpec
+from spaars_robot.config.tasks import DEFAULT_DATASET_STEPS, TaskSpec
 from spaars_robot.data.episodes import Episode, dataset_dir, iter_episodes, write_dataset
 from spaars_robot.data.files import atomic_torch_save, atomic_write_json, safe_torch_load, sha256_file
 from spaars_robot.data.replay import ReplayBuffer
@@ -57,7 +57,7 @@ EVAL_SEED_BASE = 900_000_000
 
 class CollectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(1_000_000, gt=0, description="transitions in the rolled-out dataset")
+    steps: int = Field(DEFAULT_DATASET_STEPS, gt=0, description="transitions in the rolled-out dataset (`data collect` passes the task's D4RL size)")
     seed: int = Field(0, ge=0)
     train_budget: int = Field(1_000_000, gt=0, description="max SAC env steps for the behaviour policy")
     random_steps: int = Field(5_000, ge=0, description="uniform-action warm-up before SAC updates")
