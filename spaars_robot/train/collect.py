@@ -57,7 +57,8 @@ EVAL_SEED_BASE = 900_000_000
 
 class CollectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    steps: int = Field(DEFAULT_DATASET_STEPS, gt=0, description="transitions in the rolled-out dataset (`data collect` passes the task's D4RL size)")
+    steps: int = Field(DEFAULT_DATASET_STEPS, gt=0, description="transitions in the rolled-out dataset "
+                       "(`data collect` passes the task's D4RL size)")
     seed: int = Field(0, ge=0)
     train_budget: int = Field(1_000_000, gt=0, description="max SAC env steps for the behaviour policy")
     random_steps: int = Field(5_000, ge=0, description="uniform-action warm-up before SAC updates")
