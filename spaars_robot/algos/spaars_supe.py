@@ -153,7 +153,8 @@ class SPAARSSUPEAgent(SUPEAgent):
         """SPAARS's signals on recently visited states, with the decoder's action of the policy's skill as the
         latent action; the switch when the transition monitor says so."""
         u = self.actor.mean_action(recent_obs)
-        latent = self.skills.decode_mean(recent_obs, skill_from_action(self.skills, self.cfg.skill_space, u, recent_obs))
+        skill = skill_from_action(self.skills, self.cfg.skill_space, u, recent_obs)
+        latent = self.skills.decode_mean(recent_obs, skill)
         raw = self.raw_policy.mean_action(recent_obs)
         advantage = member_advantages(self.q_lo, recent_obs, raw, latent)
         self.adv_scale.fill_(float(advantage.mean(0).abs().mean()) + 1e-8)
