@@ -26,7 +26,8 @@ class QualityTarget(BaseModel):
     steps: int | None = Field(
         None, gt=0, description="Transitions in D4RL's dataset of this task and quality: what `data collect` rolls "
         "out when --steps is not given, so the documented recipe makes the dataset the benchmarks were measured on "
-        "(kitchen-mixed: 140,000, D4RL's 136,950 as whole 280-step episodes). None: 1,000,000, D4RL's locomotion size.")
+        "(kitchen-mixed: 140,000, D4RL's 136,950 as whole 280-step episodes). None: 1,000,000, D4RL's locomotion "
+        "size.")
 
     @model_validator(mode="after")
     def _band_ordered(self) -> QualityTarget:
