@@ -6,7 +6,9 @@ with separate intervals would hide a consistent lead inside two wide bands. Each
 the baselines the method makes claims against (SPAARS: raw and latent-only fine-tuning and IQL; SPAR: the
 value-gradient actor on the same critic, its own anchor and IQL; SPAARS-SUPE: SUPE), and every variant of an
 algorithm (an ablation, a `--set` tag) with that algorithm's default run, so a configuration is read against
-the one it departs from.
+the one it departs from. A tagged run is also read against each baseline run under the same tag: the tag is a
+hash of every hyperparameter, so an equal tag means equal settings (kitchen's SPAARS-SUPE and SUPE both start the
+high level's temperature at 1.0, `set-88f7a43f`), and only that pair compares like with like.
 """
 from __future__ import annotations
 
@@ -31,6 +33,15 @@ def default_label(summary: dict, algo: str) -> str:
                          dataset_label(summary["task"], summary.get("dataset")))
 
 
+def same_tag_label(summary: dict, algo: str) -> str:
+    """The label of `algo`'s run under this run's tag ('' when the run has none): same dataset and safety spec."""
+    tag = summary.get("tag") or ""
+    if not tag:
+        return ""
+    return variant_label(algo, True, False, False, tag, summary.get("safety_spec") is not None,
+                         dataset_label(summary["task"], summary.get("dataset")))
+
+
 def comparisons(groups: Groups) -> list[tuple[tuple[str, str, str], tuple[str, str, str]]]:
     """(group, baseline group) pairs present in `groups` with at least one seed in common."""
     pairs = []
@@ -39,8 +50,10 @@ def comparisons(groups: Groups) -> list[tuple[tuple[str, str, str], tuple[str, s
         summary = runs[0].summary
         algo = str(summary["algo"])
         own_default = default_label(summary, algo)
+        bases = BASELINES.get(algo, ())
         wanted = ([own_default] if label != own_default else []) + \
-            [default_label(summary, base) for base in BASELINES.get(algo, ())]
+            [same_tag_label(summary, base) for base in bases if same_tag_label(summary, base)] + \
+            [default_label(summary, base) for base in bases]
         for base_label in wanted:
             base = (task, protocol, base_label)
             if base in groups and {r.seed for r in runs} & {r.seed for r in groups[base]}:

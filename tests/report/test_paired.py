@@ -71,6 +71,20 @@ def test_only_common_seeds_pair_and_disjoint_seeds_give_no_row(committed):
     assert row["seeds"] == [1] and row["differences"] == [10.0] and row["ahead"] == 1
 
 
+def test_a_tagged_run_pairs_with_the_baseline_run_under_the_same_tag(committed):
+    """Kitchen's grid: SPAARS-SUPE and SUPE both run with `set-88f7a43f` (same settings), no untagged SUPE exists."""
+    template = _template(committed)
+    runs = [_run(template, "spaars-supe", 0, 18.5, tag="set-88f7a43f"),
+            _run(template, "spaars-supe", 1, 18.5, tag="set-88f7a43f"),
+            _run(template, "supe", 0, 22.5, tag="set-88f7a43f"), _run(template, "supe", 1, 10.0, tag="set-88f7a43f"),
+            _run(template, "supe", 0, 50.0, tag="set-00000000")]  # other settings: never its baseline
+    groups = group_runs(runs)
+    pairs = [(k[2], b[2]) for k, b in comparisons(groups)]
+    assert pairs == [("spaars-supe-set-88f7a43f", "supe-set-88f7a43f")]
+    row = paired_row(groups[comparisons(groups)[0][0]], groups[comparisons(groups)[0][1]])
+    assert row["differences"] == pytest.approx([-4.0, 8.5]) and row["ahead"] == 1
+
+
 def test_switch_table_tells_a_cap_from_a_decision_and_measures_the_dip(committed):
     template = _template(committed)
     curve = [dict(r) for r in template["curve"]]
