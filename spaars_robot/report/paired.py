@@ -26,18 +26,9 @@ BASELINES: dict[str, tuple[str, ...]] = {
 }
 
 
-def default_label(summary: dict, algo: str) -> str:
+def default_label(summary: dict, algo: str, tag: str = "") -> str:
     """The label of `algo`'s default run beside this one: same dataset and safety spec (they change the task),
-    no ablation, no tag, fp32 (the baselines of record)."""
-    return variant_label(algo, True, False, False, "", summary.get("safety_spec") is not None,
-                         dataset_label(summary["task"], summary.get("dataset")))
-
-
-def same_tag_label(summary: dict, algo: str) -> str:
-    """The label of `algo`'s run under this run's tag ('' when the run has none): same dataset and safety spec."""
-    tag = summary.get("tag") or ""
-    if not tag:
-        return ""
+    no ablation, fp32 (the baselines of record), untagged unless `tag` names the settings to match."""
     return variant_label(algo, True, False, False, tag, summary.get("safety_spec") is not None,
                          dataset_label(summary["task"], summary.get("dataset")))
 
@@ -51,8 +42,9 @@ def comparisons(groups: Groups) -> list[tuple[tuple[str, str, str], tuple[str, s
         algo = str(summary["algo"])
         own_default = default_label(summary, algo)
         bases = BASELINES.get(algo, ())
+        tag = summary.get("tag") or ""
         wanted = ([own_default] if label != own_default else []) + \
-            [same_tag_label(summary, base) for base in bases if same_tag_label(summary, base)] + \
+            ([default_label(summary, base, tag) for base in bases] if tag else []) + \
             [default_label(summary, base) for base in bases]
         for base_label in wanted:
             base = (task, protocol, base_label)

@@ -79,9 +79,9 @@ def test_a_tagged_run_pairs_with_the_baseline_run_under_the_same_tag(committed):
             _run(template, "supe", 0, 22.5, tag="set-88f7a43f"), _run(template, "supe", 1, 10.0, tag="set-88f7a43f"),
             _run(template, "supe", 0, 50.0, tag="set-00000000")]  # other settings: never its baseline
     groups = group_runs(runs)
-    pairs = [(k[2], b[2]) for k, b in comparisons(groups)]
-    assert pairs == [("spaars-supe-set-88f7a43f", "supe-set-88f7a43f")]
-    row = paired_row(groups[comparisons(groups)[0][0]], groups[comparisons(groups)[0][1]])
+    (key, base), = comparisons(groups)
+    assert (key[2], base[2]) == ("spaars-supe-set-88f7a43f", "supe-set-88f7a43f")
+    row = paired_row(groups[key], groups[base])
     assert row["differences"] == pytest.approx([-4.0, 8.5]) and row["ahead"] == 1
 
 
