@@ -2,7 +2,8 @@
 
 Pinned against the committed 5-seed summaries (numbers checked by hand from their finals), and on hand-built
 runs for the rules a table cannot show at a glance: a variant is read against its own default, a dataset never
-pairs with another dataset's runs, seeds pair only with the same seed, and a cap is not a decision.
+pairs with another dataset's runs, a tagged run pairs with the baseline under its own tag, seeds pair only with
+the same seed, and a cap is not a decision.
 """
 from __future__ import annotations
 
