@@ -50,14 +50,17 @@ def export_spec(config: dict, given: str | None) -> tuple[str | None, str | None
     from spaars_robot.export.safety_binding import spec_path, spec_sha256
 
     trained, trained_sha = config.get("safety_spec"), config.get("safety_spec_sha256")
-    if trained is not None and (not Path(trained).exists() or spec_sha256(Path(trained)) != trained_sha):
-        raise SpaarsError(f"the run trained under safety spec {trained} (sha256 {str(trained_sha)[:12]}...), which "
-                          f"is missing or has changed since; restore it, or pass --safety to record another spec")
     if trained is None:
         recorded = given or f"safety/{config['task']}.yaml"
         return given, (f"the run trained without a safety layer in the loop; its policy meets {recorded}'s limits "
                        f"for the first time when served (train with its default --safety-spec avoids that)")
     if given is None:
+        # the recorded path is absolute: a moved checkout or a run trained from another worktree loses it, and
+        # --safety (checked against the recorded hash below) is the way to name the same spec where it is now
+        if not Path(trained).exists() or spec_sha256(Path(trained)) != trained_sha:
+            raise SpaarsError(f"the run trained under safety spec {trained} (sha256 {str(trained_sha)[:12]}...), "
+                              f"which is missing or has changed since; restore it, or pass --safety to record "
+                              f"another spec")
         return trained, None
     if spec_sha256(spec_path(given)) != trained_sha:
         return given, (f"the run trained under {Path(trained).name} (sha256 {trained_sha[:12]}...), not under "

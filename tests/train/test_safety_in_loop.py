@@ -143,3 +143,23 @@ def test_without_a_layer_the_run_is_named_so_and_export_says_what_it_records(tin
     assert yaml.safe_load((run_dir / "seed0" / "config.yaml").read_text())["safety_spec"] is None
     proc = run_cli("export", str(run_dir), "--onnx", "--out", str(tmp_path / "bundle"))
     assert "trained without a safety layer" in proc.stdout
+
+
+def test_a_run_whose_recorded_spec_moved_exports_with_the_same_spec_named_by_safety(tmp_path):
+    """The recorded spec path is absolute; a run trained in a removed worktree or a moved checkout lost it. The error
+    says to pass --safety, and that must work when the named spec is the same file (same hash): found exporting a
+    kitchen run trained from a worktree, where --safety safety/kitchen.yaml was refused with the same error."""
+    from spaars_robot.errors import SpaarsError
+    from spaars_robot.export.from_run import export_spec
+
+    same = tmp_path / "hopper.yaml"
+    shutil.copy(safety_dir() / "hopper.yaml", same)
+    other = tmp_path / "walker2d.yaml"
+    shutil.copy(safety_dir() / "walker2d.yaml", other)
+    config = {"task": "hopper", "safety_spec": str(tmp_path / "gone" / "hopper.yaml"),
+              "safety_spec_sha256": spec_sha256(same)}
+    with pytest.raises(SpaarsError, match="missing or has changed since"):
+        export_spec(config, None)
+    assert export_spec(config, str(same)) == (str(same), None)
+    spec, warning = export_spec(config, str(other))
+    assert spec == str(other) and "not under" in warning
