@@ -6,7 +6,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -92,7 +91,13 @@ def serve_cmd(
     """Serve a verified bundle under its safety spec over ZeroMQ until SIGINT/SIGTERM, then print the counts."""
     from spaars_robot.export.bundle import load_bundle
     from spaars_robot.export.safety_binding import bind_spec
-    from spaars_robot.runtime.server import DEFAULT_ENDPOINT, ActionServer, check_endpoint, pin_to_cpu
+    from spaars_robot.runtime.server import (
+        DEFAULT_ENDPOINT,
+        ActionServer,
+        StopFlag,
+        check_endpoint,
+        pin_to_cpu,
+    )
     from spaars_robot.safety.limits import SafetyLayer
 
     if realtime is not None and busy_poll:
@@ -115,7 +120,7 @@ def serve_cmd(
                   "protocol_version": f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"}
     hook = make_telemetry_hook(check_endpoint(telemetry_bind) if telemetry_bind is not None else None,
                                metrics_port, record, m.support.threshold, build_info)
-    stop = threading.Event()
+    stop = StopFlag()  # not a threading.Event: its lock deadlocks a second signal arriving inside the first handler
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:

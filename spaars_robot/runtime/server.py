@@ -57,6 +57,26 @@ def pin_to_cpu(cpus: Sequence[int]) -> None:
     os.sched_setaffinity(0, set(cpus))
 
 
+class StopFlag:
+    """A stop request that a signal handler can raise.
+
+    `threading.Event.set` takes a lock; a second signal that arrives while the first handler holds it runs its
+    handler on the same thread, which then waits on that lock forever (found: `serve` hung for good on a SIGINT
+    followed by a SIGTERM, as `timeout` or a supervisor that forwards signals sends them). Setting a bool takes no lock.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class EndpointError(SpaarsError):
     """An endpoint this server refuses to bind (not loopback, or not tcp/ipc)."""
 
@@ -202,7 +222,8 @@ class ActionServer:
             self._authenticator.stop()
             self._authenticator = None
 
-    def serve(self, stop: threading.Event | None = None, poll_ms: int = 100, *, busy_poll: bool = False) -> None:
+    def serve(self, stop: threading.Event | StopFlag | None = None, poll_ms: int = 100, *,
+              busy_poll: bool = False) -> None:
         """Answer requests until `stop` is set (checked at least every `poll_ms`).
 
         A request already queued is taken with a non-blocking receive; the poller (one more system
